@@ -1,0 +1,5 @@
+"""`python -m effseg ...` (used by `torchrun -m effseg train ...`)."""
+
+from effseg.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,59 @@
+"""The `effseg` command line: a thin dispatcher over the Python API.
+
+Each sub-command lives in ``effseg/cli/<name>.py`` and exposes
+``add_arguments(parser)`` and ``run(args) -> int``; the work itself is done by the
+library modules those call.  Bad input raises :class:`effseg.errors.EffsegError`,
+printed here as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from effseg import __version__
+from effseg.errors import EffsegError
+
+# name -> (module under effseg.cli, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "models": ("models", "table of every backbone x head: parameters and GFLOPs"),
+    "data": ("data", "synthesise a city, prepare Cityscapes, inspect datasets"),
+    "train": ("train", "train a model from a YAML config"),
+    "eval": ("evaluate", "evaluate a run, checkpoint or ONNX file (mIoU, confusion matrix)"),
+    "bench": ("bench", "measure params, GFLOPs, latency and memory of models"),
+    "export": ("export", "export a checkpoint to ONNX (optionally int8) or TorchScript"),
+    "predict": ("predict", "segment images: colour masks, overlays, label ids"),
+    "demo": ("demo", "synthetic data -> train -> eval -> bench -> report, no download"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="effseg", description="Efficient semantic segmentation.")
+    parser.add_argument("--version", action="version", version=f"effseg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(f"effseg.cli.{module_name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"effseg.cli.{module_name}":
+                raise
+            continue  # command not built yet
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except EffsegError as err:
+        print(f"effseg: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("effseg: interrupted", file=sys.stderr)
+        return 130
