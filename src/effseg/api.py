@@ -1,0 +1,385 @@
+"""The Python entry point for inference: ``effseg.load(path) -> Predictor``.
+
+>>> import effseg
+>>> model = effseg.load("runs/pspnet_r18")          # run dir, .pt checkpoint or .onnx file
+>>> labels = model.predict("street.jpg")             # (H, W) uint8 class ids, input resolution
+>>> model.classes[labels[0, 0]], model.palette.shape  # ('road', (19, 3))
+>>> rgb = model.colorize(labels)                     # (H, W, 3) uint8 in the dataset palette
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from effseg.errors import CheckpointError, DataError, ModelError
+
+ImageLike = str | Path | Image.Image | np.ndarray
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+# Fallback normalisation when a checkpoint does not record its own (ImageNet, 0..1 units).
+_DEFAULT_MEAN = (0.485, 0.456, 0.406)
+_DEFAULT_STD = (0.229, 0.224, 0.225)
+
+
+# --------------------------------------------------------------------------- images
+
+
+def read_image(source: ImageLike) -> np.ndarray:
+    """Any supported image input -> ``(H, W, 3)`` uint8 RGB array.
+
+    Accepts a path, a PIL image or an array (``(H, W)``, ``(H, W, 1|3|4)``; uint8, uint16 or
+    bool). EXIF orientation is applied, alpha is dropped, grayscale is replicated and 16-bit
+    values are scaled to 8 bits (``v * 255 / 65535``).
+    """
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.exists():
+            raise DataError(f"{path}: no such file")
+        if path.is_dir():
+            raise DataError(f"{path}: is a directory, expected an image file")
+        try:
+            with Image.open(path) as img:
+                img.load()
+                return _pil_to_rgb(img)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            raise DataError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
+    if isinstance(source, Image.Image):
+        return _pil_to_rgb(source)
+    if isinstance(source, np.ndarray):
+        return _array_to_rgb(source)
+    if isinstance(source, torch.Tensor):
+        raise DataError(
+            "got a torch.Tensor; pass an (H, W, 3) uint8 numpy array, a PIL image or a path "
+            "(use Predictor.model for raw tensors)"
+        )
+    raise DataError(f"cannot read an image from {type(source).__name__}; expected a path, PIL image or array")
+
+
+def _pil_to_rgb(img: Image.Image) -> np.ndarray:
+    # Pillow knows every mode and the EXIF orientation tag; we only special-case the
+    # high-bit-depth integer/float modes, whose values Pillow would clip rather than scale.
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img).astype(np.float64)
+        peak = 65535.0 if (img.mode.startswith("I;16") or arr.max(initial=0) > 255) else 255.0
+        return _array_to_rgb(np.clip(np.rint(arr * 255.0 / peak), 0, 255).astype(np.uint8))
+    if img.mode == "F":
+        arr = np.asarray(img).astype(np.float64)
+        scale = 255.0 if arr.max(initial=0) <= 1.0 else 1.0
+        return _array_to_rgb(np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8))
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+def _array_to_rgb(arr: np.ndarray) -> np.ndarray:
+    if arr.ndim == 3 and arr.shape[2] in (1, 3, 4):
+        arr = arr[:, :, :3] if arr.shape[2] != 1 else arr[:, :, 0]
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise DataError(f"image array has shape {tuple(arr.shape)}; expected (H, W), (H, W, 3) or (H, W, 4)")
+    if arr.dtype == np.uint8:
+        return np.ascontiguousarray(arr)
+    if arr.dtype == np.uint16:
+        return np.clip(np.rint(arr.astype(np.float64) * 255.0 / 65535.0), 0, 255).astype(np.uint8)
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    raise DataError(
+        f"image array has dtype {arr.dtype}; expected uint8 (or uint16, scaled to 8 bits) - "
+        "convert floats with (x * 255).round().astype('uint8')"
+    )
+
+
+def parse_size(text: str | Sequence[int] | None) -> tuple[int, int] | None:
+    """``"1024x512"`` or ``(1024, 512)`` -> ``(W, H)``; ``None`` stays ``None``."""
+    if text is None:
+        return None
+    if isinstance(text, str):
+        parts = text.lower().replace("*", "x").split("x")
+        try:
+            w, h = (int(p) for p in parts)
+        except ValueError:
+            raise DataError(f"input size {text!r}: expected WIDTHxHEIGHT, e.g. 1024x512") from None
+    else:
+        if len(text) != 2:
+            raise DataError(f"input size {tuple(text)}: expected (width, height)")
+        w, h = int(text[0]), int(text[1])
+    if w <= 0 or h <= 0:
+        raise DataError(f"input size {w}x{h}: width and height must be positive")
+    return w, h
+
+
+# --------------------------------------------------------------------------- predictor
+
+
+class Predictor:
+    """A loaded model plus everything needed to turn images into class-id maps.
+
+    Build with :func:`effseg.load`. ``predict`` takes a path, a PIL image or an
+    ``(H, W, 3)`` uint8 array (or a list of them, run in batches) and returns ``(H, W)``
+    class ids at the input's resolution.
+    """
+
+    def __init__(
+        self,
+        forward: Callable[[torch.Tensor], torch.Tensor],
+        *,
+        classes: Sequence[str],
+        palette: np.ndarray | Sequence[Sequence[int]] | None = None,
+        mean: Sequence[float] = _DEFAULT_MEAN,
+        std: Sequence[float] = _DEFAULT_STD,
+        device: str | torch.device = "cpu",
+        input_size: tuple[int, int] | None = None,
+        fixed_input_size: tuple[int, int] | None = None,
+        model: Any = None,
+        source: str = "",
+        batch_size: int = 4,
+    ) -> None:
+        self._forward = forward
+        self.model = model
+        self.classes: list[str] = list(classes)
+        self.num_classes = len(self.classes)
+        self.palette: np.ndarray = _as_palette(palette, self.num_classes)
+        self.device = torch.device(device)
+        mean_arr, std_arr = np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32)
+        if mean_arr.max() > 1.0 or std_arr.max() > 1.0:  # recorded in 0..255 units
+            mean_arr, std_arr = mean_arr / 255.0, std_arr / 255.0
+        self.mean = torch.tensor(mean_arr, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std_arr, device=self.device).view(1, 3, 1, 1)
+        self.fixed_input_size = fixed_input_size
+        self.input_size = fixed_input_size or input_size
+        self.source = source
+        self.batch_size = max(1, int(batch_size))
+
+    def __repr__(self) -> str:
+        size = f", input_size={self.input_size[0]}x{self.input_size[1]}" if self.input_size else ""
+        return f"Predictor({self.source!r}, classes={self.num_classes}, device={self.device}{size})"
+
+    # -- inference -----------------------------------------------------------------
+
+    def predict(
+        self,
+        image: ImageLike | Sequence[ImageLike],
+        input_size: str | tuple[int, int] | None = None,
+        batch_size: int | None = None,
+    ) -> np.ndarray | list[np.ndarray]:
+        """Class ids ``(H, W)`` uint8 (int64 beyond 255 classes) for one image, or a list for a list.
+
+        ``input_size`` ``(W, H)`` resizes the image for the network; the logits are resized
+        back (bilinear) to the original resolution before the argmax.
+        """
+        if isinstance(image, (list, tuple)):
+            arrays = [read_image(x) for x in image]
+            return self.predict_arrays(arrays, input_size=input_size, batch_size=batch_size)
+        return self.predict_arrays([read_image(image)], input_size=input_size, batch_size=1)[0]
+
+    __call__ = predict
+
+    def predict_arrays(
+        self,
+        images: Sequence[np.ndarray],
+        input_size: str | tuple[int, int] | None = None,
+        batch_size: int | None = None,
+    ) -> list[np.ndarray]:
+        """``(H, W, 3)`` uint8 RGB arrays -> class-id maps, batching images of equal network size."""
+        size = parse_size(input_size) if input_size is not None else self.input_size
+        if self.fixed_input_size is not None and size != self.fixed_input_size:
+            w, h = self.fixed_input_size
+            raise ModelError(f"{self.source}: the ONNX graph has a fixed input size {w}x{h}; got {size}")
+        bs = max(1, int(batch_size or self.batch_size))
+        out: list[np.ndarray | None] = [None] * len(images)
+        # Group by the size the network sees, so a batch is one tensor; keep input order.
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, img in enumerate(images):
+            net_size = size or (img.shape[1], img.shape[0])
+            groups.setdefault(net_size, []).append(i)
+        for (w, h), idx in groups.items():
+            for start in range(0, len(idx), bs):
+                chunk = idx[start : start + bs]
+                logits = self._logits([images[i] for i in chunk], (w, h))
+                for j, i in enumerate(chunk):
+                    H, W = images[i].shape[:2]
+                    lg = logits[j : j + 1]
+                    if lg.shape[-2:] != (H, W):
+                        lg = F.interpolate(lg, size=(H, W), mode="bilinear", align_corners=False)
+                    ids = lg.argmax(1)[0].cpu().numpy()
+                    out[i] = ids.astype(np.uint8 if self.num_classes <= 256 else np.int64)
+        return out  # type: ignore[return-value]
+
+    def _logits(self, images: Sequence[np.ndarray], size: tuple[int, int]) -> torch.Tensor:
+        w, h = size
+        with torch.inference_mode():
+            batch = torch.stack([torch.from_numpy(np.ascontiguousarray(im)) for im in images])
+            x = batch.to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+            if x.shape[-2:] != (h, w):
+                # antialias: downscaling a photo for the network should average, not alias
+                x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+            x = (x - self.mean) / self.std
+            logits = self._forward(x)
+            if isinstance(logits, dict):
+                logits = logits["out"]
+            logits = torch.as_tensor(logits).float()
+            if logits.ndim != 4 or logits.shape[1] != self.num_classes:
+                raise ModelError(
+                    f"{self.source}: model returned shape {tuple(logits.shape)}; "
+                    f"expected (B, {self.num_classes}, H, W)"
+                )
+            return logits
+
+    # -- visualisation ---------------------------------------------------------------
+
+    def colorize(self, labels: np.ndarray) -> np.ndarray:
+        """``(H, W)`` class ids -> ``(H, W, 3)`` uint8 in the palette (ids outside it, e.g. 255, black)."""
+        return colorize(labels, self.palette)
+
+    def overlay(self, image: ImageLike, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+        """Blend the colourised ``labels`` over ``image``: ``(1 - alpha) * image + alpha * colour``."""
+        return overlay(read_image(image), colorize(labels, self.palette), alpha)
+
+
+def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """``(H, W)`` ids -> ``(H, W, 3)`` uint8; ids with no palette entry (ignore = 255) are black."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise DataError(f"labels have shape {tuple(labels.shape)}; expected (H, W)")
+    size = 256 if labels.dtype == np.uint8 else max(256, int(labels.max(initial=0)) + 1)
+    lut = np.zeros((size, 3), np.uint8)
+    lut[: len(palette)] = palette
+    return lut[labels.astype(np.int64, copy=False).clip(0, len(lut) - 1)]
+
+
+def overlay(image: np.ndarray, color: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """``(H, W, 3)`` uint8 image and colour mask -> blended ``(H, W, 3)`` uint8."""
+    if not 0.0 <= alpha <= 1.0:
+        raise DataError(f"overlay alpha {alpha}: expected a value in [0, 1]")
+    if image.shape != color.shape:
+        raise DataError(f"image {tuple(image.shape)} and mask {tuple(color.shape)} differ in size")
+    blend = (1.0 - alpha) * image.astype(np.float32) + alpha * color.astype(np.float32)
+    return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
+
+
+def _as_palette(palette: Any, num_classes: int) -> np.ndarray:
+    if palette is None or len(palette) == 0:
+        # Distinct, deterministic colours when a checkpoint carries none (matplotlib's tab20 cycle).
+        from matplotlib import colormaps
+
+        cmap = colormaps["tab20"]
+        return np.array([[int(c * 255) for c in cmap(i % 20)[:3]] for i in range(num_classes)], np.uint8)
+    arr = np.asarray(palette, dtype=np.int64)
+    if arr.ndim != 2 or arr.shape[1] != 3 or len(arr) < num_classes:
+        raise CheckpointError(f"palette has shape {tuple(arr.shape)}; expected ({num_classes}, 3)")
+    return arr[:num_classes].clip(0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ModelError(f"device {device!r}: expected 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r}: CUDA is not available on this machine (use --device cpu)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ModelError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    return dev
+
+
+def load(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    input_size: str | tuple[int, int] | None = None,
+    batch_size: int = 4,
+) -> Predictor:
+    """Load a run directory, a ``.pt`` checkpoint or an ``.onnx`` file for inference.
+
+    ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"auto"``.
+    ``input_size``: optional ``(W, H)`` / ``"WxH"`` the network sees (outputs keep the input size).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or directory (expected a run dir, .pt or .onnx)")
+    dev = _resolve_device(device)
+    size = parse_size(input_size)
+    if path.suffix.lower() == ".onnx":
+        return _load_onnx(path, dev, size, batch_size)
+    if path.is_dir() or path.suffix.lower() in (".pt", ".pth", ".ckpt"):
+        return _load_torch(path, dev, size, batch_size)
+    raise CheckpointError(
+        f"{path}: unknown model file type {path.suffix!r}; expected a run dir, .pt or .onnx"
+    )
+
+
+def _meta_get(meta: Any, key: str, default: Any = None) -> Any:
+    if isinstance(meta, dict):
+        return meta.get(key, default)
+    return getattr(meta, key, default)
+
+
+def _load_torch(path: Path, device: torch.device, size: tuple[int, int] | None, batch_size: int) -> Predictor:
+    from effseg.engine.checkpoint import load_model
+
+    model, meta = load_model(path, device=str(device))
+    model.eval().to(device)
+    num_classes = int(getattr(model, "num_classes", 0) or len(_meta_get(meta, "classes", [])))
+    classes = _meta_get(meta, "classes") or [f"class_{i}" for i in range(num_classes)]
+    return Predictor(
+        model,
+        classes=classes,
+        palette=_meta_get(meta, "palette"),
+        mean=_meta_get(meta, "mean") or _DEFAULT_MEAN,
+        std=_meta_get(meta, "std") or _DEFAULT_STD,
+        device=device,
+        input_size=size,
+        model=model,
+        source=str(path),
+        batch_size=batch_size,
+    )
+
+
+def _load_onnx(path: Path, device: torch.device, size: tuple[int, int] | None, batch_size: int) -> Predictor:
+    try:
+        from effseg.tools.export import load_onnx_model
+    except ImportError as err:  # onnxruntime is an optional extra
+        raise ModelError(
+            f"{path}: running ONNX files needs onnxruntime: pip install 'effseg[deploy]' ({err})"
+        ) from None
+    runner, meta = load_onnx_model(path)
+    fixed = _meta_get(meta, "fixed_input_size")
+    fixed = tuple(fixed) if fixed else None
+    if fixed and size and tuple(size) != fixed:
+        raise ModelError(f"{path}: the ONNX graph has a fixed input size {fixed[0]}x{fixed[1]}; got {size}")
+    num_classes = int(_meta_get(meta, "num_classes", 0) or len(_meta_get(meta, "classes", [])))
+    classes = _meta_get(meta, "classes") or [f"class_{i}" for i in range(num_classes)]
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(runner(x.cpu())).to(device)
+
+    return Predictor(
+        forward,
+        classes=classes,
+        palette=_meta_get(meta, "palette"),
+        mean=_meta_get(meta, "mean") or _DEFAULT_MEAN,
+        std=_meta_get(meta, "std") or _DEFAULT_STD,
+        device=device,
+        input_size=size,
+        fixed_input_size=fixed,
+        model=runner,
+        source=str(path),
+        batch_size=batch_size,
+    )
