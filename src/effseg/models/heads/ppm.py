@@ -1,0 +1,69 @@
+"""PSPNet's pyramid pooling module (Zhao et al., 2017) on the ``"out"`` feature."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def pooled_branch(in_channels: int, out_channels: int, bins: int) -> nn.Sequential:
+    """Adaptive average pooling to ``bins x bins`` -> 1x1 conv -> norm -> ReLU.
+
+    For ``bins == 1`` the branch has no BatchNorm: a 1x1 map holds a single value
+    per channel and sample, so BatchNorm in training mode fails with batch 1
+    ("Expected more than 1 value per channel") and is degenerate for small
+    batches.  The 1x1 conv keeps a bias and is followed by ReLU instead (PSPNet
+    and DeepLabV3 implementations that train with large batches keep BN there;
+    the normalisation buys nothing on a global vector).
+    """
+    if bins == 1:
+        return nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_channels, out_channels, 1, bias=True), nn.ReLU(inplace=True)
+        )
+    return nn.Sequential(
+        nn.AdaptiveAvgPool2d(bins),
+        nn.Conv2d(in_channels, out_channels, 1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class PPMHead(nn.Module):
+    """Pyramid pooling + 3x3 bottleneck + classifier.
+
+    ``forward(feats)`` -> logits (B, num_classes, h, w) from ``feats["out"]``
+    (B, in_channels, h, w).  Each of the ``bins`` branches pools to ``b x b``,
+    reduces to ``in_channels // len(bins)`` channels and is upsampled back
+    (bilinear, ``align_corners=False``), so any input size works.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        bins: Sequence[int] = (1, 2, 3, 6),
+        channels: int = 512,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        reduction = in_channels // len(bins)
+        self.branches = nn.ModuleList(pooled_branch(in_channels, reduction, int(b)) for b in bins)
+        self.bottleneck = nn.Sequential(
+            nn.Conv2d(in_channels + reduction * len(bins), channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+        )
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, feats: dict[str, Tensor]) -> Tensor:
+        x = feats["out"]
+        size = x.shape[-2:]
+        pyramid = [x] + [
+            F.interpolate(branch(x), size=size, mode="bilinear", align_corners=False)
+            for branch in self.branches
+        ]
+        return self.classifier(self.bottleneck(torch.cat(pyramid, dim=1)))
