@@ -1,0 +1,139 @@
+"""Parameters and GFLOPs of every backbone x head (``effseg models``).
+
+FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode``, which
+counts one multiply-add as 2 FLOPs (convolutions, matmuls; not activations,
+normalisation, pooling or interpolation).  GFLOPs = FLOPs / 1e9.  Models and
+inputs are built on the ``meta`` device, so counting ResNet-101 at 512x1024
+costs no compute and no memory (CPU fallback if an op has no meta kernel).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from effseg.errors import ConfigError
+from effseg.models import build_model, list_backbones, list_heads
+
+TABLE_START = "<!-- models-table:start -->"
+TABLE_END = "<!-- models-table:end -->"
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"1024x512"`` (width x height) -> ``(H, W)`` = ``(512, 1024)``."""
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
+    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
+        raise ConfigError(f"input size {text!r}: expected WIDTHxHEIGHT, e.g. 1024x512")
+    return int(m.group(2)), int(m.group(1))
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (buffers excluded)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: nn.Module, input_size: tuple[int, int], batch: int = 1) -> int:
+    """FLOPs of one eval-mode forward pass on a (batch, 3, H, W) input; 1 multiply-add = 2 FLOPs.
+
+    The input is created on the model's device (use a ``meta`` model for free counting).
+    """
+    device = next(model.parameters()).device
+    x = torch.empty(batch, 3, *input_size, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(x)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def model_stats(
+    head: str, backbone: str, input_size: tuple[int, int] = (512, 1024), num_classes: int = 19, **kwargs: Any
+) -> dict[str, Any]:
+    """``{"head", "backbone", "params", "gflops"}`` of the inference model (no aux head).
+
+    ``input_size`` is ``(H, W)``; ``kwargs`` go to :func:`build_model`.
+    """
+    kwargs = {"aux": False, **kwargs}
+    try:
+        with torch.device("meta"):
+            model = build_model(head, backbone=backbone, num_classes=num_classes, **kwargs)
+        flops = count_flops(model, input_size)
+    except (NotImplementedError, RuntimeError):  # an op without a meta kernel: count on the CPU
+        model = build_model(head, backbone=backbone, num_classes=num_classes, **kwargs)
+        flops = count_flops(model, input_size)
+    return {"head": head, "backbone": backbone, "params": count_parameters(model), "gflops": flops / 1e9}
+
+
+def models_table(
+    heads: Iterable[str] | None = None,
+    backbones: Iterable[str] | None = None,
+    input_size: tuple[int, int] = (512, 1024),
+    num_classes: int = 19,
+    **kwargs: Any,
+) -> list[dict[str, Any]]:
+    """Stats (see :func:`model_stats`) for every head x backbone, heads outermost."""
+    return [
+        model_stats(h, b, input_size, num_classes, **kwargs)
+        for h in (heads or list_heads())
+        for b in (backbones or list_backbones())
+    ]
+
+
+def caption(input_size: tuple[int, int], num_classes: int = 19, output_stride: int = 8) -> str:
+    h, w = input_size
+    return (
+        f"Inference models (no auxiliary head), {num_classes} classes, output stride {output_stride}, "
+        f"input 1x3x{h}x{w}. Parameters in millions; GFLOPs counted with "
+        "torch.utils.flop_counter (one multiply-add = 2 FLOPs)."
+    )
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    """A markdown table: head | backbone | params (M) | GFLOPs."""
+    lines = ["| head | backbone | params (M) | GFLOPs |", "|---|---|---:|---:|"]
+    lines += [
+        f"| {r['head']} | {r['backbone']} | {r['params'] / 1e6:.2f} | {r['gflops']:.1f} |" for r in rows
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(path: str | Path, rows: list[dict[str, Any]], text_caption: str) -> Path:
+    """Write the table to ``path``; if the file has the models-table markers, replace only between them."""
+    path = Path(path)
+    block = f"{TABLE_START}\n{text_caption}\n\n{to_markdown(rows)}{TABLE_END}"
+    if path.is_file():
+        old = path.read_text(encoding="utf-8")
+        if TABLE_START in old and TABLE_END in old:
+            start, end = old.index(TABLE_START), old.index(TABLE_END) + len(TABLE_END)
+            path.write_text(old[:start] + block + old[end:], encoding="utf-8")
+            return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(block + "\n", encoding="utf-8")
+    return path
+
+
+def print_table(rows: list[dict[str, Any]], text_caption: str) -> None:
+    """Print the table with rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="effseg models", caption=text_caption)
+    for name, justify in (
+        ("head", "left"),
+        ("backbone", "left"),
+        ("params (M)", "right"),
+        ("GFLOPs", "right"),
+    ):
+        table.add_column(name, justify=justify)
+    for r in rows:
+        table.add_row(r["head"], r["backbone"], f"{r['params'] / 1e6:.2f}", f"{r['gflops']:.1f}")
+    Console().print(table)
