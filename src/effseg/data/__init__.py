@@ -1,0 +1,93 @@
+"""Datasets (Cityscapes, CamVid, image/mask folders, a synthetic city) and joint transforms.
+
+>>> from effseg.data import build_dataset
+>>> ds = build_dataset("synthetic", "data/synth", "train")   # generated on first use
+>>> image, label = ds[0]          # FloatTensor (3, H, W) normalised, LongTensor (H, W)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from effseg.data.base import IGNORE_INDEX, SegmentationDataset, colorize, read_image, read_label
+from effseg.data.cityscapes import (
+    CITYSCAPES_CLASSES,
+    CITYSCAPES_PALETTE,
+    CityscapesDataset,
+    label_ids_to_train_ids,
+    train_ids_to_label_ids,
+)
+from effseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform, build_train_transform
+from effseg.errors import DataError
+
+DATASETS = ("cityscapes", "camvid", "folder", "synthetic")
+
+
+def build_dataset(
+    name: str,
+    root: str | os.PathLike,
+    split: str = "train",
+    transform: Any = None,
+    **options: Any,
+) -> SegmentationDataset:
+    """Build a dataset by name.
+
+    Args:
+        name: ``cityscapes``, ``camvid``, ``folder`` or ``synthetic``.
+        root: dataset folder. For ``synthetic`` it is generated there (Cityscapes layout) if missing.
+        split: split name (``train``, ``val``, ``test``; ``folder`` also accepts ``all``).
+        transform: joint transform ``(image uint8 HWC, label uint8 HW) -> (FloatTensor, LongTensor)``;
+            default: normalise only (see :mod:`effseg.data.transforms`).
+        options: per dataset. cityscapes: ``split_file``, ``resize`` (W, H). camvid: ``resize``.
+            folder: ``resize``, ``classes_file``. synthetic: ``n_train``, ``n_val``, ``size`` (W, H),
+            ``seed``, ``workers``, plus the cityscapes options.
+    """
+    key = str(name).lower()
+    if key == "cityscapes":
+        return CityscapesDataset(root, split, transform, **_only(key, options, {"split_file", "resize"}))
+    if key == "camvid":
+        from effseg.data.camvid import CamVidDataset
+
+        return CamVidDataset(root, split, transform, **_only(key, options, {"resize"}))
+    if key == "folder":
+        from effseg.data.folder import FolderDataset
+
+        return FolderDataset(root, split, transform, **_only(key, options, {"resize", "classes_file"}))
+    if key == "synthetic":
+        from effseg.data.synthetic import SYNTH_OPTIONS, ensure_city
+
+        opts = _only(key, options, SYNTH_OPTIONS | {"split_file", "resize"})
+        ensure_city(root, **{k: v for k, v in opts.items() if k in SYNTH_OPTIONS})
+        rest = {k: v for k, v in opts.items() if k not in SYNTH_OPTIONS}
+        return CityscapesDataset(root, split, transform, **rest)
+    raise DataError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+
+
+def _only(name: str, options: dict[str, Any], allowed: set[str]) -> dict[str, Any]:
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise DataError(
+            f"dataset {name!r} has no option {unknown[0]!r}; valid options: {', '.join(sorted(allowed))}"
+        )
+    return {k: v for k, v in options.items() if v is not None}
+
+
+__all__ = [
+    "CITYSCAPES_CLASSES",
+    "CITYSCAPES_PALETTE",
+    "DATASETS",
+    "IGNORE_INDEX",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CityscapesDataset",
+    "SegmentationDataset",
+    "build_dataset",
+    "build_eval_transform",
+    "build_train_transform",
+    "colorize",
+    "label_ids_to_train_ids",
+    "read_image",
+    "read_label",
+    "train_ids_to_label_ids",
+]

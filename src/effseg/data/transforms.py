@@ -1,0 +1,118 @@
+"""Joint image/label transforms built on albumentations.
+
+Both builders return a callable ``(image uint8 (H, W, 3) RGB, label uint8 (H, W)) ->
+(image FloatTensor (3, h, w) normalised, label LongTensor (h, w))``.  Labels are only
+ever resampled by nearest neighbour: every geometric op below sets
+``mask_interpolation=cv2.INTER_NEAREST`` explicitly, and padding fills labels with 255.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from albumentations.pytorch import ToTensorV2
+
+from effseg.errors import DataError
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+IGNORE_INDEX = 255
+
+
+class JointTransform:
+    """An albumentations pipeline applied to an image and its label together (picklable)."""
+
+    def __init__(self, pipeline: A.Compose) -> None:
+        self.pipeline = pipeline
+
+    def __call__(self, image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.pipeline(image=image, mask=label)
+        return out["image"], out["mask"].long()
+
+    def __repr__(self) -> str:
+        return f"JointTransform({self.pipeline!r})"
+
+
+def _hw(size: Sequence[int] | int, what: str) -> tuple[int, int]:
+    if isinstance(size, int):
+        size = (size, size)
+    try:
+        h, w = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise DataError(f"{what} {size!r}: expected (height, width)") from None
+    if h <= 0 or w <= 0:
+        raise DataError(f"{what} {size!r}: height and width must be positive")
+    return h, w
+
+
+def build_train_transform(
+    crop_size: Sequence[int] | int = (512, 1024),
+    scale_range: tuple[float, float] = (0.5, 2.0),
+    hflip: bool = True,
+    jitter: bool = True,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> JointTransform:
+    """Random scale -> pad (image 0, label 255) -> random crop ``crop_size = (H, W)`` -> flip
+    -> photometric jitter -> normalise -> tensors."""
+    ch, cw = _hw(crop_size, "crop_size")
+    lo, hi = float(scale_range[0]), float(scale_range[1])
+    if not 0 < lo <= hi:
+        raise DataError(f"scale_range {scale_range!r}: expected 0 < low <= high")
+    ops: list = []
+    if (lo, hi) != (1.0, 1.0):
+        # albumentations biases scale_limit by 1: (lo - 1, hi - 1) samples factors in [lo, hi].
+        ops.append(
+            A.RandomScale(
+                scale_limit=(lo - 1.0, hi - 1.0),
+                interpolation=cv2.INTER_LINEAR,
+                mask_interpolation=cv2.INTER_NEAREST,
+                p=1.0,
+            )
+        )
+    ops += [
+        A.PadIfNeeded(
+            min_height=ch, min_width=cw, position="top_left",
+            border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX,
+        ),
+        A.RandomCrop(height=ch, width=cw),
+    ]
+    if hflip:
+        ops.append(A.HorizontalFlip(p=0.5))
+    if jitter:
+        ops.append(A.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.03, p=0.8))
+    ops += [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
+    return JointTransform(A.Compose(ops))
+
+
+def build_eval_transform(
+    resize: Sequence[int] | int | None = None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> JointTransform:
+    """Optional resize to ``resize = (H, W)`` (bilinear image, nearest label) -> normalise -> tensors.
+
+    Evaluating at label resolution means ``resize=None`` (the default).
+    """
+    ops: list = []
+    if resize is not None:
+        h, w = _hw(resize, "resize")
+        ops.append(
+            A.Resize(height=h, width=w, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST)
+        )
+    ops += [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
+    return JointTransform(A.Compose(ops))
+
+
+def denormalize(
+    image: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> np.ndarray:
+    """Inverse of the normalisation: ``(3, H, W)`` float tensor -> ``uint8 (H, W, 3)`` RGB."""
+    m = torch.tensor(mean, dtype=image.dtype).view(3, 1, 1)
+    s = torch.tensor(std, dtype=image.dtype).view(3, 1, 1)
+    out = (image.detach().cpu() * s + m).clamp(0, 1) * 255.0
+    return out.round().to(torch.uint8).permute(1, 2, 0).numpy()
