@@ -205,7 +205,8 @@ def test_load_onnx(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     path, model, ckpt = _tiny_checkpoint(tmp_path)
     onnx_path = tmp_path / "model.onnx"
-    export.export_onnx(path, onnx_path, input_size=(64, 48))
+    meta = {k: ckpt[k] for k in ("classes", "palette", "mean", "std")}
+    export.export_onnx(model, onnx_path, input_size=(48, 64), meta=meta)  # (H, W), static
     p = effseg.load(onnx_path)
     assert p.classes == ckpt["classes"]
     img = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
@@ -213,3 +214,8 @@ def test_load_onnx(tmp_path: Path) -> None:
     assert out.shape == (48, 64)
     ref = _reference(model, img, ckpt)
     assert (out == ref).mean() > 0.99  # float differences may flip a few near-ties
+    # a static-size graph: other image sizes are resized to it and the result back to the image
+    assert p.input_size == (64, 48)
+    assert p.predict(img[:30, :50]).shape == (30, 50)
+    with pytest.raises(EffsegError, match="fixed input size 64x48"):
+        p.predict(img, input_size="32x32")

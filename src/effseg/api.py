@@ -218,7 +218,7 @@ class Predictor:
     def _logits(self, images: Sequence[np.ndarray], size: tuple[int, int]) -> torch.Tensor:
         w, h = size
         with torch.inference_mode():
-            batch = torch.stack([torch.from_numpy(np.ascontiguousarray(im)) for im in images])
+            batch = torch.from_numpy(np.stack(images))  # a fresh, writable (B, H, W, 3) copy
             x = batch.to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
             if x.shape[-2:] != (h, w):
                 # antialias: downscaling a photo for the network should average, not alias
