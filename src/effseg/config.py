@@ -1,0 +1,403 @@
+"""Typed experiment configs: YAML files plus ``--set a.b=value`` overrides.
+
+A config has five sections (``model``, ``data``, ``train``, ``eval``, ``distill``),
+each a dataclass below. Files are parsed with ``yaml.safe_load`` and never
+executed: a config names a model and a dataset, it cannot import code. Every key
+is checked against the dataclass fields and their types; an unknown key or a
+wrong type raises :class:`effseg.errors.ConfigError` naming the key and
+suggesting the nearest valid one.
+
+Relative paths (``data.root``, ``model.pretrained_backbone``, ``distill.teacher``)
+are relative to the working directory, not to the config file.
+
+>>> cfg = load_config("configs/synthetic/pspnet_mbv2.yaml", ["train.lr=0.02"])
+>>> cfg.train.lr
+0.02
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from effseg.errors import ConfigError
+
+__all__ = [
+    "Config",
+    "ModelConfig",
+    "DataConfig",
+    "TrainConfig",
+    "EvalConfig",
+    "DistillConfig",
+    "load_config",
+    "config_from_dict",
+    "apply_overrides",
+    "save_config",
+]
+
+
+@dataclass
+class ModelConfig:
+    """Arguments of :func:`effseg.models.build_model`."""
+
+    head: str = "pspnet"
+    backbone: str = "resnet18"
+    num_classes: int = 19
+    output_stride: int = 8
+    aux: bool = True
+    width_mult: float = 1.0  # MobileNet width multiplier
+    # torchvision-format ImageNet state dict on disk (never downloaded).
+    pretrained_backbone: str | None = None
+    # Extra keyword arguments for the head (e.g. ASPP ``rates``, ``image_pooling``).
+    head_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """Dataset and training-time augmentation."""
+
+    dataset: str = "synthetic"
+    root: str = "data/synthetic"
+    train_split: str = "train"
+    val_split: str = "val"
+    # Extra keyword arguments for :func:`effseg.data.build_dataset` (dataset specific).
+    options: dict[str, Any] = field(default_factory=dict)
+    crop_size: list[int] = field(default_factory=lambda: [512, 1024])  # (H, W) pixels
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    hflip: bool = True
+    jitter: bool = True
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    num_workers: int = 2
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation recipe. ``batch_size`` is the *global* batch (split over ranks)."""
+
+    epochs: int = 50
+    # When set, overrides ``epochs``: total optimiser steps.
+    iterations: int | None = None
+    batch_size: int = 8
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.01
+    head_lr_mult: float = 10.0
+    momentum: float = 0.9
+    nesterov: bool = False
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    warmup_iters: int = 0
+    warmup_ratio: float = 0.1  # lr factor at iteration 0 of the linear warm-up
+    grad_clip: float | None = None  # max global L2 norm of the gradients
+    loss: Literal["ce", "ohem"] = "ce"
+    ohem_thresh: float = 0.7
+    ohem_min_kept: int = 100_000  # per image
+    class_weights: list[float] | None = None
+    aux_weight: float = 0.4
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = True  # applied on CUDA only
+    sync_bn: bool = False  # SyncBatchNorm under torchrun on CUDA; never the default
+    freeze_bn: bool = False  # keep BatchNorm in eval mode (running statistics) while training
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = 0
+    deterministic: bool = False
+    log_interval: int = 10  # iterations
+    val_interval: int = 0  # iterations; 0 = once per epoch
+    checkpoint_interval: int = 0  # iterations; 0 = at each validation
+    tensorboard: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """Inference used for validation during training and by ``effseg eval``."""
+
+    mode: Literal["whole", "slide"] = "whole"
+    # Resize the image to (H, W) before inference (logits are upsampled back to the
+    # label's full resolution). None = infer at the stored resolution.
+    resize: list[int] | None = None
+    crop_size: list[int] = field(default_factory=lambda: [512, 1024])  # slide window (H, W)
+    stride: list[int] = field(default_factory=lambda: [341, 683])  # slide stride (H, W)
+    scales: list[float] = field(default_factory=lambda: [1.0])  # TTA scales
+    flip: bool = False  # TTA horizontal flip
+    num_workers: int = 2
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge distillation from a trained teacher (unused while ``teacher`` is None)."""
+
+    teacher: str | None = None  # run folder or checkpoint
+    type: Literal["kd", "cwd"] = "kd"
+    temperature: float = 1.0
+    weight: float = 1.0
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML/JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------- checking
+
+_SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+    "distill": DistillConfig,
+}
+
+
+def _suggest(name: str, options: typing.Iterable[str]) -> str:
+    match = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "mapping"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
+    """Return ``value`` checked against ``tp`` (ints are accepted for floats)."""
+    origin = typing.get_origin(tp)
+    bad = ConfigError(
+        f"{where}key '{key}': expected {_type_name(tp)}, got {value!r} ({type(value).__name__})"
+    )
+    if tp is Any:
+        return value
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            hint = _suggest(str(value), [str(c) for c in choices])
+            raise ConfigError(
+                f"{where}key '{key}': expected one of {', '.join(map(repr, choices))}, got {value!r}{hint}"
+            )
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key, where)
+            except ConfigError:
+                continue
+        raise bad
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise bad
+        return [_coerce(v, item_tp, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise bad
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    raise TypeError(f"unsupported config field type {tp!r}")  # a bug in this module
+
+
+def _build_section(cls: type, name: str, values: Any, where: str) -> Any:
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}section '{name}': expected a mapping of keys, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in hints:
+            hint = _suggest(f"{name}.{key}", [f"{name}.{h}" for h in hints])
+            raise ConfigError(f"{where}unknown key '{name}.{key}'{hint}")
+        kwargs[key] = _coerce(value, hints[key], f"{name}.{key}", where)
+    return cls(**kwargs)
+
+
+def _check_values(cfg: Config, where: str) -> None:
+    """Range checks that types alone cannot express."""
+
+    def fail(key: str, expected: str, value: Any) -> None:
+        raise ConfigError(f"{where}key '{key}': expected {expected}, got {value!r}")
+
+    def pair(key: str, value: list | None, positive: bool = True) -> None:
+        if value is None:
+            return
+        if len(value) != 2 or (positive and any(v <= 0 for v in value)):
+            fail(key, "[H, W] with two positive numbers", value)
+
+    m, d, t, e, k = cfg.model, cfg.data, cfg.train, cfg.eval, cfg.distill
+    if m.num_classes < 1:
+        fail("model.num_classes", "a positive integer", m.num_classes)
+    if m.output_stride not in (8, 16, 32):
+        fail("model.output_stride", "8, 16 or 32", m.output_stride)
+    pair("data.crop_size", d.crop_size)
+    pair("data.scale_range", d.scale_range)
+    if d.scale_range[0] > d.scale_range[1]:
+        fail("data.scale_range", "[min, max] with min <= max", d.scale_range)
+    if len(d.mean) != 3 or len(d.std) != 3 or any(s <= 0 for s in d.std):
+        fail("data.mean/std", "three values each, std > 0", [d.mean, d.std])
+    if d.num_workers < 0:
+        fail("data.num_workers", "an integer >= 0", d.num_workers)
+    if t.epochs < 1:
+        fail("train.epochs", "a positive integer", t.epochs)
+    if t.iterations is not None and t.iterations < 1:
+        fail("train.iterations", "a positive integer or null", t.iterations)
+    if t.batch_size < 1:
+        fail("train.batch_size", "a positive integer", t.batch_size)
+    for key in ("lr", "head_lr_mult"):
+        if getattr(t, key) <= 0:
+            fail(f"train.{key}", "a positive number", getattr(t, key))
+    for key in ("momentum", "weight_decay", "poly_power", "aux_weight"):
+        if getattr(t, key) < 0:
+            fail(f"train.{key}", "a number >= 0", getattr(t, key))
+    if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):
+        fail("train.betas", "two numbers in [0, 1)", t.betas)
+    if t.warmup_iters < 0:
+        fail("train.warmup_iters", "an integer >= 0", t.warmup_iters)
+    if not 0 < t.warmup_ratio <= 1:
+        fail("train.warmup_ratio", "a number in (0, 1]", t.warmup_ratio)
+    if t.grad_clip is not None and t.grad_clip <= 0:
+        fail("train.grad_clip", "a positive number or null", t.grad_clip)
+    if not 0 < t.ohem_thresh <= 1:
+        fail("train.ohem_thresh", "a probability in (0, 1]", t.ohem_thresh)
+    if t.class_weights is not None and len(t.class_weights) != m.num_classes:
+        fail("train.class_weights", f"{m.num_classes} weights (model.num_classes)", t.class_weights)
+    for key in ("log_interval",):
+        if getattr(t, key) < 1:
+            fail(f"train.{key}", "a positive integer", getattr(t, key))
+    for key in ("val_interval", "checkpoint_interval", "ohem_min_kept"):
+        if getattr(t, key) < 0:
+            fail(f"train.{key}", "an integer >= 0", getattr(t, key))
+    dev = t.device
+    if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        fail("train.device", "'auto', 'cpu', 'cuda' or 'cuda:N'", dev)
+    pair("eval.resize", e.resize)
+    pair("eval.crop_size", e.crop_size)
+    pair("eval.stride", e.stride)
+    if not e.scales or any(s <= 0 for s in e.scales):
+        fail("eval.scales", "a non-empty list of positive scales", e.scales)
+    if e.num_workers < 0:
+        fail("eval.num_workers", "an integer >= 0", e.num_workers)
+    if k.temperature <= 0:
+        fail("distill.temperature", "a positive number", k.temperature)
+    if k.weight < 0:
+        fail("distill.weight", "a number >= 0", k.weight)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def config_from_dict(data: dict[str, Any] | None, source: str | None = None) -> Config:
+    """Build and validate a :class:`Config` from a nested dict (missing keys = defaults)."""
+    where = f"{source}: " if source else ""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}expected a mapping with sections {', '.join(_SECTIONS)}")
+    for name in data:
+        if name not in _SECTIONS:
+            raise ConfigError(f"{where}unknown section '{name}'{_suggest(str(name), _SECTIONS)}")
+    sections = {name: _build_section(cls, name, data.get(name), where) for name, cls in _SECTIONS.items()}
+    cfg = Config(**sections)
+    _check_values(cfg, where)
+    return cfg
+
+
+def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str]) -> dict[str, Any]:
+    """Apply ``a.b=value`` strings to a nested dict; values are parsed as YAML scalars/lists.
+
+    Key names are checked later by :func:`config_from_dict`, so typos get a suggestion.
+    """
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        parts = key.split(".")
+        if not sep or len(parts) < 2 or not all(parts):
+            raise ConfigError(f"override {item!r}: expected SECTION.KEY=VALUE, e.g. train.lr=0.02")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as err:
+            raise ConfigError(
+                f"override {item!r}: value is not valid YAML ({err.__class__.__name__})"
+            ) from None
+        node = data
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: '{'.'.join(parts[: depth + 1])}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> Config:
+    """Read a YAML config, apply ``--set`` overrides and validate everything."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or err.__class__.__name__
+        raise ConfigError(f"{path}: invalid YAML{at}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with sections {', '.join(_SECTIONS)}")
+    data = apply_overrides(data, overrides)
+    return config_from_dict(data, source=str(path))
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (``load_config`` reads it back identically)."""
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,403 @@
+"""Evaluation: whole-image or sliding-window inference, flip/multi-scale TTA, IoU table.
+
+For every image the class scores are upsampled (bilinear) to the *label's* full
+resolution before the argmax, so a model run at 1024x512 is scored against the
+2048x1024 ground truth when the dataset provides it. Scores are accumulated in a
+:class:`~effseg.engine.metrics.ConfusionMatrix` on the model's device and summed
+over ranks under torchrun (each rank evaluates every N-th image).
+
+``model`` may be an ``nn.Module`` (eval-mode output ``(B, C, H, W)`` logits) or any
+callable with the same contract, e.g. an ONNX Runtime wrapper returning numpy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from effseg.engine import distributed as du
+from effseg.engine.metrics import MIOU_RULE, ConfusionMatrix
+from effseg.errors import ConfigError, DataError
+
+__all__ = [
+    "evaluate",
+    "parse_tta",
+    "predict_scores",
+    "slide_logits",
+    "write_eval_outputs",
+    "print_eval_table",
+    "label_id_filename",
+]
+
+ModelLike = nn.Module | Callable[[torch.Tensor], Any]
+
+
+def parse_tta(spec: str | Sequence[str | float] | None) -> tuple[list[float], bool]:
+    """``"flip,0.75,1.0,1.25"`` -> ``([0.75, 1.0, 1.25], True)``; ``None`` -> ``([1.0], False)``."""
+    if spec is None:
+        return [1.0], False
+    items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
+    scales: list[float] = []
+    flip = False
+    for item in items:
+        if item == "" or item is None:
+            continue
+        if isinstance(item, str) and item.lower() == "flip":
+            flip = True
+            continue
+        try:
+            scale = float(item)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"--tta item {item!r}: expected 'flip' or a positive scale such as 0.75"
+            ) from None
+        if not scale > 0 or not math.isfinite(scale):
+            raise ConfigError(f"--tta scale {item!r}: expected a positive number")
+        scales.append(scale)
+    return scales or [1.0], flip
+
+
+def _call(model: ModelLike, x: torch.Tensor) -> torch.Tensor:
+    out = model(x)
+    if isinstance(out, dict):
+        out = out["out"]
+    if isinstance(out, (list, tuple)):
+        out = out[0]
+    if isinstance(out, np.ndarray):
+        out = torch.from_numpy(out)
+    return out.to(x.device).float()
+
+
+def slide_logits(
+    model: ModelLike, image: torch.Tensor, crop_size: Sequence[int], stride: Sequence[int], num_classes: int
+) -> torch.Tensor:
+    """Sliding-window logits ``(B, C, H, W)`` for ``image`` ``(B, 3, H, W)``.
+
+    Windows of ``crop_size = (h, w)`` every ``stride``; the last window in each
+    direction is shifted back to end at the border (a window larger than the image
+    is clipped to it); overlapping logits are averaged (as mmsegmentation does).
+    """
+    b, _, h_img, w_img = image.shape
+    ch, cw = crop_size
+    sh, sw = stride
+    rows = max(h_img - ch + sh - 1, 0) // sh + 1
+    cols = max(w_img - cw + sw - 1, 0) // sw + 1
+    logits = image.new_zeros((b, num_classes, h_img, w_img), dtype=torch.float32)
+    count = image.new_zeros((1, 1, h_img, w_img), dtype=torch.float32)
+    for r in range(rows):
+        for c in range(cols):
+            y2 = min(r * sh + ch, h_img)
+            x2 = min(c * sw + cw, w_img)
+            y1, x1 = max(y2 - ch, 0), max(x2 - cw, 0)
+            logits[:, :, y1:y2, x1:x2] += _call(model, image[:, :, y1:y2, x1:x2])
+            count[:, :, y1:y2, x1:x2] += 1
+    return logits / count
+
+
+def predict_scores(
+    model: ModelLike,
+    image: torch.Tensor,
+    out_size: Sequence[int],
+    num_classes: int,
+    mode: str = "whole",
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    resize: Sequence[int] | None = None,
+    crop_size: Sequence[int] = (512, 1024),
+    stride: Sequence[int] = (341, 683),
+) -> torch.Tensor:
+    """Class scores ``(B, C, *out_size)`` for a normalised ``image`` ``(B, 3, H, W)``.
+
+    The image is resized to ``resize`` (or kept) times each scale, optionally also
+    flipped; each pass's logits are upsampled to ``out_size`` (the label size). One
+    pass returns logits; several return the mean of their softmax probabilities.
+    """
+    if mode not in ("whole", "slide"):
+        raise ConfigError(f"eval mode {mode!r}: expected 'whole' or 'slide'")
+    base_h, base_w = resize if resize is not None else image.shape[-2:]
+    passes = [(s, f) for s in scales for f in ([False, True] if flip else [False])]
+    total: torch.Tensor | None = None
+    for scale, flipped in passes:
+        size = (max(1, round(base_h * scale)), max(1, round(base_w * scale)))
+        x = image
+        if tuple(size) != tuple(image.shape[-2:]):
+            x = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+        if flipped:
+            x = x.flip(-1)
+        if mode == "slide":
+            logits = slide_logits(model, x, crop_size, stride, num_classes)
+        else:
+            logits = _call(model, x)
+        if logits.shape[1] != num_classes:
+            raise ConfigError(f"the model predicts {logits.shape[1]} classes, the dataset has {num_classes}")
+        if flipped:
+            logits = logits.flip(-1)
+        if tuple(logits.shape[-2:]) != tuple(out_size):
+            logits = F.interpolate(logits, size=tuple(out_size), mode="bilinear", align_corners=False)
+        if len(passes) == 1:
+            return logits
+        probs = logits.softmax(1)
+        total = probs if total is None else total + probs
+    assert total is not None
+    return total / len(passes)
+
+
+_CITYSCAPES_NAME = re.compile(r"^([A-Za-z]+_\d+_\d+)")
+
+
+def label_id_filename(image_path: str | Path) -> str:
+    """``frankfurt_000000_000294_leftImg8bit.png`` -> ``frankfurt_000000_000294_pred_labelIds.png``."""
+    stem = Path(image_path).stem
+    m = _CITYSCAPES_NAME.match(stem)
+    prefix = m.group(1) if m else stem.removesuffix("_leftImg8bit")
+    return f"{prefix}_pred_labelIds.png"
+
+
+class _Indexed(Dataset):
+    def __init__(self, dataset: Dataset, indices: Sequence[int]):
+        self.dataset, self.indices = dataset, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[Any, Any, int]:
+        index = self.indices[i]
+        image, label = self.dataset[index]
+        return image, label, index
+
+
+def _model_device(model: ModelLike) -> torch.device:
+    if isinstance(model, nn.Module):
+        for p in model.parameters():
+            return p.device
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def evaluate(
+    model: ModelLike,
+    dataset: Dataset,
+    mode: str = "whole",
+    tta: str | Sequence[str | float] | None = None,
+    *,
+    scales: Sequence[float] | None = None,
+    flip: bool | None = None,
+    resize: Sequence[int] | None = None,
+    crop_size: Sequence[int] = (512, 1024),
+    stride: Sequence[int] = (341, 683),
+    device: torch.device | str | None = None,
+    num_workers: int = 0,
+    amp: str = "none",
+    save_label_ids: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score ``model`` on ``dataset`` (items ``(image (3, H, W) normalised, label (H, W))``).
+
+    ``tta`` is a spec like ``"flip,0.75,1.0,1.25"`` (or give ``scales``/``flip``).
+    Returns the :func:`~effseg.engine.metrics.scores_from_matrix` dict plus
+    ``confusion_matrix``, ``classes``, ``num_images``, ``mode``, ``scales``, ``flip``.
+    With ``save_label_ids``, writes one Cityscapes label-id PNG per image there.
+    """
+    tta_scales, tta_flip = parse_tta(tta)
+    scales = list(scales) if scales is not None else tta_scales
+    flip = tta_flip if flip is None else flip
+    classes = list(getattr(dataset, "classes", []))
+    num_classes = int(getattr(dataset, "num_classes", len(classes)))
+    ignore_index = int(getattr(dataset, "ignore_index", 255))
+    model_classes = getattr(model, "num_classes", None)
+    if model_classes is not None and int(model_classes) != num_classes:
+        raise ConfigError(f"the model predicts {model_classes} classes but the dataset has {num_classes}")
+    device = torch.device(device) if device is not None else _model_device(model)
+    to_label_ids = None
+    out_dir = None
+    if save_label_ids is not None:
+        from effseg.data.cityscapes import CITYSCAPES_CLASSES, train_ids_to_label_ids
+
+        if classes != list(CITYSCAPES_CLASSES):
+            raise DataError("--save-label-ids needs a dataset with the 19 Cityscapes classes")
+        to_label_ids = train_ids_to_label_ids
+        out_dir = Path(save_label_ids)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    samples = getattr(dataset, "samples", None)
+
+    was_training = isinstance(model, nn.Module) and model.training
+    if isinstance(model, nn.Module):
+        model.eval()
+    rank, world = du.get_rank(), du.get_world_size()
+    loader = DataLoader(
+        _Indexed(dataset, range(rank, len(dataset), world)),  # type: ignore[arg-type]
+        batch_size=1,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator(),  # keeps the global RNG (training dropout) untouched
+    )
+    cm = ConfusionMatrix(num_classes, ignore_index, device=device)
+    amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    autocast = (
+        torch.autocast(device.type, dtype=amp_dtype)
+        if amp_dtype is not None and isinstance(model, nn.Module)
+        else nullcontext()
+    )
+    bar = None
+    if progress and rank == 0:
+        from rich.progress import Progress
+
+        bar = Progress(transient=True)
+        bar.start()
+        task = bar.add_task("eval", total=len(loader))
+    try:
+        for image, label, index in loader:
+            image = image.to(device, non_blocking=True)
+            label = label.to(device, non_blocking=True)
+            with autocast:
+                scores = predict_scores(
+                    model,
+                    image,
+                    label.shape[-2:],
+                    num_classes,
+                    mode=mode,
+                    scales=scales,
+                    flip=flip,
+                    resize=resize,
+                    crop_size=crop_size,
+                    stride=stride,
+                )
+            pred = scores.argmax(1)
+            cm.update(pred, label)
+            if to_label_ids is not None and out_dir is not None:
+                from PIL import Image
+
+                ids = to_label_ids(pred[0].to(torch.uint8).cpu().numpy()).astype(np.uint8)
+                name = (
+                    label_id_filename(samples[int(index)][0])
+                    if samples
+                    else f"{int(index):06d}_pred_labelIds.png"
+                )
+                Image.fromarray(ids, mode="L").save(out_dir / name)
+            if bar is not None:
+                bar.advance(task)
+    finally:
+        if bar is not None:
+            bar.stop()
+        if was_training:
+            model.train()
+    cm.all_reduce()
+    result = cm.compute(classes or None)
+    result.update(
+        confusion_matrix=cm.mat.cpu().tolist(),
+        classes=classes or [str(i) for i in range(num_classes)],
+        num_images=len(dataset),  # type: ignore[arg-type]
+        mode=mode,
+        scales=scales,
+        flip=flip,
+        resize=list(resize) if resize is not None else None,
+    )
+    return result
+
+
+# ----------------------------------------------------------------------------- reporting
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v * 100:.2f}"
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    lines = ["| class | IoU (%) | acc (%) | GT pixels |", "|---|---:|---:|---:|"]
+    for name, s in result["per_class"].items():
+        lines.append(f"| {name} | {_pct(s['iou'])} | {_pct(s['acc'])} | {s['gt_pixels']} |")
+    lines += [
+        "",
+        f"**mIoU {_pct(result['miou'])}**, mean acc {_pct(result['mean_acc'])}, "
+        f"pixel acc {_pct(result['pixel_acc'])} ({result['classes_averaged']} classes averaged, "
+        f"{result['num_images']} images, mode {result['mode']}, scales {result['scales']}, "
+        f"flip {result['flip']})",
+        "",
+        f"Rule: {MIOU_RULE}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def print_eval_table(result: dict[str, Any], console: Any = None) -> None:
+    """The per-class table and the summary, with the mIoU rule, on a rich console."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title="evaluation", show_footer=False)
+    table.add_column("class")
+    table.add_column("IoU %", justify="right")
+    table.add_column("acc %", justify="right")
+    table.add_column("GT pixels", justify="right")
+    for name, s in result["per_class"].items():
+        table.add_row(name, _pct(s["iou"]), _pct(s["acc"]), str(s["gt_pixels"]))
+    table.add_section()
+    table.add_row("[bold]mIoU[/]", f"[bold]{_pct(result['miou'])}[/]", _pct(result["mean_acc"]), "")
+    table.add_row("pixel acc", _pct(result["pixel_acc"]), "", str(result["num_pixels"]))
+    console.print(table)
+    console.print(f"[dim]{MIOU_RULE}[/]")
+
+
+def plot_confusion(result: dict[str, Any], path: str | Path) -> None:
+    """Row-normalised confusion matrix (rows = ground truth) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mat = np.asarray(result["confusion_matrix"], dtype=np.float64)
+    rows = mat.sum(1, keepdims=True)
+    norm = np.divide(mat, rows, out=np.zeros_like(mat), where=rows > 0)
+    names = result["classes"]
+    n = len(names)
+    size = max(4.0, 0.45 * n + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), names, rotation=90, fontsize=8)
+    ax.set_yticks(range(n), names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("ground truth")
+    ax.set_title(f"confusion (row-normalised), mIoU {_pct(result['miou'])}")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _jsonable(obj: Any) -> Any:
+    """NaN/inf -> None (strict JSON), tuples -> lists, recursively."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def write_eval_outputs(result: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """Write ``eval.json``, ``eval.md`` and ``confusion_matrix.png`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": out / "eval.json",
+        "markdown": out / "eval.md",
+        "confusion": out / "confusion_matrix.png",
+    }
+    paths["json"].write_text(
+        json.dumps(_jsonable(result), indent=2, allow_nan=False) + "\n", encoding="utf-8"
+    )
+    paths["markdown"].write_text(markdown_table(result), encoding="utf-8")
+    plot_confusion(result, paths["confusion"])
+    return paths
