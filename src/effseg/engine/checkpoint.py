@@ -136,8 +136,8 @@ def load_model(
     """Rebuild the model of a checkpoint (or run folder) and load its weights.
 
     Returns ``(model in eval mode on device, meta)``; ``meta`` holds ``model_config``,
-    ``classes``, ``palette``, ``mean``, ``std``, ``config``, ``iteration``, ``best_miou``
-    and ``path``. With ``num_classes``, a checkpoint for another number of classes
+    ``num_classes``, ``classes``, ``palette``, ``mean``, ``std``, ``config``, ``iteration``,
+    ``best_miou`` and ``path``. With ``num_classes``, a checkpoint for another number of classes
     raises CheckpointError.
     """
     from effseg.models import build_model  # models depend on nothing here; import lazily
@@ -159,5 +159,7 @@ def load_model(
     load_state_dict_checked(model, ckpt["model"], str(path))
     model.to(device).eval()
     meta = {k: ckpt.get(k) for k in ("model_config", "classes", "palette", "mean", "std", "config")}
-    meta.update(iteration=ckpt.get("iteration"), best_miou=ckpt.get("best_miou"), path=str(path))
+    meta.update(
+        num_classes=ckpt_classes, iteration=ckpt.get("iteration"), best_miou=ckpt.get("best_miou"), path=str(path)
+    )
     return model, meta

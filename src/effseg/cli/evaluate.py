@@ -1,0 +1,128 @@
+"""``effseg eval RUN_OR_CHECKPOINT``: mIoU table, eval.json, markdown, confusion matrix PNG.
+
+The dataset comes from the config stored in the checkpoint (or ``--config``), with
+``--set`` overrides, e.g. ``--set data.root=/data/cityscapes``. A ``.onnx`` file is
+run with ONNX Runtime (``effseg.tools.export.load_onnx_model``); it needs
+``--config`` unless its metadata carries one.
+
+    effseg eval runs/pspnet_r18 --tta flip,0.75,1.0,1.25
+    effseg eval runs/pspnet_r18/best.pt --mode slide --save-label-ids preds/
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+from typing import Any
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "checkpoint", metavar="RUN_OR_CHECKPOINT", help="run folder, .pt checkpoint or .onnx file"
+    )
+    parser.add_argument("--split", help="dataset split (default: the config's data.val_split)")
+    parser.add_argument(
+        "--mode", choices=["whole", "slide"], help="inference mode (default: the config's eval.mode)"
+    )
+    parser.add_argument(
+        "--tta",
+        metavar="SPEC",
+        help="test-time augmentation, e.g. flip or flip,0.75,1.0,1.25 (default: none)",
+    )
+    parser.add_argument("--save-label-ids", metavar="DIR", help="write Cityscapes label-id PNGs (0..33) here")
+    parser.add_argument("--out", metavar="DIR", help="output folder (default: <run>/eval)")
+    parser.add_argument(
+        "--config", help="YAML config for the dataset (default: the one stored in the checkpoint)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        metavar="KEY=VALUE",
+        action="append",
+        nargs="+",
+        default=[],
+        help="override config keys, e.g. --set data.root=/data/cityscapes eval.resize=[512,1024]",
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--num-workers", type=int, help="data loading workers (default: the config's)")
+
+
+def _load(path: Path, device: Any) -> tuple[Any, dict[str, Any]]:
+    from effseg.errors import CheckpointError
+
+    if path.suffix.lower() == ".onnx":
+        try:
+            export = importlib.import_module("effseg.tools.export")
+            loader = export.load_onnx_model
+        except (ImportError, AttributeError) as err:
+            raise CheckpointError(
+                f"{path}: cannot run ONNX files here ({err}); pip install 'effseg[deploy]'"
+            ) from None
+        model, meta = loader(path)
+        return model, dict(meta)
+    from effseg.engine.checkpoint import load_model
+
+    return load_model(path, device)
+
+
+def run(args: argparse.Namespace) -> int:
+    from effseg.config import apply_overrides, config_from_dict, load_config
+    from effseg.data import build_dataset, build_eval_transform
+    from effseg.engine import distributed as du
+    from effseg.engine.evaluate import evaluate, parse_tta, print_eval_table, write_eval_outputs
+    from effseg.engine.train import val_dataset_options
+    from effseg.errors import ConfigError
+
+    path = Path(args.checkpoint)
+    overrides = [item for group in args.overrides for item in group]
+    info = du.init_distributed(args.device)
+    try:
+        model, meta = _load(path, info.device)
+        if args.config:
+            cfg = load_config(args.config, overrides)
+        elif meta.get("config"):
+            cfg = config_from_dict(
+                apply_overrides(dict(meta["config"]), overrides), source=f"{path} (stored config)"
+            )
+        else:
+            raise ConfigError(f"{path} carries no training config; pass --config CONFIG.yaml for the dataset")
+        mean = meta.get("mean") or cfg.data.mean
+        std = meta.get("std") or cfg.data.std
+        dataset = build_dataset(
+            cfg.data.dataset,
+            cfg.data.root,
+            args.split or cfg.data.val_split,
+            transform=build_eval_transform(mean=tuple(mean), std=tuple(std)),
+            **val_dataset_options(cfg),
+        )
+        e = cfg.eval
+        if args.tta is not None:
+            scales, flip = parse_tta(args.tta)
+        else:
+            scales, flip = e.scales, e.flip
+        result = evaluate(
+            model,
+            dataset,
+            mode=args.mode or e.mode,
+            scales=scales,
+            flip=flip,
+            resize=e.resize,
+            crop_size=e.crop_size,
+            stride=e.stride,
+            device=info.device if path.suffix.lower() != ".onnx" else "cpu",
+            num_workers=e.num_workers if args.num_workers is None else args.num_workers,
+            save_label_ids=args.save_label_ids,
+        )
+        if info.is_main:
+            result["checkpoint"] = str(path)
+            result["split"] = args.split or cfg.data.val_split
+            out = Path(args.out) if args.out else (path if path.is_dir() else path.parent) / "eval"
+            paths = write_eval_outputs(result, out)
+            print_eval_table(result)
+            print(f"wrote {paths['json']}, {paths['markdown']}, {paths['confusion']}")
+            if args.save_label_ids:
+                print(f"label-id PNGs in {args.save_label_ids}")
+    finally:
+        du.cleanup()
+    return 0

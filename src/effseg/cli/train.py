@@ -1,0 +1,67 @@
+"""``effseg train CONFIG``: train a model from a YAML config (alone or under torchrun).
+
+``CONFIG`` is a YAML file, or a run folder (its ``config.yaml`` is used and the run
+continues there with ``--resume``). Default run folder: ``runs/<config stem>``.
+
+    effseg train configs/cityscapes/pspnet_r18.yaml --set data.root=/data/cityscapes
+    effseg train configs/synthetic/pspnet_mbv2.yaml --resume
+    torchrun --nproc-per-node 4 -m effseg train configs/cityscapes/pspnet_r50.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", metavar="CONFIG", help="YAML config file, or a run folder to resume")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        metavar="KEY=VALUE",
+        action="append",
+        nargs="+",
+        default=[],
+        help="override config keys, e.g. --set train.lr=0.02 data.root=/data/cityscapes (values are YAML)",
+    )
+    parser.add_argument(
+        "--run-dir", help="output folder (default: runs/<config stem>, or CONFIG if a folder)"
+    )
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--resume", action="store_true", help="continue the run in the run folder from last.pt"
+    )
+    group.add_argument("--force", action="store_true", help="delete an existing run folder and start over")
+
+
+def resolve(config: str, run_dir: str | None) -> tuple[Path, Path]:
+    """``(config file, run folder)`` for the CONFIG argument."""
+    from effseg.errors import ConfigError
+
+    path = Path(config)
+    if path.is_dir():
+        cfg_file = path / "config.yaml"
+        if not cfg_file.is_file():
+            raise ConfigError(f"{path} is a folder without config.yaml; expected a YAML file or a run folder")
+        return cfg_file, Path(run_dir) if run_dir else path
+    return path, Path(run_dir) if run_dir else Path("runs") / path.stem
+
+
+def run(args: argparse.Namespace) -> int:
+    from effseg.config import load_config
+    from effseg.engine.distributed import get_rank
+    from effseg.engine.train import train
+
+    overrides = [item for group in args.overrides for item in group]
+    cfg_file, run_dir = resolve(args.config, args.run_dir)
+    cfg = load_config(cfg_file, overrides)
+    summary = train(cfg, run_dir, resume=args.resume, force=args.force)
+    if get_rank() == 0:
+        best = summary["best_miou"]
+        best_txt = f"{best * 100:.2f}" if best is not None and best >= 0 else "-"
+        print(
+            f"done: {summary['iterations']} iterations in {summary['time_s']:.0f} s, best mIoU {best_txt}; "
+            f"checkpoints in {summary['run_dir']}"
+        )
+    return 0
