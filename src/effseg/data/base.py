@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -189,3 +190,38 @@ def colorize(label: np.ndarray, palette: np.ndarray, ignore_color: Sequence[int]
     lut[:] = ignore_color
     lut[: len(palette)] = palette
     return lut[label]
+
+
+def run_parallel(fn: Callable, jobs: list, workers: int, description: str | None = None) -> list:
+    """``[fn(job) for job in jobs]`` in a process pool (inline for 1 worker), in order, with an
+    optional rich progress bar (count, elapsed, ETA)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    results = []
+    with Progress(*columns, disable=description is None) as bar:
+        task = bar.add_task(description or "", total=len(jobs))
+        if workers <= 1 or len(jobs) <= 1:
+            for job in jobs:
+                results.append(fn(job))
+                bar.advance(task)
+        else:
+            with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+                for result in pool.map(fn, jobs, chunksize=1):
+                    results.append(result)
+                    bar.advance(task)
+    return results

@@ -36,13 +36,12 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from effseg.data.base import parse_size
+from effseg.data.base import parse_size, run_parallel
 from effseg.data.cityscapes import TRAIN_ID_TO_LABEL_ID
 from effseg.errors import DataError
 
@@ -1166,7 +1165,7 @@ def generate_city(
     ]
     if workers is None:
         workers = min(os.cpu_count() or 1, 8) if len(jobs) > 8 else 1
-    _run_jobs(_job, jobs, workers, "synthesising city" if progress else None)
+    run_parallel(_job, jobs, workers, "synthesising city" if progress else None)
     meta = {
         "generator": "effseg.data.synthetic",
         "version": 1,
@@ -1177,37 +1176,6 @@ def generate_city(
     }
     (out / MARKER).write_text(json.dumps(meta, indent=1) + "\n")
     return out
-
-
-def _run_jobs(fn, jobs: list, workers: int, description: str | None) -> None:
-    """Run ``fn`` over ``jobs`` in a process pool (or inline), with an optional rich progress bar."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, disable=description is None, transient=False) as bar:
-        task = bar.add_task(description or "", total=len(jobs))
-        if workers <= 1 or len(jobs) <= 1:
-            for job in jobs:
-                fn(job)
-                bar.advance(task)
-        else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for _ in pool.map(fn, jobs, chunksize=1):
-                    bar.advance(task)
 
 
 def ensure_city(
