@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,6 +18,14 @@ def _short(items: list[str], limit: int = 6) -> str:
     return f"{shown}, ... ({len(items)} in all)" if len(items) > limit else shown
 
 
+def _by_module(keys: list[str], limit: int = 6) -> str:
+    """``"12 keys in layer1.2.conv1, layer1.2.bn1"``: keys grouped by module (BN has 5 keys each)."""
+    modules = list(dict.fromkeys(k.rsplit(".", 1)[0] for k in keys))
+    shown = ", ".join(modules[:limit])
+    more = f", ... ({len(modules)} modules)" if len(modules) > limit else ""
+    return f"{len(keys)} keys in {shown}{more}"
+
+
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Read a state dict from ``path``: bare, or under ``"state_dict"`` / ``"model"``.
 
@@ -29,10 +38,18 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        # torch's message is many lines; keep the one that says what was refused
+        m = re.search(r"WeightsUnpickler error:\s*(.+)", str(err))
+        detail = m.group(1).strip() if m else type(err).__name__
+        if "Unsupported global" in detail:
+            detail = detail.split(" was not an allowed global")[0]
+            raise CheckpointError(
+                f"{path}: refused to load: it references code ({detail}); only tensors and plain "
+                "containers are accepted (torch.load weights_only=True)"
+            ) from None
         raise CheckpointError(
-            f"{path}: refused to load: the file is not plain tensors/containers (weights_only=True) "
-            f"and may carry code ({first})"
+            f"{path}: cannot read as a PyTorch checkpoint with weights_only=True ({detail}); "
+            "expected a file written by torch.save"
         ) from None
     except Exception as err:  # corrupt zip, truncated file, not a torch file at all
         raise CheckpointError(
@@ -79,9 +96,9 @@ def load_pretrained(backbone: nn.Module, path: str | Path) -> nn.Module:
         name = getattr(target, "name", None) or type(target).__name__
         parts = []
         if missing:
-            parts.append(f"missing keys: {_short(missing)}")
+            parts.append(f"missing {_by_module(missing)}")
         if unexpected:
-            parts.append(f"unexpected keys: {_short(unexpected)}")
+            parts.append(f"unexpected {_by_module(unexpected)}")
         if mismatched:
             parts.append(f"shape mismatches (file vs model): {_short(mismatched)}")
         raise CheckpointError(f"{path}: does not fit backbone {name}; " + "; ".join(parts))

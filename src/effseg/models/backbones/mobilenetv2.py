@@ -123,12 +123,13 @@ class MobileNetV2(nn.Module):
             self._taps[{32: "low", 96: "aux", 320: "out"}.get(c, "")] = len(layers) - 1
         self._taps.pop("", None)
         self.pretrained_ignore: tuple[str, ...] = (f"features.{len(layers)}.", "classifier.")
+        last_channel = make_divisible(1280 * max(1.0, width_mult))
         if classifier:
-            last_channel = make_divisible(1280 * max(1.0, width_mult))
             layers.append(ConvBNAct(input_channel, last_channel, kernel_size=1))
+        self.features = nn.Sequential(*layers)
+        if classifier:  # registered after features, as in torchvision (same state_dict order)
             self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(last_channel, 1000))
             self.pretrained_ignore = ()
-        self.features = nn.Sequential(*layers)
         self.out_channels = {k: self.features[i].out_channels for k, i in self._taps.items()}
         self._init_weights()
 
