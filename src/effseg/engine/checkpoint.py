@@ -78,7 +78,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(
             f"{path}: refused to load: not a plain weights file (weights_only=True); {first[:200]}"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - the unpickler raises anything (IndexError, KeyError...) on garbage
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first[:200]})") from None
     if not isinstance(obj, dict):
@@ -160,6 +160,9 @@ def load_model(
     model.to(device).eval()
     meta = {k: ckpt.get(k) for k in ("model_config", "classes", "palette", "mean", "std", "config")}
     meta.update(
-        num_classes=ckpt_classes, iteration=ckpt.get("iteration"), best_miou=ckpt.get("best_miou"), path=str(path)
+        num_classes=ckpt_classes,
+        iteration=ckpt.get("iteration"),
+        best_miou=ckpt.get("best_miou"),
+        path=str(path),
     )
     return model, meta

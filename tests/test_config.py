@@ -1,0 +1,162 @@
+"""Typed configs: YAML + --set overrides, errors naming the key with a suggestion, shipped configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from effseg.config import Config, apply_overrides, config_from_dict, load_config, save_config
+from effseg.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((ROOT / "configs").glob("*/*.yaml"))
+REFERENCE_ROWS = [
+    "pspnet_r18",
+    "pspnet_r50",
+    "pspnet_r101",
+    "aspp_r18",
+    "ocr_r18",
+    "pspnet_mbv2",
+    "lraspp_mbv3",
+]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_overrides(tmp_path: Path) -> None:
+    path = write(tmp_path, "model:\n  head: aspp\ntrain:\n  lr: 0.02\n")
+    cfg = load_config(
+        path,
+        ["train.lr=0.05", "model.head_options.rates=[1, 2, 3, 6]", "train.grad_clip=null", "train.amp=bf16"],
+    )
+    assert cfg.model.head == "aspp"
+    assert cfg.train.lr == 0.05 and isinstance(cfg.train.lr, float)
+    assert cfg.model.head_options == {"rates": [1, 2, 3, 6]}
+    assert cfg.train.grad_clip is None
+    assert cfg.train.amp == "bf16"
+    assert cfg.train.momentum == 0.9  # default kept
+
+
+def test_int_accepted_for_float_not_the_reverse(tmp_path: Path) -> None:
+    assert config_from_dict({"train": {"lr": 1}}).train.lr == 1.0
+    with pytest.raises(ConfigError, match=r"train\.batch_size.*expected int.*2\.5"):
+        config_from_dict({"train": {"batch_size": 2.5}})
+    with pytest.raises(ConfigError, match=r"train\.deterministic.*expected bool"):
+        config_from_dict({"train": {"deterministic": 1}})
+
+
+def test_unknown_key_names_it_and_suggests(tmp_path: Path) -> None:
+    path = write(tmp_path, "train:\n  lrr: 0.01\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert str(path) in msg and "'train.lrr'" in msg and "did you mean 'train.lr'" in msg
+    assert "\n" not in msg
+
+
+def test_unknown_section_and_override_key_suggest(tmp_path: Path) -> None:
+    path = write(tmp_path, "trian:\n  lr: 0.01\n")
+    with pytest.raises(ConfigError, match=r"unknown section 'trian' \(did you mean 'train'\?\)"):
+        load_config(path)
+    ok = write(tmp_path, "{}\n")
+    with pytest.raises(ConfigError, match=r"'data.crop_szie' \(did you mean 'data.crop_size'\?\)"):
+        load_config(ok, ["data.crop_szie=[256, 256]"])
+
+
+def test_wrong_type_and_choice(tmp_path: Path) -> None:
+    path = write(tmp_path, "train:\n  lr: fast\n")
+    with pytest.raises(ConfigError, match=r"key 'train\.lr': expected float, got 'fast' \(str\)"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"train\.optimizer.*'sgd', 'adamw'.*did you mean 'adamw'"):
+        config_from_dict({"train": {"optimizer": "adamv"}})
+    with pytest.raises(ConfigError, match=r"'data\.crop_size\[1\]': expected int"):
+        config_from_dict({"data": {"crop_size": [256, "x"]}})
+
+
+def test_value_checks() -> None:
+    with pytest.raises(ConfigError, match=r"data\.crop_size.*\[H, W\]"):
+        config_from_dict({"data": {"crop_size": [256]}})
+    with pytest.raises(ConfigError, match=r"train\.class_weights.*19 weights"):
+        config_from_dict({"train": {"class_weights": [1.0, 2.0]}})
+    with pytest.raises(ConfigError, match=r"train\.device"):
+        config_from_dict({"train": {"device": "gpu"}})
+    with pytest.raises(ConfigError, match=r"distill\.type.*'kd', 'cwd'"):
+        config_from_dict({"distill": {"type": "fitnet"}})
+
+
+def test_bad_yaml_and_bad_override(tmp_path: Path) -> None:
+    path = write(tmp_path, "train:\n  lr: [0.01\n")
+    with pytest.raises(ConfigError, match=r"invalid YAML at line \d+"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="SECTION.KEY=VALUE"):
+        apply_overrides({}, ["lr=0.1"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_yaml_cannot_construct_python_objects(tmp_path: Path) -> None:
+    path = write(tmp_path, "train:\n  lr: !!python/object/apply:os.system ['echo hacked']\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(path)
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    cfg = config_from_dict({"model": {"head": "ocr"}, "train": {"iterations": 7}})
+    save_config(cfg, tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert again == cfg
+    assert again.to_dict() == yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert isinstance(Config().to_dict()["distill"], dict)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_shipped_config_loads_and_builds(path: Path) -> None:
+    from effseg.models import build_model
+
+    cfg = load_config(path)
+    m = cfg.model
+    model = build_model(
+        m.head,
+        backbone=m.backbone,
+        num_classes=m.num_classes,
+        output_stride=m.output_stride,
+        aux=m.aux,
+        width_mult=m.width_mult,
+        **m.head_options,
+    )
+    assert model.num_classes == m.num_classes
+    assert cfg.distill.teacher is None
+
+
+def test_every_reference_row_has_the_project_recipe() -> None:
+    names = {p.stem for p in SHIPPED if p.parent.name == "cityscapes"}
+    assert set(REFERENCE_ROWS) | {"aspp_r18_deeplab"} <= names
+    for name in REFERENCE_ROWS + ["aspp_r18_deeplab"]:
+        cfg = load_config(ROOT / "configs" / "cityscapes" / f"{name}.yaml")
+        t = cfg.train
+        assert (t.optimizer, t.momentum, t.lr, t.head_lr_mult, t.weight_decay) == (
+            "sgd",
+            0.9,
+            0.01,
+            10.0,
+            1e-4,
+        )
+        assert (t.poly_power, t.epochs, t.aux_weight, t.iterations) == (0.9, 50, 0.4, None)
+        assert cfg.data.options["resize"] == "1024x512" and cfg.model.num_classes == 19
+        assert cfg.model.output_stride == 8 and not t.sync_bn
+    project = load_config(ROOT / "configs" / "cityscapes" / "aspp_r18.yaml").model.head_options
+    deeplab = load_config(ROOT / "configs" / "cityscapes" / "aspp_r18_deeplab.yaml").model.head_options
+    assert project == {"rates": [1, 2, 3, 6], "image_pooling": False}
+    assert deeplab == {"rates": [12, 24, 36], "image_pooling": True}
+
+
+def test_synthetic_configs_share_one_city() -> None:
+    opts = {str(load_config(p).data.options) for p in SHIPPED if p.parent.name == "synthetic"}
+    roots = {load_config(p).data.root for p in SHIPPED if p.parent.name == "synthetic"}
+    assert len(opts) == 1 and len(roots) == 1
