@@ -1,0 +1,160 @@
+"""Data benchmarks: synthetic-city generation speed and data-loader throughput.
+
+    python benchmarks/bench_data.py                      # print results
+    python benchmarks/bench_data.py --write docs/bench/data.md
+
+Measures (one process unless stated):
+  * generation: images/s of ``effseg.data.synthetic`` at 1024x512, render only and
+    render + PNG encode/write (what ``effseg data synth`` does per worker);
+  * loading: images/s per worker process for PNG decode (image + label-id map) +
+    train augmentation (random scale 0.5-2, pad, 512x512 crop, flip, jitter,
+    normalise, to tensors) at 1024x512 input; then a torch DataLoader with K workers.
+The machine is shared: each number is the median of --repeats runs, and the load
+average at the start is recorded next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def machine() -> dict[str, str]:
+    import albumentations
+    import cv2
+    import PIL
+    import torch
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        cpu = platform.processor() or "unknown"
+    return {
+        "cpu": cpu,
+        "cores (os.cpu_count)": str(os.cpu_count()),
+        "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "opencv": cv2.__version__,
+        "pillow": PIL.__version__,
+        "albumentations": albumentations.__version__,
+        "torch": torch.__version__,
+        "os": platform.platform(),
+    }
+
+
+def rate(fn, n: int, repeats: int) -> str:
+    """Median images/s of ``repeats`` runs of ``fn(i)`` over ``n`` items: wall clock, and per
+    CPU-second of this process (what one idle core would do; robust to a busy machine)."""
+    wall, cpu = [], []
+    for r in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        for i in range(n):
+            fn(r * n + i)
+        wall.append(n / (time.perf_counter() - t0))
+        cpu.append(n / (time.process_time() - c0))
+    return f"{statistics.median(wall):.2f} images/s wall, {statistics.median(cpu):.2f} images/CPU-s"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=12, help="images per timed run")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--size", default="1024x512")
+    parser.add_argument("--crop", type=int, default=512)
+    parser.add_argument("--loader-workers", type=int, default=2)
+    parser.add_argument("--write", type=Path, default=None, help="write a markdown report here")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from effseg.data import build_dataset, build_train_transform
+    from effseg.data.base import parse_size
+    from effseg.data.synthetic import _forced, _job, render_scene
+
+    torch.set_num_threads(1)
+    w, h = parse_size(args.size)
+    info = machine()
+    results: list[tuple[str, str, str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        gen_render = rate(lambda i: render_scene([0, 1, i], (w, h), _forced(i)), args.n, args.repeats)
+        results.append(("synthetic city: render", f"{w}x{h}, 1 process", gen_render))
+        gen_write = rate(lambda i: _job((0, "train", i, (w, h), tmp)), args.n, args.repeats)
+        results.append(("synthetic city: render + PNG write", f"{w}x{h}, 1 process", gen_write))
+        print(results[-2], results[-1], flush=True)
+
+        transform = build_train_transform(crop_size=(args.crop, args.crop))
+        ds = build_dataset("cityscapes", tmp, "train", transform=transform)
+        n = len(ds)
+        decode = rate(lambda i: ds.load_raw(i % n), args.n, args.repeats)
+        results.append(("decode (image + label ids -> train ids)", f"{w}x{h} PNG, 1 process", decode))
+        full = rate(lambda i: ds[i % n], args.n, args.repeats)
+        results.append(
+            (
+                "decode + train augment -> tensors",
+                f"{w}x{h} -> {args.crop}x{args.crop} crop, per worker process",
+                full,
+            )
+        )
+        print(results[-2], results[-1], flush=True)
+        k = args.loader_workers
+        if k > 0:
+            loader = torch.utils.data.DataLoader(
+                ds, batch_size=4, shuffle=True, num_workers=k, persistent_workers=True
+            )
+            rates = []
+            for _ in range(args.repeats):
+                t0, count = time.perf_counter(), 0
+                for x, _y in loader:
+                    count += x.shape[0]
+                rates.append(count / (time.perf_counter() - t0))
+            results.append(
+                (
+                    "DataLoader (decode + augment, batch 4)",
+                    f"{k} worker processes",
+                    f"{statistics.median(rates):.2f} images/s",
+                )
+            )
+            print(results[-1], flush=True)
+
+    lines = [
+        "# Data benchmarks",
+        "",
+        "Produced by `python benchmarks/bench_data.py --write docs/bench/data.md` "
+        f"(median of {args.repeats} runs of {args.n} images; torch threads = 1).",
+        "",
+        "| what | setting | result |",
+        "|---|---|---|",
+        *[f"| {a} | {b} | {c} |" for a, b, c in results],
+        "",
+        "Machine:",
+        "",
+        *[f"- {k}: {v}" for k, v in info.items()],
+        "",
+        "The machine is shared with other jobs (see the load average): treat the numbers as a "
+        "lower bound of what an idle core does. Generation scales with `--workers` (one scene per "
+        "process, output independent of the worker count).",
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.write:
+        args.write.parent.mkdir(parents=True, exist_ok=True)
+        args.write.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
