@@ -11,6 +11,17 @@ import torch
 from effseg.errors import ModelError
 from effseg.models.backbones import BACKBONES, build_backbone
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny tensors: one thread is as fast, and on a loaded 2-core machine two OpenMP
+    # threads spin-wait on each other (a training step measured 60x slower).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "torchvision_keys.json").read_text())
 
 # torchvision's published parameter counts (ImageNet classifier included)

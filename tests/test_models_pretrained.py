@@ -13,6 +13,16 @@ from effseg.models import build_model, load_pretrained
 from effseg.models.backbones import build_backbone
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny tensors: one thread is as fast, and on a loaded 2-core machine two OpenMP
+    # threads spin-wait on each other (a training step measured 60x slower).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _imagenet_file(tmp_path: Path, name: str, wrap: str | None = None, prefix: str = "") -> Path:
     """A torchvision-style ImageNet checkpoint: classifier included, optionally wrapped / prefixed."""
     torch.manual_seed(1)

@@ -11,6 +11,16 @@ from effseg.errors import ModelError
 from effseg.models import build_model, list_backbones, list_heads, list_models
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny tensors: one thread is as fast, and on a loaded 2-core machine two OpenMP
+    # threads spin-wait on each other (a training step measured 60x slower).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_lists() -> None:
     assert list_heads() == ["fcn", "pspnet", "aspp", "ocr", "lraspp"]
     assert list_backbones() == [

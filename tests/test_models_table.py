@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from torch import nn
 
 from effseg.cli import main
@@ -20,6 +21,17 @@ from effseg.tools.models_table import (
     to_markdown,
     write_markdown,
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny tensors: one thread is as fast, and on a loaded 2-core machine two OpenMP
+    # threads spin-wait on each other (a training step measured 60x slower).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "models.md"
 
