@@ -1,0 +1,814 @@
+"""Measure models the same way: parameters, GFLOPs, latency, memory, mIoU per runtime.
+
+Conventions (written into every result):
+
+- FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` on the eval-mode
+  model (the inference path: no auxiliary head), which counts one multiply-add
+  as 2 FLOPs; GFLOPs = FLOPs / 1e9.  Pooling, interpolation and elementwise ops
+  are not counted.
+- Latency: eval mode, ``torch.inference_mode``, ``warmup`` untimed calls, then
+  ``runs`` timed calls; median and p90 in ms (linear-interpolated percentiles,
+  ``numpy.percentile``), FPS = batch * 1000 / median.  The runtimes of one model
+  are timed *interleaved* (one call of each in turn, repeated), so a slow spell
+  on a shared machine hits all of them alike and their ratios stay honest.
+  CUDA timings call ``torch.cuda.synchronize`` before reading the clock.
+- Peak memory: CUDA ``torch.cuda.max_memory_allocated`` during one call; CPU the
+  growth of the process's peak resident set (Linux ``VmHWM``, reset through
+  ``/proc/self/clear_refs``) during one call over the resident set before it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from effseg.errors import EffsegError
+from effseg.tools.export import ExportError, parse_input_size
+from effseg.tools.sysinfo import machine_info, peak_fp32_flops
+
+RUNTIMES = ("eager", "channels_last", "compile", "onnxruntime", "onnxruntime-int8")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+MEMORY_METHOD = {
+    False: "CPU: peak RSS during one call (Linux VmHWM after clear_refs) minus RSS before it",
+    True: "CUDA: torch.cuda.max_memory_allocated during one call minus memory allocated before",
+}
+FLOPS_CONVENTION = "torch.utils.flop_counter: 1 multiply-add = 2 FLOPs; GFLOPs = FLOPs / 1e9"
+
+
+class BenchError(EffsegError, ValueError):
+    """A benchmark argument is wrong (unknown runtime, bad size, missing model file)."""
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def latency_stats(times_ms: Sequence[float], batch: int = 1) -> dict[str, float]:
+    """Median, p90, mean, min, max (ms) and FPS of per-call latencies ``times_ms``."""
+    if not len(times_ms):
+        raise BenchError("no timings to summarise (runs must be >= 1)")
+    arr = np.asarray(times_ms, dtype=np.float64)
+    median = float(np.percentile(arr, 50))
+    return {
+        "latency_ms_median": median,
+        "latency_ms_p90": float(np.percentile(arr, 90)),
+        "latency_ms_mean": float(arr.mean()),
+        "latency_ms_min": float(arr.min()),
+        "latency_ms_max": float(arr.max()),
+        "fps": batch * 1000.0 / median if median > 0 else math.inf,
+        "runs": len(arr),
+    }
+
+
+def sync_for(device: torch.device | str) -> Callable[[], None] | None:
+    """The synchronisation call timings on ``device`` need (``torch.cuda.synchronize`` on CUDA)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return None
+
+
+def time_call(
+    fn: Callable[[], Any],
+    sync: Callable[[], None] | None = None,
+    timer: Callable[[], float] = time.perf_counter,
+) -> float:
+    """Wall time of one call of ``fn`` in ms; ``sync`` is called before both clock reads."""
+    if sync is not None:
+        sync()
+    t0 = timer()
+    fn()
+    if sync is not None:
+        sync()
+    return (timer() - t0) * 1000.0
+
+
+def time_callable(
+    fn: Callable[[], Any],
+    warmup: int = 3,
+    runs: int = 10,
+    sync: Callable[[], None] | None = None,
+    timer: Callable[[], float] = time.perf_counter,
+) -> list[float]:
+    """``warmup`` untimed calls, then ``runs`` timed ones: the list of latencies in ms."""
+    for _ in range(warmup):
+        fn()
+    if sync is not None:
+        sync()
+    return [time_call(fn, sync, timer) for _ in range(runs)]
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+def _vm_kb(field_name: str) -> int | None:
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    m = re.search(rf"^{field_name}:\s+(\d+)\s*kB", text, re.MULTILINE)
+    return int(m.group(1)) if m else None
+
+
+def peak_memory_mb(fn: Callable[[], Any], device: torch.device | str) -> tuple[float | None, str]:
+    """Peak memory of one call of ``fn`` in MB and the method used to measure it."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (
+            torch.cuda.max_memory_allocated(device) - base
+        ) / 2**20, "cuda max_memory_allocated - allocated before"
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux)
+    except OSError:
+        import resource
+
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        fn()
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return (after - before) / 1024, "growth of ru_maxrss (lower bound: the process peak may predate)"
+    rss = _vm_kb("VmRSS")
+    fn()
+    hwm = _vm_kb("VmHWM")
+    if rss is None or hwm is None:
+        return None, "unavailable"
+    return max(0, hwm - rss) / 1024, "CPU peak RSS (VmHWM after clear_refs) - RSS before the call"
+
+
+# ----------------------------------------------------------------------------- models
+
+
+@dataclass
+class BenchModel:
+    """A model to benchmark: an eval-mode nn.Module (or an ONNX file) and its metadata."""
+
+    name: str
+    model: nn.Module | None
+    meta: dict[str, Any] = field(default_factory=dict)
+    onnx_path: str | None = None
+
+
+def _split_name(spec: str) -> dict[str, Any]:
+    """``pspnet_resnet18`` / ``aspp_mobilenetv3_large_os16`` -> build_model kwargs."""
+    from effseg.models import list_backbones, list_heads
+
+    kwargs: dict[str, Any] = {}
+    m = re.fullmatch(r"(.+)_os(\d+)", spec)
+    if m:
+        spec, kwargs["output_stride"] = m.group(1), int(m.group(2))
+    head, _, backbone = spec.partition("_")
+    if head not in list_heads() or backbone not in list_backbones():
+        raise BenchError(
+            f"model {spec!r}: expected HEAD_BACKBONE[_osN] with head in {list_heads()} and "
+            f"backbone in {list_backbones()}, or a config .yaml, checkpoint, run folder or .onnx file"
+        )
+    kwargs.update(head=head, backbone=backbone)
+    return kwargs
+
+
+def resolve_model(spec: str, num_classes: int = 19, device: str = "cpu") -> BenchModel:
+    """Turn a CLI model argument into a :class:`BenchModel`.
+
+    ``spec`` is a name like ``pspnet_resnet18`` (random weights; ``_os16`` suffix
+    for the output stride), a config YAML (its ``model`` section), a checkpoint /
+    run folder (``effseg.engine.checkpoint.load_model``) or an exported ``.onnx``.
+    """
+    from effseg.models import build_model
+
+    path = Path(spec)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        if not path.is_file():
+            raise BenchError(f"config {path} does not exist")
+        from effseg.config import load_config
+
+        cfg = load_config(path).model
+        kwargs = {
+            "head": cfg.head,
+            "backbone": cfg.backbone,
+            "num_classes": cfg.num_classes,
+            "output_stride": cfg.output_stride,
+            "aux": cfg.aux,
+            "width_mult": cfg.width_mult,
+            **cfg.head_options,
+        }
+        return BenchModel(path.stem, build_model(**kwargs).eval().to(device), {"source": str(path)})
+    if path.suffix.lower() == ".onnx":
+        from effseg.tools.export import read_onnx_metadata
+
+        if not path.is_file():
+            raise BenchError(f"ONNX file {path} does not exist")
+        return BenchModel(path.stem, None, read_onnx_metadata(path), onnx_path=str(path))
+    if path.suffix.lower() in (".pt", ".pth") or path.is_dir():
+        if not path.exists():
+            raise BenchError(f"checkpoint {path} does not exist")
+        from effseg.engine.checkpoint import load_model
+
+        model, meta = load_model(path, device)
+        name = path.name if path.is_dir() else f"{path.parent.name}/{path.stem}"
+        return BenchModel(name, model.eval(), dict(meta))
+    if "/" in spec or "\\" in spec or path.suffix:
+        raise BenchError(
+            f"model {spec!r}: no such file (expected a config .yaml, .pt checkpoint, run folder, "
+            f".onnx or a name like pspnet_resnet18)"
+        )
+    return BenchModel(
+        spec,
+        build_model(num_classes=num_classes, **_split_name(spec)).eval().to(device),
+        {"source": "random weights"},
+    )
+
+
+def count_params(model: nn.Module) -> dict[str, float]:
+    """Parameters in millions: the inference path (no aux head) and the total."""
+    total = sum(p.numel() for p in model.parameters())
+    aux = getattr(model, "aux_head", None)
+    aux_n = sum(p.numel() for p in aux.parameters()) if isinstance(aux, nn.Module) else 0
+    return {"params_m": (total - aux_n) / 1e6, "params_total_m": total / 1e6}
+
+
+def count_flops(model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
+    """GFLOPs of one eval-mode forward of ``x`` (total, and per top-level child: backbone, head)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False, depth=2) as counter:
+        model(x)
+    per_module = counter.get_flop_counts()
+    stages = {}
+    for name, ops in per_module.items():
+        parts = name.split(".")
+        if len(parts) == 2:
+            stages[parts[1]] = sum(ops.values()) / 1e9
+    return {"gflops": counter.get_total_flops() / 1e9, "gflops_stages": stages}
+
+
+def miou_from_run(path: str | Path) -> float | None:
+    """mIoU (percent) from ``effseg eval`` output: a run folder (``eval/eval.json``), its ``eval``
+    folder, or the JSON file itself.  ``None`` when there is none."""
+    path = Path(path)
+    candidates = [path] if path.is_file() else [path / "eval" / "eval.json", path / "eval.json"]
+    for c in candidates:
+        if c.is_file():
+            try:
+                data = json.loads(c.read_text())
+            except (OSError, json.JSONDecodeError) as err:
+                raise BenchError(f"--eval {c}: not a readable eval JSON ({err})") from None
+            value = data.get("miou", data.get("mIoU"))
+            if value is None:
+                raise BenchError(f"--eval {c}: no 'miou' key")
+            value = float(value)
+            return value * 100 if value <= 1.0 else value
+    if not path.exists():
+        raise BenchError(f"--eval {path}: no such run folder or eval JSON")
+    return None
+
+
+# ----------------------------------------------------------------------------- runtimes
+
+
+@dataclass
+class Runner:
+    """One prepared runtime of one model: ``fn()`` runs one forward on the prepared input."""
+
+    runtime: str
+    fn: Callable[[], Any]
+    info: dict[str, Any] = field(default_factory=dict)
+    times_ms: list[float] = field(default_factory=list)
+
+
+def _torch_runner(model: nn.Module, x: torch.Tensor, runtime: str, dtype: torch.dtype) -> Runner:
+    info: dict[str, Any] = {}
+    inp = x.to(dtype)
+    # Module.to() converts in place: every runtime but plain fp32 eager works on its own copy.
+    m = model if runtime == "eager" and dtype == torch.float32 else copy.deepcopy(model).to(dtype)
+    if runtime == "channels_last":
+        m = m.to(memory_format=torch.channels_last)
+        inp = inp.contiguous(memory_format=torch.channels_last)
+    elif runtime == "compile":
+        import torch._inductor.config as inductor_config
+
+        # freezing: constant-fold weights and fold BN into conv, prepack weights for oneDNN (CPU).
+        inductor_config.freezing = True
+        m = torch.compile(m, mode="max-autotune-no-cudagraphs" if x.is_cuda else None, dynamic=False)
+        info["compile"] = {"backend": "inductor", "freezing": True}
+
+    def fn() -> torch.Tensor:
+        with torch.inference_mode():
+            return m(inp)
+
+    return Runner(runtime, fn, info)
+
+
+def _onnx_runner(
+    model: nn.Module | None,
+    onnx_path: str | None,
+    x: torch.Tensor,
+    runtime: str,
+    threads: int,
+    work: Path,
+    calib: Sequence[np.ndarray] | None,
+    opt_level: str,
+    meta: dict[str, Any],
+) -> Runner:
+    from effseg.tools.export import export_onnx, ort_session
+
+    info: dict[str, Any] = {"ort_opt_level": opt_level, "ort_threads": threads}
+    size = tuple(x.shape[-2:])
+    if onnx_path is None:
+        assert model is not None
+        path = work / f"model_{size[0]}x{size[1]}.onnx"
+        if not path.exists():
+            t0 = time.perf_counter()
+            rep = export_onnx(model, path, size, meta=meta)
+            info["export_seconds"] = round(time.perf_counter() - t0, 1)
+            info["parity"] = rep.parity
+        onnx_path = str(path)
+    if runtime == "onnxruntime-int8":
+        from effseg.tools.quantize import quantize_onnx
+
+        q = Path(work) / (Path(onnx_path).stem + "_int8.onnx")
+        if not q.exists():
+            batches = (
+                list(calib)
+                if calib
+                else [
+                    np.random.default_rng(i).standard_normal((1, 3, *size)).astype(np.float32)
+                    for i in range(4)
+                ]
+            )
+            src = "given images" if calib else "random normal inputs (latency only: ranges are not realistic)"
+            info["quantization"] = quantize_onnx(onnx_path, q, batches, calibration_source=src)
+        onnx_path = str(q)
+    session = ort_session(onnx_path, threads=threads, opt_level=opt_level)
+    name = session.get_inputs()[0].name
+    arr = np.ascontiguousarray(x.float().cpu().numpy())
+    info["onnx_path"] = onnx_path
+
+    def fn() -> Any:
+        return session.run(None, {name: arr})
+
+    return Runner(runtime, fn, info)
+
+
+def parse_runtimes(spec: str | Sequence[str]) -> list[str]:
+    """``"eager,onnxruntime"`` -> ``["eager", "onnxruntime"]``; unknown names raise BenchError."""
+    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    bad = [s for s in items if s not in RUNTIMES]
+    if bad or not items:
+        raise BenchError(
+            f"--runtime {','.join(bad) or spec!r}: unknown runtime; expected a comma list of "
+            f"{', '.join(RUNTIMES)}"
+        )
+    return list(dict.fromkeys(items))
+
+
+# ----------------------------------------------------------------------------- stage timing
+
+
+def stage_breakdown(
+    model: nn.Module, x: torch.Tensor, warmup: int = 1, runs: int = 3, sync: Callable[[], None] | None = None
+) -> dict[str, float]:
+    """Median ms of the backbone, the head and the final upsample of an eval-mode Segmentor."""
+    if not (hasattr(model, "backbone") and hasattr(model, "head")):
+        return {}
+    size = x.shape[-2:]
+    with torch.inference_mode():
+        feats = model.backbone(x)
+        out = model.head(feats)
+        logits = out["out"] if isinstance(out, dict) else out
+        steps = {
+            "backbone": lambda: model.backbone(x),
+            "head": lambda: model.head(feats),
+            "upsample": lambda: F.interpolate(logits, size=size, mode="bilinear", align_corners=False),
+        }
+        return {f"{k}_ms": float(np.median(time_callable(fn, warmup, runs, sync))) for k, fn in steps.items()}
+
+
+# ----------------------------------------------------------------------------- main entry
+
+
+def bench_models(
+    specs: Sequence[str],
+    input_size: str | tuple[int, int] = "1024x512",
+    batch: int = 1,
+    device: str = "cpu",
+    threads: int | None = None,
+    dtype: str = "fp32",
+    runtimes: str | Sequence[str] = "eager",
+    warmup: int = 3,
+    runs: int = 10,
+    eval_run: str | None = None,
+    calib: Sequence[np.ndarray] | None = None,
+    stages: bool = True,
+    ort_opt_level: str = "all",
+    num_classes: int = 19,
+    work_dir: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Benchmark every model in ``specs`` under every runtime; returns the JSON-able report.
+
+    ``input_size`` is ``"WxH"`` or ``(H, W)``.  Result rows hold params (M), GFLOPs,
+    latency median/p90 (ms), FPS, peak memory (MB), achieved GFLOP/s, latency
+    relative to eager, per-stage ms (eager), and mIoU / mIoU per 10 ms when known.
+    A runtime that fails for one model is recorded with its error and the rest go on.
+    """
+    size = parse_input_size(input_size)
+    rts = parse_runtimes(runtimes)
+    if dtype not in DTYPES:
+        raise BenchError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    if batch < 1 or runs < 1 or warmup < 0:
+        raise BenchError(
+            f"--batch {batch} / --runs {runs} / --warmup {warmup}: expected batch, runs >= 1, warmup >= 0"
+        )
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BenchError("--device cuda: no CUDA device is available here")
+    if dev.type == "cuda" and any(r.startswith("onnxruntime") for r in rts):
+        raise BenchError(
+            "--runtime onnxruntime*: effseg runs ONNX on the CPU execution provider only; use --device cpu"
+        )
+    if dtype != "fp32" and any(r.startswith("onnxruntime") for r in rts):
+        raise BenchError(
+            f"--dtype {dtype}: the onnxruntime runtimes are fp32/int8; use --dtype fp32 for them"
+        )
+    if threads:
+        torch.set_num_threads(int(threads))
+    threads = torch.get_num_threads()
+    miou_eval = miou_from_run(eval_run) if eval_run else None
+    sync = sync_for(dev)
+    machine = machine_info()
+    peak = peak_fp32_flops(machine)
+    settings = {
+        "input_size": list(size),
+        "batch": batch,
+        "device": str(dev),
+        "threads": threads,
+        "dtype": dtype,
+        "runtimes": rts,
+        "warmup": warmup,
+        "runs": runs,
+        "ort_opt_level": ort_opt_level,
+        "timing": "interleaved across runtimes, median of runs",
+        "eval": eval_run,
+    }
+    results: list[dict[str, Any]] = []
+    models = [resolve_model(s, num_classes=num_classes, device=str(dev)) for s in specs]
+    from rich.progress import Progress
+
+    bar = Progress(transient=True, disable=not progress)
+    tmp = tempfile.TemporaryDirectory() if work_dir is None else None
+    work_root = Path(work_dir) if work_dir else Path(tmp.name)  # type: ignore[union-attr]
+    try:
+        with bar:
+            task = bar.add_task("bench", total=len(models) * (len(rts) * (warmup + runs + 1)))
+            for bm in models:
+                results.extend(
+                    _bench_one(
+                        bm,
+                        size,
+                        batch,
+                        dev,
+                        dtype,
+                        rts,
+                        warmup,
+                        runs,
+                        sync,
+                        calib,
+                        stages,
+                        ort_opt_level,
+                        threads,
+                        work_root / _safe(bm.name),
+                        miou_eval,
+                        peak["peak_gflops"],
+                        bar,
+                        task,
+                    )
+                )
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return {
+        "machine": machine,
+        "peak_fp32": peak,
+        "flops_convention": FLOPS_CONVENTION,
+        "memory_method": MEMORY_METHOD[dev.type == "cuda"],
+        "settings": settings,
+        "results": results,
+    }
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _bench_one(
+    bm: BenchModel,
+    size: tuple[int, int],
+    batch: int,
+    dev: torch.device,
+    dtype: str,
+    rts: list[str],
+    warmup: int,
+    runs: int,
+    sync: Callable[[], None] | None,
+    calib: Sequence[np.ndarray] | None,
+    stages: bool,
+    ort_opt_level: str,
+    threads: int,
+    work: Path,
+    miou_eval: float | None,
+    peak_gflops: float,
+    bar: Any,
+    task: Any,
+) -> list[dict]:
+    work.mkdir(parents=True, exist_ok=True)
+    x = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(0)).to(dev)
+    base: dict[str, Any] = {
+        "model": bm.name,
+        "source": bm.meta.get("source", bm.meta.get("path")),
+        "input_size": list(size),
+        "batch": batch,
+        "device": str(dev),
+        "dtype": dtype,
+        "threads": threads,
+    }
+    if bm.model is not None:
+        base.update(count_params(bm.model))
+        base.update(count_flops(bm.model, x[:1]))
+        base["gflops"] *= batch
+        base["model_config"] = getattr(bm.model, "config", None)
+    miou_fp32 = miou_eval
+    if miou_fp32 is None and bm.meta.get("best_miou") is not None:
+        v = float(bm.meta["best_miou"])
+        miou_fp32 = v * 100 if v <= 1 else v
+    runners: list[Runner] = []
+    rows: dict[str, dict[str, Any]] = {}
+    for rt in rts:
+        row = {**base, "runtime": rt}
+        rows[rt] = row
+        try:
+            if bm.model is None and not rt.startswith("onnxruntime"):
+                raise BenchError(f"{bm.onnx_path}: an ONNX file runs only under the onnxruntime runtimes")
+            if rt.startswith("onnxruntime"):
+                runner = _onnx_runner(
+                    bm.model,
+                    bm.onnx_path,
+                    x,
+                    rt,
+                    threads,
+                    work,
+                    calib,
+                    ort_opt_level,
+                    {
+                        k: v
+                        for k, v in bm.meta.items()
+                        if k in ("classes", "palette", "mean", "std", "config")
+                    },
+                )
+            else:
+                runner = _torch_runner(bm.model, x, rt, DTYPES[dtype])  # type: ignore[arg-type]
+            t0 = time.perf_counter()
+            for _ in range(max(1, warmup)):  # the first call compiles / allocates
+                runner.fn()
+                bar.advance(task)
+            row["warmup_seconds"] = round(time.perf_counter() - t0, 2)
+            row["peak_mem_mb"], row["memory_method"] = peak_memory_mb(runner.fn, dev)
+            row.update(runner.info)
+            runners.append(runner)
+        except (EffsegError, RuntimeError, ValueError, TypeError, NotImplementedError, AssertionError) as err:
+            # one failing runtime (e.g. torch.compile on an unsupported op) must not lose the others
+            row["error"] = (
+                f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+            )
+            bar.advance(task, warmup + runs + 1)
+    bar.update(task, description=f"bench {bm.name}")
+    for _ in range(runs):  # interleaved: one call of each runtime per round
+        for runner in runners:
+            runner.times_ms.append(time_call(runner.fn, sync))
+            bar.advance(task)
+    for runner in runners:
+        rows[runner.runtime].update(latency_stats(runner.times_ms, batch))
+        rows[runner.runtime]["times_ms"] = [round(t, 3) for t in runner.times_ms]
+    eager = rows.get("eager", {}).get("latency_ms_median")
+    for rt, row in rows.items():
+        med = row.get("latency_ms_median")
+        if med is None:
+            continue
+        row["vs_eager"] = med / eager if eager else None
+        if row.get("gflops"):
+            row["achieved_gflops_per_s"] = row["gflops"] / (med / 1000.0)
+            row["fraction_of_peak"] = row["achieved_gflops_per_s"] / peak_gflops if peak_gflops else None
+        miou = miou_fp32 if rt != "onnxruntime-int8" else _int8_miou(row, bm)
+        if miou is not None:
+            row["miou"] = miou
+            row["miou_per_10ms"] = miou / (med / 10.0)
+    if stages and "eager" in rows and bm.model is not None and "error" not in rows["eager"]:
+        rows["eager"]["stages"] = stage_breakdown(
+            bm.model, x.to(DTYPES[dtype]), warmup=1, runs=max(1, min(runs, 5)), sync=sync
+        )
+    return list(rows.values())
+
+
+def _int8_miou(row: dict[str, Any], bm: BenchModel) -> float | None:
+    q = bm.meta.get("quantization") or {}
+    v = q.get("miou_int8")
+    return float(v) if v is not None else None
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def _fmt(v: Any, nd: int = 1) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return f"{v:.{nd}f}" if isinstance(v, float) else str(v)
+
+
+TABLE_COLUMNS = [
+    ("model", "model", None),
+    ("runtime", "runtime", None),
+    ("params_m", "params (M)", 2),
+    ("gflops", "GFLOPs", 1),
+    ("latency_ms_median", "median (ms)", 1),
+    ("latency_ms_p90", "p90 (ms)", 1),
+    ("fps", "FPS", 2),
+    ("vs_eager", "x eager", 2),
+    ("achieved_gflops_per_s", "GFLOP/s", 1),
+    ("peak_mem_mb", "peak mem (MB)", 0),
+    ("miou", "mIoU", 2),
+    ("miou_per_10ms", "mIoU/10ms", 3),
+]
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """The result rows as a markdown table, with the machine and settings above it."""
+    from effseg.tools.sysinfo import describe
+
+    s = report["settings"]
+    lines = [
+        f"Machine: {describe(report['machine'])}.",
+        f"Input {s['input_size'][1]}x{s['input_size'][0]} (WxH), batch {s['batch']}, {s['device']}, "
+        f"{s['dtype']}, {s['threads']} threads, {s['warmup']} warm-up + {s['runs']} timed runs "
+        f"({s['timing']}). FLOPs: {report['flops_convention']}.",
+        "",
+        "| " + " | ".join(h for _, h, _ in TABLE_COLUMNS) + " |",
+        "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|",
+    ]
+    for row in report["results"]:
+        if "error" in row:
+            cells = [row["model"], row["runtime"], f"failed: {row['error']}"] + [""] * (
+                len(TABLE_COLUMNS) - 3
+            )
+        else:
+            cells = [
+                _fmt(row.get(k), nd) if nd is not None else str(row.get(k, "-")) for k, _, nd in TABLE_COLUMNS
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    stage_rows = [r for r in report["results"] if r.get("stages")]
+    if stage_rows:
+        lines += [
+            "",
+            "Where eager time goes (median ms per stage, measured separately):",
+            "",
+            "| model | backbone | head | final upsample |",
+            "|---|---|---|---|",
+        ]
+        for r in stage_rows:
+            st = r["stages"]
+            lines.append(
+                f"| {r['model']} | {_fmt(st.get('backbone_ms'))} | {_fmt(st.get('head_ms'))} | "
+                f"{_fmt(st.get('upsample_ms'))} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points not dominated in (lower x, higher y), sorted by x."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -math.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def plot_pareto(report: dict[str, Any], path: str | Path) -> str:
+    """Scatter mIoU vs latency (GFLOPs vs latency when no mIoU is known), Pareto front drawn.
+
+    Returns the y metric used (``miou`` or ``gflops``).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["results"] if r.get("latency_ms_median") is not None]
+    use_miou = bool(rows) and all(r.get("miou") is not None for r in rows)
+    ykey, ylabel = ("miou", "mIoU (%)") if use_miou else ("gflops", "GFLOPs")
+    rows = [r for r in rows if r.get(ykey) is not None]
+    fig, ax = plt.subplots(figsize=(7, 5))
+    markers = dict(zip(RUNTIMES, "osD^v", strict=True))
+    for r in rows:
+        ax.scatter(r["latency_ms_median"], r[ykey], marker=markers.get(r["runtime"], "o"))
+        ax.annotate(
+            f"{r['model']} ({r['runtime']})",
+            (r["latency_ms_median"], r[ykey]),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
+    if use_miou and rows:
+        pts = [(r["latency_ms_median"], r[ykey]) for r in rows]
+        front = pareto_front(pts)
+        ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "k--", lw=1, label="Pareto front")
+        ax.legend()
+    s = report["settings"]
+    ax.set_xlabel(
+        f"latency median (ms), batch {s['batch']}, {s['input_size'][1]}x{s['input_size'][0]}, "
+        f"{s['device']}, {s['threads']} threads"
+    )
+    ax.set_ylabel(ylabel)
+    ax.set_title(("mIoU" if use_miou else "GFLOPs") + " vs latency")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return ykey
+
+
+def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """Write ``bench.json``, ``bench.md`` and ``pareto.png`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "bench.json", "markdown": out / "bench.md", "plot": out / "pareto.png"}
+    paths["json"].write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+    paths["markdown"].write_text(markdown_table(report))
+    plot_pareto(report, paths["plot"])
+    return paths
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)
+
+
+def print_table(report: dict[str, Any], console: Any = None) -> None:
+    """The result rows as a rich table on the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from effseg.tools.sysinfo import describe
+
+    console = console or Console()
+    table = Table(title="effseg bench", caption=describe(report["machine"]))
+    for _, header, _ in TABLE_COLUMNS:
+        table.add_column(header, justify="left" if header in ("model", "runtime") else "right")
+    for row in report["results"]:
+        if "error" in row:
+            table.add_row(row["model"], row["runtime"], f"[red]{row['error'][:80]}")
+        else:
+            table.add_row(
+                *[
+                    _fmt(row.get(k), nd) if nd is not None else str(row.get(k, "-"))
+                    for k, _, nd in TABLE_COLUMNS
+                ]
+            )
+    console.print(table)
+
+
+__all__ = [
+    "BenchError",
+    "ExportError",
+    "RUNTIMES",
+    "bench_models",
+    "latency_stats",
+    "markdown_table",
+    "parse_input_size",
+    "pareto_front",
+    "plot_pareto",
+    "print_table",
+    "resolve_model",
+    "stage_breakdown",
+    "time_call",
+    "time_callable",
+    "write_report",
+]
