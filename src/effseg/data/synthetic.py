@@ -348,7 +348,7 @@ class _Scene:
         flat = surf.reshape(-1)
         # sky
         idx = np.flatnonzero(flat == 0)
-        rows, cols = idx // W, idx % W
+        rows, cols = np.divmod(idx, W)
         t = np.clip((self.y0 - rows) / max(self.y0, 1), 0, 1)[:, None].astype(np.float32)
         col = self.haze * (1 - t) + self.sky_top * t
         clouds = np.clip(_tex(self.tex2, cols / W * 3, rows / H * 9, 20) * 1.2 - 0.2, 0, 1)[:, None]
@@ -366,10 +366,11 @@ class _Scene:
                 self._plane_pixels(plane, idx, along, yy, seg)
 
     def _ground(self, idx: np.ndarray, zg: np.ndarray, xs: np.ndarray) -> None:
-        W = self.W
-        rows, cols = idx // W, idx % W
-        z = zg[rows, 0]
-        x = xs[0, cols] * z / self.f
+        rows, cols = np.divmod(idx, self.W)
+        # depth-only quantities are computed once per image row, then gathered
+        z_row = np.where(np.isfinite(zg[:, 0]), zg[:, 0], 1e4).astype(np.float32)
+        z = z_row[rows]
+        x = xs[0, cols] * (z / np.float32(self.f))
         lab = np.full(len(idx), TERRAIN, np.uint8)
         side = ((x >= self.road_l - self.side_l) & (x < self.road_l)) | (
             (x > self.road_r) & (x <= self.road_r + self.side_r)
@@ -386,7 +387,7 @@ class _Scene:
             lab[corner] = SIDEWALK
         lab[beyond & (lab == TERRAIN) & (self.rng.random() < 0.5)] = SIDEWALK
         lab[z > self.z_end] = TERRAIN
-        atten = np.clip(12.0 / z, 0.15, 1.0)[:, None]
+        atten = np.clip(np.float32(12.0) / z_row, 0.15, 1.0).astype(np.float32)[rows][:, None]
         n1 = _tex(self.tex, x, z, 9.0)[:, None]
         n2 = _tex(self.tex2, x, z, 1.3)[:, None]
         col = np.empty((len(idx), 3), np.float32)
@@ -422,11 +423,12 @@ class _Scene:
         # cast shadows of the sunny side's fronts across the ground
         shade_side = self.front_r if self.shade_l == 1.0 else self.front_l
         plane = self.planes[1] if self.shade_l == 1.0 else self.planes[0]
-        seg = plane.segment(z)
-        reach = plane.heights[seg] * 0.6
+        reach = (plane.heights[plane.segment(z_row)] * 0.6)[rows]
         inside = (x > shade_side - reach) if shade_side > 0 else (x < shade_side + reach)
         col[inside] *= min(self.shade_l, self.shade_r) + 0.1
-        col = self._haze(col, z[:, None])
+        t = (1.0 - np.exp(-z_row / np.float32(self.haze_dist))).astype(np.float32)[rows][:, None]
+        col *= 1 - t
+        col += self.haze * t
         self.img.reshape(-1, 3)[idx] = col
         self.lab.reshape(-1)[idx] = lab
 

@@ -33,6 +33,10 @@ class JointTransform:
         out = self.pipeline(image=image, mask=label)
         return out["image"], out["mask"].long()
 
+    def set_random_seed(self, seed: int) -> None:
+        """Seed the pipeline's own generators (albumentations ignores the global RNGs)."""
+        self.pipeline.set_random_seed(seed)
+
     def __repr__(self) -> str:
         return f"JointTransform({self.pipeline!r})"
 
