@@ -192,6 +192,8 @@ def test_sgd_steps_lower_the_loss_and_reach_the_aux_head(head: str) -> None:
         ({"head": "ocr", "key_channels": 0}, "key_channels=0"),
         ({"head": "fcn", "dropout": 1.5}, "dropout=1.5"),
         ({"head": "fcn", "width_mult": 0.5}, "width_mult"),
+        ({"head": "fcn", "backbone": "mobilenetv2", "width_mult": "wide"}, "width_mult='wide'"),
+        ({"head": "fcn", "aux": "yes"}, "aux='yes'"),
     ],
 )
 def test_bad_model_arguments(kwargs: dict, match: str) -> None:

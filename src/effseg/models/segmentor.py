@@ -165,6 +165,8 @@ def build_model(
         raise ModelError(f"num_classes={num_classes!r}: expected an integer >= 1")
     if output_stride not in (8, 16, 32) or isinstance(output_stride, bool):
         raise ModelError(f"output_stride={output_stride!r} is not supported; expected 8, 16 or 32")
+    if not isinstance(width_mult, int | float) or isinstance(width_mult, bool) or not width_mult > 0:
+        raise ModelError(f"width_mult={width_mult!r}: expected a number > 0")
     if not isinstance(aux, bool):
         raise ModelError(f"aux={aux!r}: expected true or false")
     opts = _resolve_options(head, output_stride, head_options)
