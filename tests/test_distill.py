@@ -247,3 +247,36 @@ def test_effseg_train_bad_teachers(tmp_path: Path, city: Path, capsys: pytest.Ca
         from effseg.engine.checkpoint import load_model
 
         load_model(wrong, num_classes=19)
+
+
+# ------------------------------------------------------------ trainer options (MobileNetV3 recipe)
+
+
+def test_bn_momentum_and_no_decay_options(tmp_path: Path, city: Path) -> None:
+    from torch import nn
+
+    from effseg.config import load_config
+    from effseg.engine import distributed as du
+    from effseg.engine.train import _Trainer
+
+    overrides = ["train.bn_momentum=0.1", "train.no_decay_norm_bias=true", "train.weight_decay=0.01"]
+    cfg = load_config(_config(tmp_path, city), overrides)
+    trainer = _Trainer(cfg, tmp_path / "run", du.init_distributed("cpu"), False, False)
+    bns = [m for m in trainer.model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bns and all(m.momentum == 0.1 for m in bns)  # MobileNetV3's own is 0.01
+    groups = {g["name"]: g for g in trainer.optimizer.param_groups}
+    assert set(groups) == {"backbone", "head", "backbone_no_decay", "head_no_decay"}
+    assert groups["backbone_no_decay"]["weight_decay"] == 0.0 and groups["backbone"]["weight_decay"] == 0.01
+    assert groups["head_no_decay"]["lr"] == pytest.approx(10 * groups["backbone_no_decay"]["lr"])
+    assert all(p.ndim > 1 for g in ("backbone", "head") for p in groups[g]["params"])
+    no_decay = {id(p) for g in ("backbone_no_decay", "head_no_decay") for p in groups[g]["params"]}
+    assert no_decay == {id(p) for p in trainer.model.parameters() if p.ndim == 1}
+    assert {id(b.weight) for b in bns} <= no_decay
+    # the default keeps the model's momentum and the two groups
+    default = _Trainer(
+        load_config(_config(tmp_path, city)), tmp_path / "run2", du.init_distributed("cpu"), False, False
+    )
+    assert [g["name"] for g in default.optimizer.param_groups] == ["backbone", "head"]
+    assert {m.momentum for m in default.model.backbone.modules() if isinstance(m, nn.BatchNorm2d)} == {0.01}
+    with pytest.raises(ConfigError, match="train.bn_momentum"):
+        load_config(_config(tmp_path, city), ["train.bn_momentum=0"])

@@ -106,6 +106,11 @@ class TrainConfig:
     channels_last: bool = True  # applied on CUDA only
     sync_bn: bool = False  # SyncBatchNorm under torchrun on CUDA; never the default
     freeze_bn: bool = False  # keep BatchNorm in eval mode (running statistics) while training
+    # Override every BatchNorm's momentum while training (null: the model's own; torchvision's
+    # MobileNetV3 uses 0.01, far too slow for short schedules, see docs/open_challenge.md).
+    bn_momentum: float | None = None
+    # No weight decay on 1-D parameters (norm weights/biases, conv and SE biases).
+    no_decay_norm_bias: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
     deterministic: bool = False
@@ -302,6 +307,8 @@ def _check_values(cfg: Config, where: str) -> None:
         fail("train.warmup_ratio", "a number in (0, 1]", t.warmup_ratio)
     if t.grad_clip is not None and t.grad_clip <= 0:
         fail("train.grad_clip", "a positive number or null", t.grad_clip)
+    if t.bn_momentum is not None and not 0 < t.bn_momentum <= 1:
+        fail("train.bn_momentum", "a number in (0, 1] or null", t.bn_momentum)
     if not 0 < t.ohem_thresh <= 1:
         fail("train.ohem_thresh", "a probability in (0, 1]", t.ohem_thresh)
     if t.class_weights is not None and len(t.class_weights) != m.num_classes:

@@ -395,6 +395,10 @@ class _Trainer:
         )
         self.model_config = dict(model.config)
         groups = model.parameter_groups()
+        if t.bn_momentum is not None:
+            for mod in model.modules():
+                if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                    mod.momentum = t.bn_momentum
         if t.sync_bn and info.distributed:
             model = du.convert_sync_bn(model)
         model.to(self.device)
@@ -415,6 +419,15 @@ class _Trainer:
             {"params": groups["backbone"], "lr": t.lr, "name": "backbone"},
             {"params": groups["head"], "lr": t.lr * t.head_lr_mult, "name": "head"},
         ]
+        if t.no_decay_norm_bias:  # 1-D params (norms, biases) move to extra groups without decay
+            for g in list(param_groups):
+                g["params"], no_decay = (
+                    [p for p in g["params"] if p.ndim > 1],
+                    [p for p in g["params"] if p.ndim <= 1],
+                )
+                param_groups.append(
+                    {"params": no_decay, "lr": g["lr"], "weight_decay": 0.0, "name": f"{g['name']}_no_decay"}
+                )
         if t.optimizer == "sgd":
             self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
                 param_groups, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=t.nesterov
