@@ -195,6 +195,14 @@ def test_label_values_outside_mapping(city: Path) -> None:
         build_dataset("cityscapes", city, "train").load_raw(0)
     msg = one_line(err)
     assert "[40]" in msg and str(lab) in msg
+    # 16-bit label files are read without wrapping: 300 is reported, not taken as 44
+    Image.fromarray(np.full((H, W), 300, np.uint16)).save(lab)
+    with pytest.raises(DataError, match=r"\[300\] are not Cityscapes label ids"):
+        build_dataset("cityscapes", city, "train").load_raw(0)
+    # an RGB image is not a label map
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(lab)
+    with pytest.raises(DataError, match="expected a single-channel PNG"):
+        build_dataset("cityscapes", city, "train").load_raw(0)
     # train-id files: 19 is out of range
     tid = city / "gtFine/train/bremen/bremen_000000_000005_gtFine_labelTrainIds.png"
     Image.fromarray(np.full((H, W), 19, np.uint8)).save(tid)

@@ -50,12 +50,14 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 def read_label(path: str | os.PathLike) -> np.ndarray:
     """Decode a single-channel label PNG to an integer array ``(H, W)`` of its raw values.
 
-    ``L`` and ``P`` (palette index) images give uint8; 16/32-bit images give int32 so
+    ``L``, ``P`` (palette index) and ``1`` (bilevel, 0/1) images give uint8; 16/32-bit images give int32 so
     that out-of-range values are reported, not wrapped.
     """
     path = Path(path)
     img = _open(path)
     if img.mode in ("L", "P"):
+        return np.asarray(img, dtype=np.uint8).copy()
+    if img.mode == "1":  # bilevel masks: 0 / 1
         return np.asarray(img, dtype=np.uint8).copy()
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
         return np.asarray(img).astype(np.int32)
