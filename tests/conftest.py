@@ -7,8 +7,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-# The CI machine has 2 cores shared by everything; keep torch from oversubscribing.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Tests use small tensors: one intra-op thread is fastest, and on a loaded 2-core
+# machine OpenMP spin-waiting made small training steps up to 60x slower with 2.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
