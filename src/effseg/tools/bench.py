@@ -781,7 +781,10 @@ def print_table(report: dict[str, Any], console: Any = None) -> None:
     console = console or Console()
     table = Table(title="effseg bench", caption=describe(report["machine"]))
     for _, header, _ in TABLE_COLUMNS:
-        table.add_column(header, justify="left" if header in ("model", "runtime") else "right")
+        if header in ("model", "runtime"):
+            table.add_column(header, overflow="fold")
+        else:
+            table.add_column(header, justify="right")
     for row in report["results"]:
         if "error" in row:
             table.add_row(row["model"], row["runtime"], f"[red]{row['error'][:80]}")

@@ -1,0 +1,248 @@
+"""effseg bench: statistics, timing with a fake clock, CUDA sync, FLOPs, outputs, errors, CLI."""
+
+from __future__ import annotations
+
+import json
+from itertools import count
+
+import pytest
+import torch
+from torch import nn
+
+from effseg.cli import main
+from effseg.tools import bench
+from effseg.tools.bench import (
+    BenchError,
+    bench_models,
+    count_flops,
+    latency_stats,
+    markdown_table,
+    miou_from_run,
+    pareto_front,
+    parse_runtimes,
+    resolve_model,
+    sync_for,
+    time_call,
+    time_callable,
+    write_report,
+)
+from effseg.tools.export import ExportError
+from effseg.tools.sysinfo import machine_info, peak_fp32_flops
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: OpenMP spin-waits make 2 threads far slower on the shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_latency_stats_on_known_timings() -> None:
+    s = latency_stats([float(v) for v in range(1, 11)], batch=2)
+    assert s["latency_ms_median"] == pytest.approx(5.5)
+    assert s["latency_ms_p90"] == pytest.approx(9.1)  # linear interpolation: 9 + 0.1 * (10 - 9)
+    assert s["latency_ms_mean"] == pytest.approx(5.5)
+    assert (s["latency_ms_min"], s["latency_ms_max"], s["runs"]) == (1.0, 10.0, 10)
+    assert s["fps"] == pytest.approx(2 * 1000 / 5.5)
+    with pytest.raises(BenchError):
+        latency_stats([])
+
+
+def test_time_callable_with_fake_timer() -> None:
+    ticks = iter([0.0, 0.010, 1.0, 1.030, 2.0, 2.020])  # seconds: calls of 10, 30 and 20 ms
+    calls = count()
+
+    def fn() -> None:
+        next(calls)
+
+    times = time_callable(fn, warmup=2, runs=3, timer=lambda: next(ticks))
+    assert times == pytest.approx([10.0, 30.0, 20.0])
+    assert next(calls) == 5  # 2 warm-up + 3 timed
+    assert latency_stats(times)["latency_ms_median"] == pytest.approx(20.0)
+
+
+def test_cuda_timing_synchronises(monkeypatch) -> None:
+    synced = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append(device))
+    sync = sync_for("cuda")
+    assert sync is not None and sync_for("cpu") is None
+    order = []
+    ticks = iter([0.0, 0.005])
+
+    def timer() -> float:
+        order.append(("clock", len(synced)))
+        return next(ticks)
+
+    ms = time_call(lambda: order.append(("run", len(synced))), sync=sync, timer=timer)
+    assert ms == pytest.approx(5.0)
+    # synchronised before the first clock read and again before the second
+    assert order == [("clock", 1), ("run", 1), ("clock", 2)]
+
+
+def test_count_flops_matches_hand_count() -> None:
+    conv = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False)).eval()
+    flops = count_flops(conv, torch.randn(1, 3, 16, 16))
+    # 2 FLOPs per multiply-add: 2 * out_channels * in_channels * k * k * H * W
+    assert flops["gflops"] == pytest.approx(2 * 8 * 3 * 9 * 16 * 16 / 1e9)
+
+
+def test_peak_flops_formula() -> None:
+    zen = {
+        "cpu_vendor": "AuthenticAMD",
+        "cpu_family": 25,
+        "simd_flags": ["avx2", "avx512f", "fma"],
+        "cores": 2,
+        "cpu_mhz": 2600.0,
+    }
+    p = peak_fp32_flops(zen)
+    assert p["peak_gflops"] == pytest.approx(2 * 2 * 8 * 2 * 2.6)  # AVX-512 is double-pumped on Zen 4
+    intel = {
+        "cpu_vendor": "GenuineIntel",
+        "cpu_family": 6,
+        "simd_flags": ["avx512f", "fma"],
+        "cores": 4,
+        "cpu_mhz": 3000.0,
+    }
+    assert peak_fp32_flops(intel)["peak_gflops"] == pytest.approx(4 * 2 * 16 * 2 * 3.0)
+    assert "cores x" in p["formula"]
+    info = machine_info()
+    assert (
+        info["cores"] >= 1
+        and info["versions"]["torch"] == torch.__version__.split("+")[0]
+        or info["versions"]["torch"].startswith(torch.__version__.split("+")[0])
+    )
+
+
+def test_pareto_front() -> None:
+    pts = [(10.0, 60.0), (5.0, 50.0), (20.0, 55.0), (30.0, 70.0), (5.0, 40.0)]
+    assert pareto_front(pts) == [1, 0, 3]
+
+
+def test_parse_runtimes_and_errors(tmp_path) -> None:
+    assert parse_runtimes("eager, onnxruntime,eager") == ["eager", "onnxruntime"]
+    with pytest.raises(BenchError, match="unknown runtime"):
+        parse_runtimes("eager,tensorrt")
+    with pytest.raises(BenchError, match="HEAD_BACKBONE"):
+        resolve_model("pspnet_resnet19")
+    with pytest.raises(BenchError, match="does not exist"):
+        resolve_model(str(tmp_path / "missing.pt"))
+    with pytest.raises(BenchError, match="does not exist"):
+        resolve_model(str(tmp_path / "missing.yaml"))
+    with pytest.raises(ExportError, match="input-size"):
+        bench_models(["fcn_mobilenetv2"], input_size="64", progress=False)
+    with pytest.raises(BenchError, match="--dtype"):
+        bench_models(["fcn_mobilenetv2"], input_size="64x32", dtype="int4", progress=False)
+    with pytest.raises(BenchError, match="runs"):
+        bench_models(["fcn_mobilenetv2"], input_size="64x32", runs=0, progress=False)
+
+
+def test_resolve_model_name_with_output_stride() -> None:
+    bm = resolve_model("aspp_mobilenetv3_small_os16", num_classes=4)
+    assert bm.model.config["output_stride"] == 16 and bm.model.config["backbone"] == "mobilenetv3_small"
+    assert bm.model.num_classes == 4 and not bm.model.training
+
+
+def test_miou_from_run(tmp_path) -> None:
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "eval.json").write_text(json.dumps({"miou": 0.4321}))
+    assert miou_from_run(tmp_path) == pytest.approx(43.21)
+    assert miou_from_run(tmp_path / "eval" / "eval.json") == pytest.approx(43.21)
+    with pytest.raises(BenchError, match="no such run"):
+        miou_from_run(tmp_path / "nope")
+
+
+def test_bench_small_models_end_to_end(tmp_path) -> None:
+    (tmp_path / "run" / "eval").mkdir(parents=True)
+    (tmp_path / "run" / "eval" / "eval.json").write_text(json.dumps({"miou": 0.5}))
+    report = bench_models(
+        ["fcn_mobilenetv2", "lraspp_mobilenetv3_small"],
+        input_size="64x32",
+        runtimes="eager,channels_last,onnxruntime",
+        warmup=1,
+        runs=3,
+        eval_run=str(tmp_path / "run"),
+        num_classes=3,
+        progress=False,
+    )
+    rows = report["results"]
+    assert [(r["model"], r["runtime"]) for r in rows] == [
+        (m, rt)
+        for m in ("fcn_mobilenetv2", "lraspp_mobilenetv3_small")
+        for rt in ("eager", "channels_last", "onnxruntime")
+    ]
+    for r in rows:
+        assert "error" not in r, r.get("error")
+        assert r["params_m"] > 0 and r["gflops"] > 0 and r["runs"] == 3 and len(r["times_ms"]) == 3
+        assert 0 < r["latency_ms_median"] <= r["latency_ms_p90"] <= r["latency_ms_max"]
+        assert r["fps"] == pytest.approx(1000 / r["latency_ms_median"])
+        assert r["peak_mem_mb"] is not None and r["peak_mem_mb"] >= 0
+        assert r["miou"] == pytest.approx(50.0)
+        assert r["miou_per_10ms"] == pytest.approx(50.0 / (r["latency_ms_median"] / 10))
+        assert r["input_size"] == [32, 64] and r["threads"] == 1
+    eager = rows[0]
+    assert eager["vs_eager"] == pytest.approx(1.0)
+    assert set(eager["stages"]) == {"backbone_ms", "head_ms", "upsample_ms"}
+    assert eager["gflops"] == pytest.approx(sum(eager["gflops_stages"].values()), rel=1e-6)
+    assert rows[2]["parity"]["argmax_agreement"] >= 0.999
+    assert report["machine"]["cores"] >= 1 and "peak_gflops" in report["peak_fp32"]
+    assert "1 multiply-add = 2 FLOPs" in report["flops_convention"]
+
+    paths = write_report(report, tmp_path / "out")
+    data = json.loads(paths["json"].read_text())
+    assert data["results"][0]["model"] == "fcn_mobilenetv2" and data["settings"]["runs"] == 3
+    md = paths["markdown"].read_text()
+    assert md.count("\n| fcn_mobilenetv2 |") == 4 and "| backbone | head | final upsample |" in md
+    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert markdown_table(report) == md
+
+
+def test_failing_runtime_is_recorded_not_fatal(monkeypatch) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("no kernel for this op\nsecond line")
+
+    monkeypatch.setattr(bench, "_onnx_runner", broken)
+    report = bench_models(
+        ["fcn_mobilenetv2"],
+        input_size="64x32",
+        runtimes="eager,onnxruntime",
+        warmup=0,
+        runs=2,
+        num_classes=3,
+        stages=False,
+        progress=False,
+    )
+    eager, ort = report["results"]
+    assert "latency_ms_median" in eager and "error" not in eager
+    assert ort["error"] == "RuntimeError: no kernel for this op" and "latency_ms_median" not in ort
+
+
+def test_cli_bench(tmp_path, capsys) -> None:
+    out = tmp_path / "b"
+    code = main(
+        [
+            "bench",
+            "fcn_mobilenetv2",
+            "--input-size",
+            "64x32",
+            "--runs",
+            "2",
+            "--warmup",
+            "1",
+            "--num-classes",
+            "3",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    assert (out / "bench.json").is_file() and (out / "bench.md").is_file() and (out / "pareto.png").is_file()
+    assert f"wrote {out / 'bench.json'}" in capsys.readouterr().out
+    assert main(["bench", "fcn_mobilenetv2", "--runtime", "eager,tvm", "--out", str(out)]) == 2
+    assert "unknown runtime" in capsys.readouterr().err
+    assert main(["bench", "fcn_mobilenetv2", "--input-size", "big", "--out", str(out)]) == 2
+    assert main(["bench", str(tmp_path / "none.pt"), "--out", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
