@@ -577,9 +577,13 @@ class _Scene:
             place("train", (self.road_l + self.road_r) / 2, r.uniform(12, 35), 30)
         for kind in ("truck", "bus"):
             if kind in f:
-                for _ in range(5):
-                    if place(kind, r.choice(traffic) + r.uniform(-0.2, 0.2), r.uniform(10, 30), 14):
+                for attempt in range(12):
+                    z = r.uniform(10, 30) if attempt < 6 else r.uniform(30, 50)
+                    if place(kind, r.choice(traffic) + r.uniform(-0.2, 0.2), z, 14):
                         break
+                else:  # no free slot: overlap is better than a missing class
+                    occupied.append((lanes[0], 12.0, 26.0))
+                    add(12.0, self.vehicle, kind, lanes[0], 12.0)
         for lane in traffic:
             z = r.uniform(9, 22) if abs(lane) < self.lane_w / 2 else r.uniform(5, 16)
             while z < zmax:
