@@ -1,0 +1,29 @@
+"""`effseg demo`: synthetic city -> train two models -> evaluate -> benchmark -> report, on the CPU."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--out",
+        default="runs/demo",
+        metavar="DIR",
+        help="folder for the data, the two runs and report/ (default runs/demo)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny images and few iterations: about a minute, to check the installation",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the synthetic city and of training (default 0)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from effseg.tools.demo import run_demo
+
+    run_demo(args.out, quick=args.quick, seed=args.seed)
+    return 0
