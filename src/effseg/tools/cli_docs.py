@@ -72,20 +72,27 @@ def _help(action: argparse.Action, prog: str) -> str:
     return _md(text)
 
 
-def _command_section(name: str, parser: argparse.ArgumentParser) -> list[str]:
-    lines = [f"## `effseg {name}`", ""]
-    if parser.description:
-        lines += [_md(parser.description), ""]
-    positionals = [a for a in parser._actions if not a.option_strings]
+def _command_section(
+    name: str, parser: argparse.ArgumentParser, level: int = 2, description: str | None = None
+) -> list[str]:
+    lines = [f"{'#' * level} `effseg {name}`", ""]
+    if parser.description or description:
+        lines += [_md(parser.description or description or ""), ""]
+    nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    positionals = [a for a in parser._actions if not a.option_strings and a not in nested]
     options = [a for a in parser._actions if a.option_strings and a.help is not argparse.SUPPRESS]
     required = [a for a in options if a.required]
     synopsis = [f"effseg {name}"]
+    synopsis += ["ACTION" for _ in nested]
     synopsis += [f"{max(a.option_strings, key=len)} {_metavar(a)}" for a in required]
     synopsis += [_metavar(a) for a in positionals]
     if len(required) < len(options):
         synopsis.append("[options]")
     lines += ["```", " ".join(synopsis), "```", ""]
     lines += ["| argument | description |", "|---|---|"]
+    for action in nested:
+        for choice in action._choices_actions:
+            lines.append(f"| `{choice.dest}` | {_md(choice.help or '')} (see below) |")
     for a in positionals:
         lines.append(f"| `{_metavar(a)}` | {_help(a, parser.prog)} |")
     for a in options:
@@ -97,6 +104,10 @@ def _command_section(name: str, parser: argparse.ArgumentParser) -> list[str]:
             desc = "**required.** " + desc
         lines.append(f"| `{flags}` | {desc} |")
     lines.append("")
+    for action in nested:
+        helps = {c.dest: c.help for c in action._choices_actions}
+        for sub_name, sub in action.choices.items():
+            lines += _command_section(f"{name} {sub_name}", sub, level + 1, helps.get(sub_name))
     return lines
 
 
