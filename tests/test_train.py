@@ -1,0 +1,297 @@
+"""The trainer: overfitting, exact resume after a kill, NaN stop, run-folder safety, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from effseg.cli import main as cli_main
+from effseg.config import config_from_dict
+from effseg.engine import train as train_mod
+from effseg.engine.checkpoint import load_checkpoint
+from effseg.engine.evaluate import evaluate
+from effseg.engine.train import EpochSampler, TrainingDiverged, poly_lr_factor, train
+from effseg.errors import CheckpointError, ConfigError
+from helpers_engine import (
+    CITY_OPTIONS,
+    assert_same_state,
+    run_effseg,
+    subprocess_env,
+    tiny_config,
+    write_config,
+)
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from effseg.data import build_dataset
+
+    root = tmp_path_factory.mktemp("city") / "synthetic"
+    build_dataset("synthetic", root, "train", **CITY_OPTIONS)  # generate once for the module
+    return root
+
+
+@pytest.fixture
+def one_thread():
+    """The CI machine is shared: one intra-op thread is faster than two oversubscribed ones."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ----------------------------------------------------------------------------- pure pieces
+
+
+def test_poly_schedule_with_warmup() -> None:
+    assert poly_lr_factor(0, 100, 0.9) == 1.0
+    assert poly_lr_factor(50, 100, 0.9) == pytest.approx(0.5**0.9)
+    assert poly_lr_factor(100, 100, 0.9) == 0.0
+    assert poly_lr_factor(0, 100, 1.0, warmup_iters=10, warmup_ratio=0.1) == pytest.approx(0.1)
+    assert poly_lr_factor(5, 100, 1.0, warmup_iters=10, warmup_ratio=0.1) == pytest.approx(0.55 * 0.95)
+    assert poly_lr_factor(10, 100, 1.0, warmup_iters=10) == pytest.approx(0.9)
+
+
+def test_sampler_shards_global_batches_and_resumes() -> None:
+    single = EpochSampler(10, global_batch=4, world_size=1, rank=0, seed=3)
+    ranks = [EpochSampler(10, global_batch=4, world_size=2, rank=r, seed=3) for r in range(2)]
+    single.set_epoch(1)
+    for s in ranks:
+        s.set_epoch(1)
+    full = list(single)
+    assert len(full) == 8 and single.iters_per_epoch == 2  # 10 // 4, the rest dropped
+    assert len({i for i, _ in full}) == 8
+    parts = [list(s) for s in ranks]
+    # Global batch i = rank 0's i-th half + rank 1's i-th half, with the same per-sample seeds.
+    for i in range(2):
+        assert parts[0][2 * i : 2 * i + 2] + parts[1][2 * i : 2 * i + 2] == full[4 * i : 4 * i + 4]
+    single.set_epoch(1, start_iter=1)
+    assert list(single) == full[4:]
+    single.set_epoch(2)
+    assert [i for i, _ in single] != [i for i, _ in full]  # another epoch, another order
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@pytest.mark.slow
+def test_overfit_pspnet_mobilenetv2(city: Path, tmp_path: Path, one_thread: None) -> None:
+    """PSPNet-MobileNetV2 fits 4 synthetic 64x128 images to >= 90 % pixel accuracy in 120 steps."""
+    cfg = config_from_dict(
+        tiny_config(
+            city,
+            model={"aux": False, "head_options": {"dropout": 0.0}},
+            data={
+                "val_split": "train",
+                "crop_size": [64, 128],
+                "scale_range": [1.0, 1.0],
+                "hflip": False,
+                "jitter": False,
+            },
+            train={
+                "iterations": 120,
+                "batch_size": 4,
+                "optimizer": "adamw",
+                "lr": 0.002,
+                "head_lr_mult": 1.0,
+                "log_interval": 20,
+                "val_interval": 120,
+            },
+        )
+    )
+    summary = train(cfg, tmp_path / "run")
+    assert summary["iterations"] == 120
+    assert summary["val"]["pixel_acc"] >= 0.9, summary
+    # The reported score is the evaluator's, on the model that best.pt holds.
+    from effseg.data import build_dataset
+    from effseg.engine.checkpoint import load_model
+
+    model, meta = load_model(tmp_path / "run" / "best.pt")
+    ds = build_dataset("synthetic", city, "train", **CITY_OPTIONS)
+    again = evaluate(model, ds, progress=False)
+    assert again["pixel_acc"] == pytest.approx(summary["val"]["pixel_acc"])
+    assert meta["iteration"] == 120
+
+
+@pytest.mark.slow
+def test_resume_after_kill_matches_uninterrupted_run(city: Path, tmp_path: Path) -> None:
+    """Kill a real `effseg train` process after its first checkpoint, resume: same final weights."""
+    cfg = tiny_config(
+        city,
+        data={"num_workers": 1},  # augmentation seeded per sample, also inside a worker process
+        train={
+            "iterations": 10,
+            "checkpoint_interval": 2,
+            "val_interval": 5,
+            "deterministic": True,
+            "tensorboard": True,
+            "log_interval": 1,
+        },
+    )
+    path = write_config(tmp_path / "exp.yaml", cfg)
+    ref = run_effseg(["train", str(path), "--run-dir", str(tmp_path / "ref")])
+    assert ref.returncode == 0, ref.stderr
+
+    killed_dir = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "effseg", "train", str(path), "--run-dir", str(killed_dir)],
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 240
+    while not (killed_dir / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    stopped_at = load_checkpoint(killed_dir / "last.pt")["iteration"]
+    assert 2 <= stopped_at < 10
+
+    resumed = run_effseg(["train", str(path), "--run-dir", str(killed_dir), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {killed_dir} at iteration {stopped_at}/10" in resumed.stdout
+
+    a, b = load_checkpoint(tmp_path / "ref" / "last.pt"), load_checkpoint(killed_dir / "last.pt")
+    assert a["iteration"] == b["iteration"] == 10
+    assert_same_state(a["model"], b["model"])  # exact equality
+    assert a["best_miou"] == b["best_miou"]
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
+        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+
+    # Run folder contents; the resumed log has each iteration exactly once.
+    ref_dir = tmp_path / "ref"
+    assert {"config.yaml", "last.pt", "best.pt", "log.jsonl", "tb"} <= {p.name for p in ref_dir.iterdir()}
+    assert any((ref_dir / "tb").iterdir())
+    for run in (ref_dir, killed_dir):
+        records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        train_its = [r["iteration"] for r in records if "loss" in r]
+        assert train_its == list(range(1, 11))
+    ref_losses = [
+        r["loss"] for r in map(json.loads, (ref_dir / "log.jsonl").read_text().splitlines()) if "loss" in r
+    ]
+    res_losses = [
+        r["loss"] for r in map(json.loads, (killed_dir / "log.jsonl").read_text().splitlines()) if "loss" in r
+    ]
+    assert ref_losses == res_losses
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(
+    city: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None
+) -> None:
+    real = train_mod.build_criterion
+
+    class NanOnThirdCall(torch.nn.Module):
+        def __init__(self, criterion: torch.nn.Module):
+            super().__init__()
+            self.criterion, self.calls = criterion, 0
+
+        def forward(self, outputs, target):
+            self.calls += 1
+            loss, parts = self.criterion(outputs, target)
+            return (loss * float("nan") if self.calls == 3 else loss), parts
+
+    def nan_on_third_call(train_cfg, ignore_index=255):
+        return NanOnThirdCall(real(train_cfg, ignore_index))
+
+    monkeypatch.setattr(train_mod, "build_criterion", nan_on_third_call)
+    cfg = config_from_dict(
+        tiny_config(city, train={"iterations": 6, "checkpoint_interval": 1, "val_interval": 6})
+    )
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at iteration 3; .*last good checkpoint kept"):
+        train(cfg, tmp_path / "run")
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["iteration"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_bf16_autocast_and_grad_clip_on_cpu(city: Path, tmp_path: Path, one_thread: None) -> None:
+    cfg = config_from_dict(
+        tiny_config(
+            city,
+            model={"head": "ocr"},
+            train={
+                "iterations": 2,
+                "amp": "bf16",
+                "grad_clip": 1.0,
+                "loss": "ohem",
+                "warmup_iters": 1,
+                "optimizer": "adamw",
+            },
+        )
+    )
+    summary = train(cfg, tmp_path / "run")
+    assert summary["iterations"] == 2 and summary["final_loss"] == summary["final_loss"]  # not NaN
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["model_config"]["head"] == "ocr" and ckpt["classes"][0] == "road"
+    assert len(ckpt["palette"]) == 19 and ckpt["config"]["train"]["amp"] == "bf16"
+
+
+# ----------------------------------------------------------------------------- run folders and errors
+
+
+def test_existing_run_folder_is_not_overwritten(city: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("precious: true\n")
+    path = write_config(tmp_path / "exp.yaml", tiny_config(city))
+    assert cli_main(["train", str(path), "--run-dir", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"run folder {run} already exists; use --resume" in err and "--force" in err
+    assert (run / "config.yaml").read_text() == "precious: true\n"
+    assert cli_main(["train", str(path), "--run-dir", str(run), "--resume"]) == 2
+    assert "nothing to resume (no last.pt)" in capsys.readouterr().err
+    other = tmp_path / "not_a_run"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not an effseg run folder; refusing to delete"):
+        train(config_from_dict(tiny_config(city)), other, force=True)
+    assert (other / "notes.txt").exists()
+
+
+def test_force_restarts_a_run(city: Path, tmp_path: Path, one_thread: None) -> None:
+    cfg = config_from_dict(tiny_config(city, train={"iterations": 1, "val_interval": 1}))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("old: true\n")
+    (run / "stale.txt").write_text("x")
+    summary = train(cfg, run, force=True)
+    assert summary["iterations"] == 1 and not (run / "stale.txt").exists()
+    assert "old" not in (run / "config.yaml").read_text()
+
+
+def test_bad_config_is_a_clear_cli_error(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  head: pspnet\ntrain:\n  batch_sise: 4\n")
+    assert cli_main(["train", str(path), "--run-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"effseg: error: {path}: unknown key 'train.batch_sise' (did you mean 'train.batch_size'?)"
+    )
+    assert cli_main(["train", str(path), "--set", "train.lr=abc"]) == 2
+    assert not (tmp_path / "r").exists()
+
+
+def test_dataset_and_model_class_counts_must_agree(city: Path, tmp_path: Path) -> None:
+    cfg = config_from_dict(tiny_config(city, model={"num_classes": 11}))
+    with pytest.raises(ConfigError, match=r"model.num_classes=11 but the train set of 'synthetic' has 19"):
+        train(cfg, tmp_path / "run")
+
+
+def test_fp16_on_cpu_is_a_config_error(city: Path, tmp_path: Path) -> None:
+    cfg = config_from_dict(tiny_config(city, train={"amp": "fp16"}))
+    with pytest.raises(ConfigError, match="fp16 is for CUDA; use train.amp=bf16"):
+        train(cfg, tmp_path / "run")
+
+
+def test_distill_needs_a_teacher_that_exists(city: Path, tmp_path: Path) -> None:
+    cfg = config_from_dict(tiny_config(city, distill={"teacher": str(tmp_path / "missing.pt")}))
+    with pytest.raises(CheckpointError, match=r"missing\.pt: checkpoint file or run folder not found"):
+        train(cfg, tmp_path / "run")
