@@ -75,6 +75,8 @@ def machine_info() -> dict[str, Any]:
         # Other processes competing for the cores make latencies noisy: recorded with every result.
         "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "versions": library_versions(),
+        # OpenMP settings change eager latency a lot on a busy machine (spin-waiting threads).
+        "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")},
     }
     return info
 
