@@ -1,0 +1,122 @@
+"""Multi-process training with torchrun (2 gloo processes on CPU) equals one process.
+
+Why BatchNorm is frozen here: in training mode every rank normalises its half of the
+batch with the statistics of that half, so 2 x 2 images are a different computation
+from 1 x 4 images. On GPUs ``train.sync_bn`` makes the statistics global; torch's
+SyncBatchNorm refuses CPU tensors, so this CPU test sets ``train.freeze_bn`` (BatchNorm
+in eval mode, running statistics): each image's forward/backward no longer depends on
+the other images of its batch. Dropout is off (each rank has its own RNG stream). Then
+the only remaining differences are the gradient all-reduce (DDP averages the ranks'
+gradients; the trainer normalises each rank's loss by the *global* number of valid
+pixels, so the average equals the single-process gradient) and float summation order.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from effseg.engine.checkpoint import load_checkpoint
+from effseg.engine.metrics import ConfusionMatrix
+from helpers_engine import (
+    CITY_OPTIONS,
+    assert_same_state,
+    run_effseg,
+    subprocess_env,
+    tiny_config,
+    write_config,
+)
+
+
+def torchrun(args: list[str], nproc: int = 2) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    return subprocess.run(
+        [*cmd, "-m", "effseg", *args], env=subprocess_env(), capture_output=True, text=True, timeout=400
+    )
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from effseg.data import build_dataset
+
+    root = tmp_path_factory.mktemp("city") / "synthetic"
+    build_dataset("synthetic", root, "train", **CITY_OPTIONS)
+    return root
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_equal_one_process(city: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(
+        city,
+        model={"aux": False, "head_options": {"dropout": 0.0}},
+        train={"iterations": 3, "batch_size": 4, "freeze_bn": True, "val_interval": 3, "log_interval": 1},
+    )
+    path = write_config(tmp_path / "exp.yaml", cfg)
+    single = run_effseg(["train", str(path), "--run-dir", str(tmp_path / "single")])
+    assert single.returncode == 0, single.stderr
+    multi = torchrun(["train", str(path), "--run-dir", str(tmp_path / "ddp")])
+    assert multi.returncode == 0, multi.stderr + multi.stdout
+
+    a, b = load_checkpoint(tmp_path / "single" / "last.pt"), load_checkpoint(tmp_path / "ddp" / "last.pt")
+    assert a["iteration"] == b["iteration"] == 3 and b["world_size"] == 2 and len(b["rng"]) == 2
+    assert_same_state(a["model"], b["model"], atol=2e-5)
+    # The tolerance is meaningful: 3 steps moved the weights far more than it (the trainer seeds
+    # torch with train.seed before building the model, so the initial weights are reproducible).
+    from effseg.models import build_model
+
+    torch.manual_seed(0)
+    init = build_model("pspnet", backbone="mobilenetv2", num_classes=19, aux=False, dropout=0.0).state_dict()
+    moved = max((a["model"][k] - init[k]).abs().max().item() for k in init if init[k].is_floating_point())
+    assert moved > 100 * 2e-5
+    # Validation is sharded over the ranks and its confusion matrix summed: same scores.
+    assert b["val"]["pixel_acc"] == pytest.approx(a["val"]["pixel_acc"], abs=1e-3)
+    # Only rank 0 wrote files: one line per logged iteration, not two.
+    lines = (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()
+    assert len([ln for ln in lines if '"loss"' in ln]) == 3
+
+
+@pytest.mark.slow
+def test_sync_bn_on_cpu_is_a_clear_error(city: Path, tmp_path: Path) -> None:
+    path = write_config(tmp_path / "exp.yaml", tiny_config(city, train={"sync_bn": True, "batch_size": 2}))
+    out = torchrun(["train", str(path), "--run-dir", str(tmp_path / "run")])
+    assert out.returncode != 0
+    assert "train.sync_bn needs CUDA: torch's SyncBatchNorm does not run on CPU" in out.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _reduce_worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        cm = ConfusionMatrix(3)
+        # rank 0 sees one pixel of class 0 right; rank 1 one pixel of class 2 predicted as 1.
+        cm.update(torch.tensor([0]), torch.tensor([0])) if rank == 0 else cm.update(
+            torch.tensor([1]), torch.tensor([2])
+        )
+        cm.all_reduce()
+        if rank == 0:
+            torch.save(cm.mat, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_confusion_matrix_all_reduce_over_gloo(tmp_path: Path) -> None:
+    out = tmp_path / "mat.pt"
+    mp.spawn(_reduce_worker, args=(_free_port(), str(out)), nprocs=2, join=True)
+    expected = torch.zeros(3, 3, dtype=torch.int64)
+    expected[0, 0] = 1
+    expected[2, 1] = 1
+    assert torch.equal(torch.load(out, weights_only=True), expected)
