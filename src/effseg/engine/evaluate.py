@@ -284,7 +284,7 @@ def evaluate(
                     if samples
                     else f"{int(index):06d}_pred_labelIds.png"
                 )
-                Image.fromarray(ids, mode="L").save(out_dir / name)
+                Image.fromarray(ids).save(out_dir / name)  # uint8 (H, W) -> mode L
             if bar is not None:
                 bar.advance(task)
     finally:
