@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from effseg.api import IMAGE_EXTENSIONS, Predictor, colorize, overlay, read_image
@@ -154,7 +155,9 @@ def predict_files(
                     ok.append((path, rel))
                 except EffsegError as err:
                     summary.failed.append((path, str(err)))
-                    console.print(f"[red]skipped[/red] {path}: {err}", highlight=False, markup=True)
+                    console.print(
+                        f"[red]skipped[/red] {escape(str(path))}: {escape(str(err))}", highlight=False
+                    )
                     bar.advance(task)
             if not images:
                 continue
