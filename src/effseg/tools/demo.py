@@ -48,26 +48,12 @@ class DemoBudget:
 # Tuned on a 2-core CPU shared with other jobs: the full demo finishes well inside 10 minutes
 # (see docs/getting_started.md for measured times); --quick in about a minute.
 FULL = DemoBudget(
-    n_train=64,
-    n_val=12,
-    image_size=(384, 192),
-    crop_size=(128, 192),
-    batch_size=8,
-    iterations=120,
-    bench_warmup=2,
-    bench_runs=5,
-    n_samples=4,
+    n_train=48, n_val=12, image_size=(320, 160), crop_size=(128, 160), batch_size=8, iterations=40,
+    bench_warmup=2, bench_runs=5, n_samples=4,
 )
 QUICK = DemoBudget(
-    n_train=12,
-    n_val=4,
-    image_size=(128, 64),
-    crop_size=(64, 128),
-    batch_size=4,
-    iterations=30,
-    bench_warmup=1,
-    bench_runs=2,
-    n_samples=2,
+    n_train=8, n_val=4, image_size=(128, 64), crop_size=(64, 96), batch_size=4, iterations=14,
+    bench_warmup=1, bench_runs=2, n_samples=2,
 )
 
 # (display name, run folder, config file under configs/synthetic)
@@ -146,7 +132,7 @@ def run_demo(
     report_dir = out / "report"
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
-    steps = 2 + 3 * len(MODELS) + 2
+    steps = 1 + 3 * len(MODELS) + 2  # data, (train, eval, bench) per model, predict, report
 
     def step(i: int, text: str) -> None:
         console.rule(f"[bold]\\[{i}/{steps}] {text}", align="left")
