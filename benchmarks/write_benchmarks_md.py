@@ -50,7 +50,8 @@ def render() -> str:
         "Latest results of the scripts in `benchmarks/` (regenerate: `python benchmarks/bench_latency.py`, "
         "`python benchmarks/bench_export.py RUN...`, `python benchmarks/efficiency_report.py`, then "
         "`python benchmarks/write_benchmarks_md.py`). Data loading and training throughput are in "
-        "[bench/data.md](bench/data.md) and [bench/training.md](bench/training.md); where the time goes inside "
+        "[bench/data.md](bench/data.md) and [bench/training.md](bench/training.md); "
+        "where the time goes inside "
         "each model is in [efficiency.md](efficiency.md).",
         "",
     ]
@@ -64,7 +65,8 @@ def render() -> str:
         "## Machine and method",
         "",
         f"- Machine: {describe(first['machine'])}; OpenMP env {first['machine'].get('env')}.",
-        f"- Peak fp32: **{peak['peak_gflops']:.0f} GFLOP/s** = {peak['formula']}. {peak['reason']}; the clock "
+        f"- Peak fp32: **{peak['peak_gflops']:.0f} GFLOP/s** = {peak['formula']}. {peak['reason']}; "
+        "the clock "
         "is /proc/cpuinfo's (a VM: the nominal clock, boost unknown). "
         + (
             f"A 2048x2048 fp32 `torch.mm` reaches {gemm:.0f} GFLOP/s here, the practical ceiling."
@@ -72,17 +74,20 @@ def render() -> str:
             else ""
         ),
         f"- Batch {s['batch']}, input 3x{s['input_size'][0]}x{s['input_size'][1]}, {s['threads']} threads, "
-        f"eval mode + `torch.inference_mode`, {s['warmup']} warm-up call(s), then the runtimes of one model timed "
+        f"eval mode + `torch.inference_mode`, {s['warmup']} warm-up call(s), "
+        "then the runtimes of one model timed "
         "**interleaved** (one call of each in turn), median and p90 of the runs. Weights are random (latency "
         "does not depend on them).",
         f"- FLOPs: {first['flops_convention']}.",
         "- Memory: " + first.get("memory_method", "") + ".",
         "- The machine is shared with other jobs (load average recorded per model below): absolute times are "
-        "noisy, ratios measured within one interleaved run are the robust figures. `OMP_WAIT_POLICY=PASSIVE` is "
-        "set for all runs because spinning OpenMP threads made 2-thread eager PyTorch up to 10x slower on the "
+        "noisy, ratios measured within one interleaved run are the robust figures. "
+        "`OMP_WAIT_POLICY=PASSIVE` is set for all runs because spinning OpenMP threads "
+        "made 2-thread eager PyTorch up to 10x slower on the "
         "busy machine.",
         "- Runtimes: `eager` (PyTorch fp32, NCHW), `channels_last` (NHWC memory format), `compile` "
-        "(`torch.compile`, inductor, `freezing=True` folds BN and prepacks weights for oneDNN), `onnxruntime` "
+        "(`torch.compile`, inductor, `freezing=True` folds BN and prepacks weights for oneDNN), "
+        "`onnxruntime` "
         "(fp32 ONNX from the dynamo exporter, BN folded, graph optimisation level ALL, intra-op threads = "
         "cores), `onnxruntime-int8` (static QDQ, uint8 activations per tensor, int8 weights per channel, all "
         "quantisable ops; calibrated on random inputs in this latency table: accuracy below uses real "
@@ -212,7 +217,7 @@ def render() -> str:
                 if "latency_ms_median" in r
             )
             L.append(
-                f"- **{name}** ({e['export']['source'] if 'source' in e['export'] else name}): "
+                f"- **{name}** ({e['export'].get('model', name)}): "
                 f"{q['calibration_images']} calibration images ({q['calibration_source']}), "
                 f"{q['weights']} weights, {q['activations']} activations; argmax agreement with fp32 "
                 f"{100 * q['argmax_agreement_vs_fp32']:.2f}%"
