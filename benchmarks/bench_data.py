@@ -98,6 +98,72 @@ def colour_lookup_baseline(root: str, levels: int = 16) -> tuple[float, float]:
     return float(tp.sum() / conf.sum()), float(iou[conf.sum(1) > 0].mean())
 
 
+def capacity_check(root: str, iters: int = 200, seed: int = 0) -> list[tuple[str, int, float]]:
+    """Difficulty check 2: two plain CNNs of different capacity/receptive field trained the same
+    way (Adam 1e-3, batch 8, ``iters`` steps, 128x256 inputs) on the default synthetic city.
+    Returns ``[(name, parameters, val mIoU)]``; a harder-than-colour task shows a clear gap."""
+    import torch
+    from torch import nn
+
+    from effseg.data import build_dataset, build_eval_transform, build_train_transform
+
+    torch.manual_seed(seed)
+    opts = {"n_train": 48, "n_val": 12, "size": "512x256", "seed": 0}
+    tf = build_train_transform(crop_size=(128, 256), scale_range=(0.75, 1.25))
+    tf.set_random_seed(seed)
+    train = build_dataset("synthetic", root, "train", transform=tf, resize=(256, 128), **opts)
+    val = build_dataset("synthetic", root, "val", transform=build_eval_transform(), resize=(256, 128))
+
+    def block(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+        pad = dilation
+        conv = nn.Conv2d(cin, cout, 3, stride, pad, dilation=dilation, bias=False)
+        return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+    def small() -> nn.Module:  # receptive field ~ 15 px
+        return nn.Sequential(block(3, 16, 2), block(16, 16), block(16, 16), nn.Conv2d(16, 19, 1))
+
+    def big() -> nn.Module:  # receptive field > 150 px
+        layers = [block(3, 32, 2), block(32, 48, 2), block(48, 64)]
+        layers += [block(64, 64, dilation=d) for d in (2, 4, 8, 2)]
+        return nn.Sequential(*layers, nn.Conv2d(64, 19, 1))
+
+    results = []
+    for name, make in (("small CNN (3 conv, 16 ch)", small), ("bigger CNN (7 conv, dilated, 64 ch)", big)):
+        torch.manual_seed(seed)
+        net = make()
+        opt = torch.optim.Adam(net.parameters(), 1e-3)
+        loader = torch.utils.data.DataLoader(train, batch_size=8, shuffle=True, drop_last=True)
+        step = 0
+        while step < iters:
+            for x, y in loader:
+                logits = nn.functional.interpolate(
+                    net(x), size=y.shape[-2:], mode="bilinear", align_corners=False
+                )
+                loss = nn.functional.cross_entropy(logits, y, ignore_index=255)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                step += 1
+                if step >= iters:
+                    break
+        net.eval()
+        conf = torch.zeros(19 * 19, dtype=torch.int64)
+        with torch.inference_mode():
+            for i in range(len(val)):
+                x, y = val[i]
+                logits = nn.functional.interpolate(
+                    net(x[None]), size=y.shape, mode="bilinear", align_corners=False
+                )
+                pred, m = logits[0].argmax(0), y != 255
+                conf += torch.bincount(y[m] * 19 + pred[m], minlength=361)
+        conf = conf.view(19, 19).double()
+        tp = conf.diag()
+        iou = tp / (conf.sum(0) + conf.sum(1) - tp).clamp(min=1)
+        miou = float(iou[conf.sum(1) > 0].mean())
+        results.append((name, sum(p.numel() for p in net.parameters()), miou))
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=12, help="images per timed run")
@@ -105,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="1024x512")
     parser.add_argument("--crop", type=int, default=512)
     parser.add_argument("--loader-workers", type=int, default=2)
+    parser.add_argument("--capacity-iters", type=int, default=200, help="0 skips the small-vs-big CNN check")
     parser.add_argument("--write", type=Path, default=None, help="write a markdown report here")
     args = parser.parse_args(argv)
 
@@ -167,6 +234,17 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         print(results[-1], flush=True)
+        if args.capacity_iters > 0:
+            torch.set_num_threads(os.cpu_count() or 1)
+            for name, params, miou in capacity_check(str(Path(tmp) / "difficulty"), args.capacity_iters):
+                results.append(
+                    (
+                        f"difficulty: {name}, {params / 1e3:.0f} k parameters",
+                        f"same training: Adam 1e-3, batch 8, {args.capacity_iters} steps, 128x256",
+                        f"mIoU {100 * miou:.1f} % (val)",
+                    )
+                )
+                print(results[-1], flush=True)
 
     lines = [
         "# Data benchmarks",

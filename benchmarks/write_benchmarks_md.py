@@ -30,6 +30,10 @@ def _load(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def _wxh(hw: list[int]) -> str:
+    return f"{hw[1]}x{hw[0]}"
+
+
 def _ok(flag: bool | None) -> str:
     return "-" if flag is None else ("met" if flag else "**missed**")
 
@@ -109,7 +113,7 @@ def render() -> str:
                 L.append(f"| {name} | {r['runtime']} | | | failed: {r['error'][:90]} | | | | | | | |")
                 continue
             L.append(
-                f"| {name} | {r['runtime']} | {r['params_m']:.2f} | {r['gflops']:.0f} | "
+                f"| {name} | {r['runtime']} | {r['params_m']:.2f} | {r['gflops']:.1f} | "
                 f"{r['latency_ms_median']:.0f} | {r['latency_ms_p90']:.0f} | {r['fps']:.2f} | "
                 f"{r['vs_eager']:.2f} | {r['achieved_gflops_per_s']:.0f} | "
                 f"{100 * r['fraction_of_peak']:.0f}% | {_n(r.get('peak_mem_mb'))} | {_n(load, 1)} |"
@@ -227,7 +231,7 @@ def render() -> str:
                     if "miou_fp32" in q
                     else ""
                 )
-                + f"; latency at 1024x512: {lat_txt}."
+                + f"; latency at {_wxh(e['latency']['settings']['input_size'])}: {lat_txt}."
             )
     L += ["", "## Why targets are missed (profiler findings)", ""]
     L += _reasons(best, eff, peak)

@@ -35,9 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--calib-images", type=int, default=32, help="calibration images used (default 32)")
     parser.add_argument(
-        "--eval-split", metavar="SPLIT", help="with --int8: measure fp32 and int8 mIoU on this split"
+        "--eval-split",
+        metavar="SPLIT",
+        help="with --int8: fp32 and int8 mIoU on this split (default: the config's val split)",
     )
     parser.add_argument("--eval-images", type=int, help="limit the --eval-split images (default all)")
+    parser.add_argument("--no-eval", action="store_true", help="with --int8: skip the mIoU evaluation")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 17, default 18)")
     parser.add_argument("--num-classes", type=int, default=19, help="classes for a model name (default 19)")
     parser.add_argument("--out", required=True, metavar="FILE", help="output .onnx / .pt file")
@@ -58,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         calib_images=args.calib_images,
         eval_split=args.eval_split,
         eval_images=args.eval_images,
+        evaluate=not args.no_eval,
         opset=args.opset,
         num_classes=args.num_classes,
     )

@@ -537,6 +537,7 @@ def run_export(
     calib_images: int = 32,
     eval_split: str | None = None,
     eval_images: int | None = None,
+    evaluate: bool = True,
     opset: int = DEFAULT_OPSET,
     num_classes: int = 19,
 ) -> dict[str, Any]:
@@ -544,7 +545,8 @@ def run_export(
 
     With ``int8``, the fp32 ONNX file is written next to ``out`` as ``<stem>.fp32.onnx`` and ``out``
     is the int8 QDQ model calibrated on ``calib``; the report holds the int8-vs-fp32 argmax agreement
-    and, when the model's config names a dataset, the mIoU (%) of both on ``eval_split``.
+    and, when the model's config names a dataset, the mIoU (%) of both on ``eval_split`` (default: the
+    config's validation split; ``evaluate=False`` skips it).
     """
     if fmt not in ("onnx", "torchscript"):
         raise ExportError(f"--format {fmt!r}: expected onnx or torchscript")
@@ -563,6 +565,10 @@ def run_export(
         return report.to_dict()
     from effseg.tools.quantize import quantize_onnx
 
+    if not evaluate:
+        eval_split = None
+    elif eval_split is None and isinstance(meta.get("config"), dict):  # default: the config's val split
+        eval_split = (meta["config"].get("data") or {}).get("val_split")
     arrays, source_desc = calibration_arrays(str(calib), size, meta, calib_images)
     settings = quantize_onnx(fp32_path, out, arrays, calibration_source=source_desc)
     fp32_model, _ = load_onnx_model(fp32_path)
