@@ -250,7 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         "# Data benchmarks",
         "",
         "Produced by `python benchmarks/bench_data.py --write docs/bench/data.md` "
-        f"(median of {args.repeats} runs of {args.n} images; torch threads = 1).",
+        f"(median of {args.repeats} runs of {args.n} images). Rates are given per wall-clock second and "
+        "per CPU-second of the benchmark process (`time.process_time`), which is what one idle core "
+        "would do and barely moves when the machine is busy. torch threads = 1 for the timing rows; "
+        "the difficulty rows train with all cores.",
         "",
         "| what | setting | result |",
         "|---|---|---|",
