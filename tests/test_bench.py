@@ -246,3 +246,23 @@ def test_cli_bench(tmp_path, capsys) -> None:
     assert main(["bench", "fcn_mobilenetv2", "--input-size", "big", "--out", str(out)]) == 2
     assert main(["bench", str(tmp_path / "none.pt"), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_bf16_eager_runs_and_onnxruntime_refuses_it() -> None:
+    report = bench_models(
+        ["fcn_mobilenetv2"],
+        input_size="64x32",
+        dtype="bf16",
+        runtimes="eager,channels_last",
+        warmup=0,
+        runs=1,
+        num_classes=3,
+        progress=False,
+    )
+    for row in report["results"]:
+        assert "error" not in row, row.get("error")
+        assert row["dtype"] == "bf16" and row["latency_ms_median"] > 0
+    with pytest.raises(BenchError, match="--dtype bf16"):
+        bench_models(
+            ["fcn_mobilenetv2"], input_size="64x32", dtype="bf16", runtimes="onnxruntime", progress=False
+        )

@@ -617,10 +617,14 @@ def _bench_one(
         if miou is not None:
             row["miou"] = miou
             row["miou_per_10ms"] = miou / (med / 10.0)
-    if stages and "eager" in rows and bm.model is not None and "error" not in rows["eager"]:
-        rows["eager"]["stages"] = stage_breakdown(
-            bm.model, x.to(DTYPES[dtype]), warmup=1, runs=max(1, min(runs, 5)), sync=sync
-        )
+    if (
+        stages
+        and dtype == "fp32"
+        and "eager" in rows
+        and bm.model is not None
+        and "error" not in rows["eager"]
+    ):
+        rows["eager"]["stages"] = stage_breakdown(bm.model, x, warmup=1, runs=max(1, min(runs, 5)), sync=sync)
     return list(rows.values())
 
 
