@@ -329,19 +329,33 @@ class _Scene:
             if rough.any():  # ragged tops for hedges and tree lines
                 n = self.tex[np.floor(np.where(np.isfinite(along), along, 0) * 7).astype(np.int64) & 255, 17]
                 height = height + rough * (0.35 + 0.12 * height) * np.nan_to_num(n)
-            yy = hc - ys * zc / f  # (H, W) height of the hit point, metres
-            valid = (zc > self.near) & np.isfinite(zc) & (kind > 0) & (yy >= 0) & (yy <= height) & (zc < zbuf)
-            fence = valid & (kind == 3)
+            # only the block of rows/columns the plane can cover is ray-cast
+            colmask = np.isfinite(zc[0]) & (zc[0] > self.near) & (kind[0] > 0)
+            if not colmask.any():
+                hits.append(None)
+                continue
+            cidx = np.flatnonzero(colmask)
+            c0, c1 = int(cidx[0]), int(cidx[-1]) + 1
+            zs, hs, cm = zc[:, c0:c1], height[:, c0:c1], colmask[None, c0:c1]
+            zfin = zs[cm]
+            top = self.y0 + f * (hc - hs[cm]) / zfin
+            bottom = self.y0 + f * hc / zfin
+            r0 = max(0, int(np.floor(top.min())) - 1)
+            r1 = min(H, int(np.ceil(bottom.max())) + 1)
+            if r1 <= r0:
+                hits.append(None)
+                continue
+            yy = hc - ys[r0:r1] * zs / f  # (h, w) height of the hit point, metres
+            zb = zbuf[r0:r1, c0:c1]
+            valid = cm & (yy >= 0) & (yy <= hs) & (zs < zb)
+            fence = valid & (kind[:, c0:c1] == 3)
             if fence.any():
-                u = np.broadcast_to(along, (H, W))
-                u = np.where(np.isfinite(u), u, 0)
-                holes = (
-                    (_frac(u / 0.14) > 0.32) & (_frac(yy / 1.1) > 0.07) & (yy < height - 0.07) & (yy > 0.12)
-                )
+                u = np.broadcast_to(np.where(np.isfinite(along[:, c0:c1]), along[:, c0:c1], 0), yy.shape)
+                holes = (_frac(u / 0.14) > 0.32) & (_frac(yy / 1.1) > 0.07) & (yy < hs - 0.07) & (yy > 0.12)
                 valid &= ~(fence & holes)
-            zbuf = np.where(valid, zc, zbuf)
-            surf[valid] = 2 + k
-            hits.append((along, yy, seg))
+            np.copyto(zb, np.broadcast_to(zs, zb.shape), where=valid)
+            surf[r0:r1, c0:c1][valid] = 2 + k
+            hits.append((along, yy, seg, r0, c0))
         self.zbuf = zbuf
         self.surf = surf
         img, lab = self.img.reshape(-1, 3), self.lab.reshape(-1)
@@ -362,8 +376,7 @@ class _Scene:
         for k, plane in enumerate(self.planes):
             idx = np.flatnonzero(flat == 2 + k)
             if len(idx):
-                along, yy, seg = hits[k]
-                self._plane_pixels(plane, idx, along, yy, seg)
+                self._plane_pixels(plane, idx, *hits[k])
 
     def _ground(self, idx: np.ndarray, zg: np.ndarray, xs: np.ndarray) -> None:
         rows, cols = np.divmod(idx, self.W)
@@ -432,10 +445,10 @@ class _Scene:
         self.img.reshape(-1, 3)[idx] = col
         self.lab.reshape(-1)[idx] = lab
 
-    def _plane_pixels(self, plane: _Plane, idx: np.ndarray, along, yy, seg) -> None:
-        cols = idx % self.W
+    def _plane_pixels(self, plane: _Plane, idx: np.ndarray, along, yy, seg, r0: int, c0: int) -> None:
+        rows, cols = np.divmod(idx, self.W)
         a = along[0, cols]
-        y = yy.reshape(-1)[idx]
+        y = yy[rows - r0, cols - c0]
         s = seg[0, cols]
         kind = plane.kinds[s]
         u = a - plane.edges[s]
