@@ -123,3 +123,13 @@ def test_bad_sizes() -> None:
         build_train_transform(crop_size=(0, 10))
     with pytest.raises(DataError, match="scale_range"):
         build_train_transform(scale_range=(2.0, 1.0))
+
+
+def test_set_random_seed_reproduces_augmentation() -> None:
+    image, label = coded_pair()
+    t = build_train_transform(crop_size=(32, 48))
+    t.set_random_seed(7)
+    a = t(image, label)
+    t.set_random_seed(7)
+    b = t(image, label)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
