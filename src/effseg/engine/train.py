@@ -354,9 +354,14 @@ class _Trainer:
         torch.manual_seed(t.seed)
 
         # Data: rank 0 first (the synthetic set is generated on first use), then the others.
+        err = None
         if self.main:
-            self.train_set, self.val_set = build_datasets(cfg)
-        du.barrier()
+            try:
+                self.train_set, self.val_set = build_datasets(cfg)
+            except EffsegError as e:
+                err = e
+        if du.broadcast_flag(err is not None, self.device):  # also the barrier for the other ranks
+            raise err if err is not None else ConfigError("rank 0 could not build the datasets")
         if not self.main:
             self.train_set, self.val_set = build_datasets(cfg)
         n = len(self.train_set)
