@@ -155,7 +155,8 @@ def test_resume_after_kill_matches_uninterrupted_run(city: Path, tmp_path: Path)
     stopped_at = load_checkpoint(killed_dir / "last.pt")["iteration"]
     assert 2 <= stopped_at < 10
 
-    resumed = run_effseg(["train", str(path), "--run-dir", str(killed_dir), "--resume"])
+    # `effseg train RUN_DIR --resume` reads RUN_DIR/config.yaml and continues in RUN_DIR.
+    resumed = run_effseg(["train", str(killed_dir), "--resume"])
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming {killed_dir} at iteration {stopped_at}/10" in resumed.stdout
 
