@@ -235,6 +235,29 @@ def test_bf16_autocast_and_grad_clip_on_cpu(city: Path, tmp_path: Path, one_thre
     assert len(ckpt["palette"]) == 19 and ckpt["config"]["train"]["amp"] == "bf16"
 
 
+def test_imagenet_init_from_a_torchvision_format_file(city: Path, tmp_path: Path) -> None:
+    """model.pretrained_backbone=PATH loads the file into the backbone before training."""
+    from effseg.models import build_model
+
+    backbone = build_model("pspnet", backbone="mobilenetv2").backbone
+    state = {
+        k: torch.full_like(v, 0.01) if v.is_floating_point() else v for k, v in backbone.state_dict().items()
+    }
+    state["classifier.1.weight"] = torch.zeros(1000, 1280)  # an ImageNet classifier, dropped on load
+    state["classifier.1.bias"] = torch.zeros(1000)
+    weights = tmp_path / "mobilenet_v2_imagenet.pth"
+    torch.save(state, weights)
+    cfg = config_from_dict(
+        tiny_config(city, model={"pretrained_backbone": str(weights)}, train={"iterations": 1, "lr": 1e-9})
+    )
+    train(cfg, tmp_path / "run")
+    trained = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    for key, value in backbone.named_parameters():
+        torch.testing.assert_close(
+            trained[f"backbone.{key}"], torch.full_like(value, 0.01), atol=1e-6, rtol=0
+        )
+
+
 # ----------------------------------------------------------------------------- run folders and errors
 
 
