@@ -18,6 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="tiny images and few iterations: about a minute, to check the installation",
     )
     parser.add_argument(
+        "--iterations",
+        type=int,
+        default=None,
+        metavar="N",
+        help="training iterations per model (default: as many as fit in about 5 minutes here; --quick: 14)",
+    )
+    parser.add_argument(
         "--seed", type=int, default=0, help="seed of the synthetic city and of training (default 0)"
     )
 
@@ -25,5 +32,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from effseg.tools.demo import run_demo
 
-    run_demo(args.out, quick=args.quick, seed=args.seed)
+    run_demo(args.out, quick=args.quick, seed=args.seed, iterations=args.iterations)
     return 0

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,21 +39,43 @@ class DemoBudget:
     image_size: tuple[int, int]  # (W, H) of the generated images
     crop_size: tuple[int, int]  # (H, W) training crops
     batch_size: int
-    iterations: int
+    iterations: int  # the default when train_seconds is None
     bench_warmup: int
     bench_runs: int
     n_samples: int  # validation images in the prediction grid
+    # Wall-clock seconds for training both models: the iterations (the same for both) are
+    # set from a measured step time, within [min_iterations, max_iterations]. None = fixed.
+    train_seconds: float | None = None
+    min_iterations: int = 12
+    max_iterations: int = 150
 
 
-# Tuned on a 2-core CPU shared with other jobs: the full demo finishes well inside 10 minutes
-# (see docs/getting_started.md for measured times); --quick in about a minute.
+# The full demo sizes its training to the machine: the two models get the same number of
+# iterations, as many as fit in train_seconds (measured step times, see measure_step_seconds),
+# so it ends within 10 minutes on a 2-core laptop and trains longer on a bigger machine.
+# --quick is fixed (about a minute on 2 cores), so a test can check its outcome.
 FULL = DemoBudget(
-    n_train=48, n_val=12, image_size=(320, 160), crop_size=(128, 160), batch_size=8, iterations=40,
-    bench_warmup=2, bench_runs=5, n_samples=4,
+    n_train=48,
+    n_val=12,
+    image_size=(320, 160),
+    crop_size=(128, 160),
+    batch_size=8,
+    iterations=60,
+    bench_warmup=2,
+    bench_runs=5,
+    n_samples=4,
+    train_seconds=300.0,
 )
 QUICK = DemoBudget(
-    n_train=8, n_val=4, image_size=(128, 64), crop_size=(64, 96), batch_size=4, iterations=14,
-    bench_warmup=1, bench_runs=2, n_samples=2,
+    n_train=8,
+    n_val=4,
+    image_size=(128, 64),
+    crop_size=(64, 96),
+    batch_size=4,
+    iterations=14,
+    bench_warmup=1,
+    bench_runs=2,
+    n_samples=2,
 )
 
 # (display name, run folder, config file under configs/synthetic)
@@ -112,8 +134,53 @@ def load_demo_config(config_name: str, overrides: list[str]):
     return config_from_dict(apply_overrides(data, overrides), source=f"demo:{config_name}")
 
 
+def measure_step_seconds(cfg: Any, repeats: int = 2) -> float:
+    """Wall seconds of one training step (forward, loss, backward, SGD) of ``cfg``'s model on
+    random ``cfg.data.crop_size`` crops of ``cfg.train.batch_size``; one untimed warm-up step.
+
+    A stand-in for the trainer's step (same model, batch and crop; no data loading) used only to
+    size the demo to the machine; the demo itself trains with :func:`effseg.engine.train.train`.
+    """
+    from effseg.models import build_model
+
+    m = cfg.model
+    model = build_model(
+        m.head,
+        backbone=m.backbone,
+        num_classes=m.num_classes,
+        output_stride=m.output_stride,
+        aux=m.aux,
+        **m.head_options,
+    ).train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    h, w = cfg.data.crop_size
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(cfg.train.batch_size, 3, h, w, generator=gen)
+    y = torch.randint(0, m.num_classes, (cfg.train.batch_size, h, w), generator=gen)
+
+    def step() -> None:
+        out = model(x)
+        logits = out["out"] if isinstance(out, dict) else out
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        if isinstance(out, dict) and "aux" in out:
+            loss = loss + 0.4 * torch.nn.functional.cross_entropy(out["aux"], y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    return (time.perf_counter() - t0) / repeats
+
+
 def run_demo(
-    out_dir: str | Path = "runs/demo", quick: bool = False, seed: int = 0, console: Console | None = None
+    out_dir: str | Path = "runs/demo",
+    quick: bool = False,
+    seed: int = 0,
+    iterations: int | None = None,
+    console: Console | None = None,
 ) -> dict[str, Any]:
     """Run the whole demo into ``out_dir``; returns the results dict also saved as
     ``report/results.json`` (mIoU and pixel accuracy in percent, latency in ms)."""
@@ -145,6 +212,23 @@ def run_demo(
     if not (marker.is_file() and all(json.loads(marker.read_text()).get(k) == v for k, v in wanted.items())):
         generate_city(data_root, budget.n_train, budget.n_val, (w, h), seed=seed, progress=True)
     timings["data_s"] = time.perf_counter() - t0
+
+    if iterations is not None:
+        if iterations < 1:
+            raise ConfigError(f"--iterations {iterations}: expected a positive number")
+        budget = replace(budget, iterations=int(iterations), train_seconds=None)
+    elif budget.train_seconds is not None:
+        configs = [load_demo_config(c, _overrides(budget, data_root, seed)) for _, _, c in MODELS]
+        with console.status("measuring the training speed of this machine"):
+            per_step = sum(measure_step_seconds(cfg) for cfg in configs) * 1.1  # + data loading
+        n = int(min(max(budget.train_seconds / per_step, budget.min_iterations), budget.max_iterations))
+        console.print(
+            f"one training step of both models takes {per_step:.1f} s here: "
+            f"{n} iterations each fit the {budget.train_seconds / 60:.0f}-minute training budget "
+            "(--iterations N to fix it)"
+        )
+        budget = replace(budget, iterations=n)
+        timings["calibrate_s"] = time.perf_counter() - t0 - timings["data_s"]
 
     overrides = _overrides(budget, data_root, seed)
     results: list[ModelResult] = []
@@ -256,7 +340,7 @@ def run_demo(
         "on a possibly busy machine; use effseg bench for careful numbers).",
     ]
     settings = {
-        "command": f"effseg demo{' --quick' if quick else ''} --seed {seed}",
+        "command": f"effseg demo{' --quick' if quick else ''} --seed {seed} --iterations {budget.iterations}",
         "budget": json.dumps(asdict(budget)),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
