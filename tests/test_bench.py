@@ -181,6 +181,9 @@ def test_bench_small_models_end_to_end(tmp_path) -> None:
         assert r["miou"] == pytest.approx(50.0)
         assert r["miou_per_10ms"] == pytest.approx(50.0 / (r["latency_ms_median"] / 10))
         assert r["input_size"] == [32, 64] and r["threads"] == 1
+        # CPU time of the call: positive, and bounded by wall time x threads (plus clock granularity)
+        assert 0 < r["cpu_ms_median"] <= r["latency_ms_max"] * r["threads"] + 5
+        assert r["cpu_time_gflops_per_s"] == pytest.approx(r["gflops"] / (r["cpu_ms_median"] / 1000))
     eager = rows[0]
     assert eager["vs_eager"] == pytest.approx(1.0)
     assert set(eager["stages"]) == {"backbone_ms", "head_ms", "upsample_ms"}
