@@ -36,7 +36,7 @@ def measure(size: tuple[int, int], models: list[str], threads: int, dilation_run
     import torch
 
     from effseg.models import build_model
-    from effseg.tools.bench import count_flops, count_params, resolve_model, time_callable
+    from effseg.tools.bench import count_flops, count_params, resolve_model, stage_breakdown, time_callable
     from effseg.tools.efficiency import (
         conv_kind_stats,
         depthwise_separable_table,
@@ -57,6 +57,7 @@ def measure(size: tuple[int, int], models: list[str], threads: int, dilation_run
         rec = {**count_params(m), **count_flops(m, x), "config": m.config}
         rec["conv_kinds"] = conv_kind_stats(m, x)
         rec["layer_types_ms"] = layer_type_times(m, x, warmup=0)
+        rec["stages"] = stage_breakdown(m, x, warmup=0, runs=3)
         if name in ORT_PROFILED:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "m.onnx"
@@ -191,25 +192,26 @@ def render(data: dict) -> str:
         "## Per model: parameters, FLOPs and time per stage",
         "",
         "| model | params (M) | GFLOPs | backbone GFLOPs | head GFLOPs | eager backbone ms | eager head ms "
-        "| final upsample ms |",
-        "|---|---|---|---|---|---|---|---|",
+        "| final upsample ms | stage times measured at |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for n, r in data["models"].items():
         st = r.get("gflops_stages", {})
-        stages = {}
+        stages, where = r.get("stages") or {}, f"{w}x{h}"
         for row in lat["runs"].get(n, {}).get("results", []):
-            if row.get("stages"):
-                stages = row["stages"]
+            if row.get("stages") and not stages:
+                stages, where = row["stages"], f"{row['input_size'][1]}x{row['input_size'][0]} (latency.json)"
         L.append(
             f"| {n} | {_f(r['params_m'], 2)} | {_f(r['gflops'])} | {_f(st.get('backbone', 0))} | "
             f"{_f(st.get('head', 0))} | {_f(stages.get('backbone_ms', float('nan')), 0)} | "
-            f"{_f(stages.get('head_ms', float('nan')), 0)} | {_f(stages.get('upsample_ms', float('nan')))} |"
+            f"{_f(stages.get('head_ms', float('nan')), 0)} | {_f(stages.get('upsample_ms', float('nan')))} | "
+            f"{where if stages else '-'} |"
         )
     L += [
         "",
         "Per-stage times are medians of separate calls of `model.backbone`, `model.head` and the "
-        "final bilinear upsample (from `docs/bench/latency.json`; `nan` where that run has not reached "
-        "the model).",
+        "final bilinear upsample (measured by this script, or taken from `docs/bench/latency.json` at the "
+        "size shown; `nan` where neither has the model).",
         "",
         "## Per layer type (eager, torch.profiler)",
         "",
