@@ -1104,10 +1104,12 @@ class _Scene:
             img = cv2.GaussianBlur(img, (0, 0), r.uniform(0.3, 0.9))
         vx = ((np.arange(self.W, dtype=np.float32) - self.W / 2) / self.W) ** 2
         vy = ((np.arange(self.H, dtype=np.float32) - self.H / 2) / self.H) ** 2
-        gain = (1 - 0.5 * (vx[None, :] + vy[:, None]))[..., None] * (self.cast * self.sun)  # vignette, cast
+        img *= (1 - 0.5 * (vx[None, :] + vy[:, None]))[..., None]  # vignette
+        img *= (self.cast * self.sun).astype(np.float32)  # colour cast, exposure
         noise = r.standard_normal((self.H, self.W), dtype=np.float32) * np.float32(r.uniform(2, 7))
-        img = cv2.add(cv2.multiply(img, gain.astype(np.float32)), cv2.merge([noise, noise, noise]))
-        self.image = np.clip(img, 0, 255).astype(np.uint8)
+        img += noise[..., None]
+        np.clip(img, 0, 255, out=img)
+        self.image = img.astype(np.uint8)
         self.label = self.lab
 
 
