@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LATENCY = ROOT / "docs/bench/latency.json"
 EXPORT = ROOT / "docs/bench/export.json"
 EFFICIENCY = ROOT / "docs/efficiency/efficiency.json"
+LEVERS = ROOT / "docs/bench/levers.json"
 OUT = ROOT / "docs/benchmarks.md"
 MOBILENET = ("pspnet_mbv2", "lraspp_mbv3")
 DENSE_RESNET = ("pspnet_r18", "pspnet_r50", "pspnet_r101", "aspp_r18", "aspp_r18_deeplab", "ocr_r18")
@@ -28,6 +29,11 @@ FP32_RUNTIMES = ("eager", "channels_last", "compile", "onnxruntime")
 
 def _load(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _cpu(r: dict) -> str:
+    v = r.get("cpu_time_gflops_per_s")
+    return "-" if v is None else f"{v:.0f} ({100 * r['cpu_time_fraction_of_peak']:.0f}%)"
 
 
 def _wxh(hw: list[int]) -> str:
@@ -102,21 +108,22 @@ def render() -> str:
         "## Latency, every model and runtime",
         "",
         "| model | runtime | params (M) | GFLOPs | median ms | p90 ms | FPS | x eager | GFLOP/s | % peak "
-        "| peak mem MB | load avg |",
-        "|---" * 12 + "|",
+        "| CPU-time GFLOP/s (% peak) | peak mem MB | load avg |",
+        "|---" * 13 + "|",
     ]
     best: dict[str, dict] = {}
     for name, rep in runs.items():
         load = rep["machine"].get("load_avg_1m")
         for r in rep["results"]:
             if "error" in r:
-                L.append(f"| {name} | {r['runtime']} | | | failed: {r['error'][:90]} | | | | | | | |")
+                L.append(f"| {name} | {r['runtime']} | | | failed: {r['error'][:90]} | | | | | | | | |")
                 continue
             L.append(
                 f"| {name} | {r['runtime']} | {r['params_m']:.2f} | {r['gflops']:.1f} | "
                 f"{r['latency_ms_median']:.0f} | {r['latency_ms_p90']:.0f} | {r['fps']:.2f} | "
                 f"{r['vs_eager']:.2f} | {r['achieved_gflops_per_s']:.0f} | "
-                f"{100 * r['fraction_of_peak']:.0f}% | {_n(r.get('peak_mem_mb'))} | {_n(load, 1)} |"
+                f"{100 * r['fraction_of_peak']:.0f}% | {_cpu(r)} | {_n(r.get('peak_mem_mb'))} | "
+                f"{_n(load, 1)} |"
             )
         ok = [r for r in rep["results"] if "error" not in r]
         if ok:
@@ -185,7 +192,8 @@ def render() -> str:
             r = best[name]["fp32"]
             L.append(
                 f"| dense ResNet >= 75% of peak fp32 FLOP/s | {name} | {r['runtime']}: "
-                f"{r['achieved_gflops_per_s']:.0f} GFLOP/s = {100 * r['fraction_of_peak']:.0f}% | "
+                f"{r['achieved_gflops_per_s']:.0f} GFLOP/s = {100 * r['fraction_of_peak']:.0f}% wall-clock; "
+                f"CPU-time rate {_cpu(r)} | "
                 f"{_ok(r['fraction_of_peak'] >= 0.75)} |"
             )
     missing = [
@@ -233,6 +241,23 @@ def render() -> str:
                 )
                 + f"; latency at {_wxh(e['latency']['settings']['input_size'])}: {lat_txt}."
             )
+    lev = _load(LEVERS)
+    if lev:
+        L += [
+            "",
+            f"## Levers tried (onnxruntime settings, {_wxh(lev['input_size'])}, random weights)",
+            "",
+            f"`benchmarks/bench_levers.py`: every variant timed interleaved, median of {lev['runs']} runs "
+            f"(load avg {_n(lev['machine'].get('load_avg_1m'), 1)}).",
+            "",
+            "| model | variant | median ms | p90 ms | x eager |",
+            "|---|---|---|---|---|",
+        ]
+        for name, rows in lev["models"].items():
+            for label, r in rows.items():
+                L.append(
+                    f"| {name} | {label} | {r['median_ms']:.0f} | {r['p90_ms']:.0f} | {r['vs_eager']:.2f} |"
+                )
     L += ["", "## Why targets are missed (profiler findings)", ""]
     L += _reasons(best, eff, peak)
     return "\n".join(L) + "\n"
