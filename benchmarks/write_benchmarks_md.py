@@ -65,9 +65,11 @@ def render() -> str:
         "each model is in [efficiency.md](efficiency.md).",
         "",
     ]
-    if not first:
-        L += ["No latency results yet: run `python benchmarks/bench_latency.py`.", ""]
-        return "\n".join(L)
+    if not first:  # describe the machine from the int8 run instead
+        L += ["No full-size latency results yet: run `python benchmarks/bench_latency.py`.", ""]
+        first = next((e["latency"] for e in exp.values()), None)
+        if not first:
+            return "\n".join(L)
     peak = first["peak_fp32"]
     s = first["settings"]
     gemm = lat.get("gemm_gflops_measured")
@@ -266,6 +268,15 @@ def render() -> str:
 def _reasons(best: dict, eff: dict, peak: dict) -> list[str]:
     out = []
     models = eff.get("models", {})
+    load = (eff.get("machine") or {}).get("load_avg_1m")
+    cores = (eff.get("machine") or {}).get("cores")
+    if load and cores and load > cores:
+        out.append(
+            f"- The profiles below ran with a load average of {load:.1f} on {cores} cores: other jobs held "
+            f"most of the CPU, so wall-clock GFLOP/s are lower bounds of what the kernels reach on an idle "
+            f"machine. The `CPU-time GFLOP/s` column of the latency table (FLOPs per second of CPU time the "
+            f"process actually received, times the threads) is the load-corrected figure for the peak target."
+        )
     for name, rec in models.items():
         ops = rec.get("ort_op_ms")
         if not ops:
