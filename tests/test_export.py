@@ -119,6 +119,12 @@ def test_batchnorm_fallback_fold_removes_bn_and_keeps_values(tmp_path) -> None:
     onnx.checker.check_model(str(path))
     after = ort_session(path, opt_level="disable").run(None, {"x": x})[0]
     np.testing.assert_allclose(after, before, atol=1e-5)
+    # spin-waiting follows the request (or OMP_WAIT_POLICY when not given)
+    for spinning, flag in ((False, "0"), (True, "1")):
+        opts = ort_session(path, spinning=spinning).get_session_options()
+        assert opts.get_session_config_entry("session.intra_op.allow_spinning") == flag
+    with pytest.raises(ExportError, match="optimisation level"):
+        ort_session(path, opt_level="max")
 
 
 def test_dynamic_export_without_adaptive_pooling_works_at_other_sizes(tmp_path) -> None:

@@ -359,6 +359,9 @@ def _onnx_runner(
     name = session.get_inputs()[0].name
     arr = np.ascontiguousarray(x.float().cpu().numpy())
     info["onnx_path"] = onnx_path
+    info["ort_spinning"] = (
+        session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    )
 
     def fn() -> Any:
         return session.run(None, {name: arr})

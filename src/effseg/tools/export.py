@@ -20,6 +20,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 import re
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -149,10 +150,19 @@ def _quiet_exporter():
 
 
 def ort_session(
-    path: str | Path, threads: int | None = None, opt_level: str = "all", profile: bool = False
+    path: str | Path,
+    threads: int | None = None,
+    opt_level: str = "all",
+    profile: bool = False,
+    spinning: bool | None = None,
 ) -> Any:
     """An onnxruntime CPU session: graph optimisation ``opt_level`` (disable/basic/extended/all),
-    ``threads`` intra-op threads (default: torch's thread count), sequential execution."""
+    ``threads`` intra-op threads (default: torch's thread count), sequential execution.
+
+    ``spinning``: let idle worker threads spin-wait (onnxruntime's default).  ``None`` follows
+    ``OMP_WAIT_POLICY``: ``PASSIVE`` turns spinning off, so that onnxruntime and PyTorch's OpenMP
+    threads wait the same way when they are compared on a busy machine.
+    """
     import onnxruntime as ort
 
     levels = {
@@ -169,6 +179,9 @@ def ort_session(
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
+    if spinning is None:
+        spinning = os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE"
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     if profile:
         opts.enable_profiling = True
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
