@@ -206,6 +206,12 @@ def test_int8_export_reports_agreement(tmp_path) -> None:
     )
     q = report["int8"]
     assert q["calibration_images"] == 3 and q["weights"] == "int8 per-channel"
+    assert len(q["fp32_nodes"]) >= 2  # the classifier conv and the final upsample stay fp32
+    graph = onnx.load(tmp_path / "q.onnx").graph
+    last = next(n for n in graph.node if n.output[0] == graph.output[0].name)
+    assert last.op_type == "Resize" and last.input[0] not in {
+        o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output
+    }
     assert 0.0 <= q["argmax_agreement_vs_fp32"] <= 1.0
     ops = onnx_op_types(tmp_path / "q.onnx")
     assert ops.get("QuantizeLinear", 0) > 0 and ops.get("DequantizeLinear", 0) > 0
