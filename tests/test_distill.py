@@ -154,11 +154,11 @@ def test_build_distill_loss() -> None:
 # ----------------------------------------------------------------------------- end to end
 
 
-def _teacher_ckpt(path: Path, num_classes: int = 19) -> Path:
+def _teacher_ckpt(path: Path, num_classes: int = 19, **extra) -> Path:
     model = build_model(
         "fcn", backbone="mobilenetv3_small", num_classes=num_classes, output_stride=32, aux=False
     )
-    save_checkpoint(path, {"model": model.state_dict(), "model_config": dict(model.config)})
+    save_checkpoint(path, {"model": model.state_dict(), "model_config": dict(model.config), **extra})
     return path
 
 
@@ -235,6 +235,9 @@ def test_effseg_train_bad_teachers(tmp_path: Path, city: Path, capsys: pytest.Ca
         str(wrong): "checkpoint is for 11 classes, expected 19",
         str(tmp_path / "missing.pt"): "not found",
         str(bad_file): "garbage.pt: ",
+        str(
+            _teacher_ckpt(tmp_path / "t_mean.pt", mean=[0.5, 0.5, 0.5])
+        ): "was trained with data.mean=[0.5, 0.5, 0.5]",
     }
     for i, (teacher, message) in enumerate(cases.items()):
         code = main(

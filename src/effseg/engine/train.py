@@ -454,7 +454,14 @@ class _Trainer:
         self.teacher = None
         if self.distill is not None:
             self.distill = self.distill.to(self.device)
-            self.teacher, _ = load_model(cfg.distill.teacher, self.device, num_classes=m.num_classes)
+            self.teacher, tmeta = load_model(cfg.distill.teacher, self.device, num_classes=m.num_classes)
+            for key in ("mean", "std"):  # the teacher must see images normalised as in its training
+                want, got = getattr(cfg.data, key), tmeta.get(key)
+                if got is not None and not np.allclose(got, want, atol=1e-6):
+                    raise ConfigError(
+                        f"distill.teacher {cfg.distill.teacher} was trained with data.{key}={list(got)}, "
+                        f"this run uses {want}; train the student with the teacher's normalisation"
+                    )
             for p in self.teacher.parameters():
                 p.requires_grad_(False)
 
