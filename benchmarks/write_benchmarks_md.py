@@ -20,6 +20,7 @@ LATENCY = ROOT / "docs/bench/latency.json"
 EXPORT = ROOT / "docs/bench/export.json"
 EFFICIENCY = ROOT / "docs/efficiency/efficiency.json"
 LEVERS = ROOT / "docs/bench/levers.json"
+EXPORT_ALL_OPS = ROOT / "docs/bench/export_int8_all_ops.json"
 OUT = ROOT / "docs/benchmarks.md"
 MOBILENET = ("pspnet_mbv2", "lraspp_mbv3")
 DENSE_RESNET = ("pspnet_r18", "pspnet_r50", "pspnet_r101", "aspp_r18", "aspp_r18_deeplab", "ocr_r18")
@@ -101,9 +102,11 @@ def render() -> str:
         "(`torch.compile`, inductor, `freezing=True` folds BN and prepacks weights for oneDNN), "
         "`onnxruntime` "
         "(fp32 ONNX from the dynamo exporter, BN folded, graph optimisation level ALL, intra-op threads = "
-        "cores), `onnxruntime-int8` (static QDQ, uint8 activations per tensor, int8 weights per channel, all "
-        "quantisable ops; calibrated on random inputs in this latency table: accuracy below uses real "
-        "images).",
+        "cores), `onnxruntime-int8` (static QDQ, uint8 activations per tensor, int8 weights per channel, "
+        "every quantisable op except the logits; calibrated on random inputs in this latency table: accuracy "
+        "below uses real images). Each int8 row's JSON lists the nodes kept in fp32 (`fp32_nodes`; absent in "
+        "runs made before that became the default, where every op was int8). GFLOP/s of int8 rows count "
+        "the same fp32-equivalent FLOPs and are not comparable with the fp32 peak.",
         "",
     ]
     L += [
@@ -165,15 +168,18 @@ def render() -> str:
             )
     for name in INT8_MODELS:
         e = exp.get(name)
-        lat_rows = (
-            {r["runtime"]: r for r in e["latency"]["results"]} if e else best.get(name, {}).get("rows", {})
-        )
-        q8 = lat_rows.get("onnxruntime-int8")
-        if q8 and "vs_eager" in q8:
-            src = "trained model" if e else "random weights"
+        sources = []
+        if name in best and "onnxruntime-int8" in best[name]["rows"]:
+            r8 = best[name]["rows"]["onnxruntime-int8"]
+            sources.append((r8, f"{_wxh(r8['input_size'])}, random weights"))
+        if e:
+            r8 = {r["runtime"]: r for r in e["latency"]["results"]}.get("onnxruntime-int8", {})
+            if "vs_eager" in r8:
+                sources.append((r8, f"{_wxh(r8['input_size'])}, trained model"))
+        for r8, src in sources:
             L.append(
-                f"| int8 <= 0.4x eager fp32 | {name} | {q8['vs_eager']:.2f}x ({src}) | "
-                f"{_ok(q8['vs_eager'] <= 0.4)} |"
+                f"| int8 <= 0.4x eager fp32 | {name} | {r8['vs_eager']:.2f}x ({src}) | "
+                f"{_ok(r8['vs_eager'] <= 0.4)} |"
             )
         if e:
             q = e["export"]["int8"]
@@ -196,7 +202,7 @@ def render() -> str:
                 f"| dense ResNet >= 75% of peak fp32 FLOP/s | {name} | {r['runtime']}: "
                 f"{r['achieved_gflops_per_s']:.0f} GFLOP/s = {100 * r['fraction_of_peak']:.0f}% wall-clock; "
                 f"CPU-time rate {_cpu(r)} | "
-                f"{_ok(r['fraction_of_peak'] >= 0.75)} |"
+                f"{_ok(r['fraction_of_peak'] >= 0.75)} (wall clock; see below) |"
             )
     missing = [
         n
@@ -243,6 +249,30 @@ def render() -> str:
                 )
                 + f"; latency at {_wxh(e['latency']['settings']['input_size'])}: {lat_txt}."
             )
+    prev = _load(EXPORT_ALL_OPS)
+    if prev:
+        L += [
+            "",
+            "Earlier run with the logits quantized too (every op int8, `fp32_logits=False`; "
+            "`docs/bench/export_int8_all_ops.json`), same checkpoints and settings:",
+            "",
+            "| model | argmax agreement | mIoU fp32 -> int8 | int8 x eager |",
+            "|---|---|---|---|",
+        ]
+        for name, e in prev.items():
+            q = e["export"]["int8"]
+            rows = {r["runtime"]: r for r in e["latency"]["results"]}
+            r8 = rows.get("onnxruntime-int8", {})
+            L.append(
+                f"| {name} | {100 * q['argmax_agreement_vs_fp32']:.2f}% | {q.get('miou_fp32', 0):.2f} -> "
+                f"{q.get('miou_int8', 0):.2f} | {_n(r8.get('vs_eager'), 2)} |"
+            )
+        L += [
+            "",
+            "Keeping the classifier convolution and the final upsample in fp32 (the default now) is "
+            "what raised the agreement: 8-bit per-tensor logits flip the argmax wherever two classes are "
+            "close, which on these briefly trained models is a large share of the pixels.",
+        ]
     lev = _load(LEVERS)
     if lev:
         L += [
@@ -261,6 +291,19 @@ def render() -> str:
                     f"| {name} | {label} | {r['median_ms']:.0f} | {r['p90_ms']:.0f} | {r['vs_eager']:.2f} |"
                 )
     L += ["", "## Why targets are missed (profiler findings)", ""]
+    L += [
+        "- **Peak FLOP/s target (dense ResNets).** Wall-clock rates are far below 75% of the 166 GFLOP/s "
+        "nominal peak because the process received only a fraction of the 2 cores (load average 10-20 "
+        "during these runs; the 2048x2048 GEMM probe reached only the rate shown above). The load-corrected "
+        "CPU-time rate, on the other hand, comes out *above* the nominal peak for fp32 (e.g. pspnet_r18 "
+        "eager), which is impossible at 2.596 GHz: either the cores boost well above the clock "
+        "/proc/cpuinfo reports in this VM (Zen 4 EPYC parts boost to ~3.7 GHz, a peak of ~237 GFLOP/s), or "
+        "the hypervisor's CPU-time accounting undercounts. Neither figure can establish the target on this "
+        "shared VM; it is recorded as missed on the wall-clock figure. What the profilers do establish: "
+        "convolutions are 93-98% of the time of every ResNet model in both eager PyTorch and onnxruntime "
+        "(below, and efficiency.md), so the rate of the convolution kernels is the whole story; "
+        "BatchNorm is folded, and no other op takes more than ~3%.",
+    ]
     L += _reasons(best, eff, peak)
     return "\n".join(L) + "\n"
 
