@@ -207,6 +207,20 @@ def render(data: dict) -> str:
             f"{_f(stages.get('head_ms', float('nan')), 0)} | {_f(stages.get('upsample_ms', float('nan')))} | "
             f"{where if stages else '-'} |"
         )
+    L += ["", "Findings (computed from the tables on this page):", ""]
+    for n, r in data["models"].items():
+        st = r.get("gflops_stages", {})
+        kinds = r["conv_kinds"]
+        conv_ms = sum(k["ms"] for k in kinds.values()) or 1.0
+        top, tk = max(kinds.items(), key=lambda kv: kv[1]["ms"])
+        lt = r["layer_types_ms"]
+        L.append(
+            f"- **{n}**: the head is {100 * st.get('head', 0) / r['gflops']:.0f}% of the FLOPs; "
+            f"convolutions are "
+            f"{100 * lt.get('convolution', 0) / max(sum(lt.values()), 1e-9):.0f}% of eager time, and the "
+            f"largest share of convolution time goes to {top} convolutions ({100 * tk['ms'] / conv_ms:.0f}%, "
+            f"{tk['gflops']:.1f} GFLOPs at {tk['gflops_per_s']:.1f} GFLOP/s)."
+        )
     L += [
         "",
         "Per-stage times are medians of separate calls of `model.backbone`, `model.head` and the "
