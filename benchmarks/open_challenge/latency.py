@@ -48,10 +48,19 @@ def main() -> None:
         fl = count_flops(m, x)
         params = sum(p.numel() for p in m.parameters()) / 1e6
         rows.append({"model": spec, "params_m": params, **fl, **st})
-        print(f"{spec:55s} {params:6.2f} M  {fl['gflops']:7.2f} GFLOPs  "
-              f"median {st['latency_ms_median']:8.1f} ms  p90 {st['latency_ms_p90']:8.1f} ms")
-    info = {"input_size": a.input_size, "threads": a.threads, "warmup": a.warmup, "runs": a.runs,
-            "torch": torch.__version__, "numpy": np.__version__, "rows": rows}
+        print(
+            f"{spec:55s} {params:6.2f} M  {fl['gflops']:7.2f} GFLOPs  "
+            f"median {st['latency_ms_median']:8.1f} ms  p90 {st['latency_ms_p90']:8.1f} ms"
+        )
+    info = {
+        "input_size": a.input_size,
+        "threads": a.threads,
+        "warmup": a.warmup,
+        "runs": a.runs,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "rows": rows,
+    }
     if a.json:
         with open(a.json, "w", encoding="utf-8") as f:
             json.dump(info, f, indent=1)

@@ -6,7 +6,7 @@
 set -e
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 EFFSEG="${EFFSEG:-effseg}"
-NAMES="${*:-pspnet_mbv2 lraspp_mbv3_large_os16 pspnet_r18_teacher lraspp_mbv3_large_os16_kd lraspp_mbv3_large_project lraspp_mbv3_large_os16_bnm001}"
+NAMES="${*:-pspnet_mbv2 lraspp_mbv3_large_os16 pspnet_r18_teacher lraspp_mbv3_large_os16_kd lraspp_mbv3_large_os16_bnm001 lraspp_mbv3_large_project}"
 mkdir -p runs/oc
 for name in $NAMES; do
     echo "== $name"

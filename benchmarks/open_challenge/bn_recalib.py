@@ -1,0 +1,61 @@
+"""Is a run's mIoU held back by stale BatchNorm running statistics?
+
+Loads a run (``effseg.engine.checkpoint.load_model``), scores it on the val set, then
+re-estimates every BatchNorm's running mean/variance as the plain average over ``--batches``
+training batches (same crops and augmentation as training; ``momentum=None`` = cumulative
+average, "precise BN"), with the weights untouched, and scores it again.  In training mode
+BatchNorm normalises with the batch statistics, so its momentum never changes the weights or
+gradients, only these running buffers: the gap between the two scores is exactly what a too
+small momentum (torchvision's MobileNetV3 uses 0.01) costs at evaluation.
+
+    python benchmarks/open_challenge/bn_recalib.py runs/oc/lraspp_mbv3_large_project --batches 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from effseg.config import config_from_dict
+from effseg.engine.checkpoint import load_model
+from effseg.engine.evaluate import evaluate
+from effseg.engine.train import build_datasets
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run")
+    p.add_argument("--batches", type=int, default=30)
+    p.add_argument("--json", help="append the result (one JSON line) here")
+    a = p.parse_args()
+    torch.manual_seed(0)
+    model, meta = load_model(a.run)
+    cfg = config_from_dict(meta["config"])
+    train_set, val_set = build_datasets(cfg)
+    before = evaluate(model, val_set, progress=False)["miou"]
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    loader = DataLoader(train_set, batch_size=cfg.train.batch_size, shuffle=True, drop_last=True)
+    model.train()
+    with torch.no_grad():
+        for i, (images, _) in enumerate(loader):
+            if i >= a.batches:
+                break
+            model(images)
+    model.eval()
+    after = evaluate(model, val_set, progress=False)["miou"]
+    result = {"run": a.run, "miou": before * 100, "miou_precise_bn": after * 100, "batches": a.batches}
+    print(json.dumps(result))
+    if a.json:
+        with open(a.json, "a", encoding="utf-8") as f:
+            f.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
