@@ -345,6 +345,27 @@ def _reasons(best: dict, eff: dict, peak: dict) -> list[str]:
                 )
                 + "."
             )
+    dense_fp32 = [best[n]["fp32"]["vs_eager"] for n in DENSE_RESNET if n in best]
+    for name in MOBILENET:
+        b = best.get(name)
+        st = (b or {}).get("rows", {}).get("eager", {}).get("stages")
+        if b and st and b["fp32"]["vs_eager"] > 0.5:
+            head_share = st["head_ms"] / (st["backbone_ms"] + st["head_ms"] + st["upsample_ms"])
+            kinds = models.get(name, {}).get("conv_kinds", {})
+            total = sum(k["gflops"] for k in kinds.values()) or float("nan")
+            dense = sum(k["gflops"] for n, k in kinds.items() if n != "depthwise")
+            i8 = b["rows"].get("onnxruntime-int8", {}).get("vs_eager", float("nan"))
+            out.append(
+                f"- **{name}, fp32 <= 0.5x missed** ({b['fp32']['runtime']} {b['fp32']['vs_eager']:.2f}x): "
+                f"{100 * dense / total:.0f}% of its convolution FLOPs are dense (the head's 3x3 "
+                f"convolution at 1/8 resolution, {100 * head_share:.0f}% of eager time, and the backbone's "
+                "1x1 expansions and projections); depthwise convolutions are the rest (efficiency.md). "
+                "Dense convolutions do not get faster in any fp32 runtime here "
+                "(best fp32 of the dense ResNets: "
+                + ", ".join(f"{v:.2f}x" for v in dense_fp32)
+                + "), so the fp32 runtimes only win on the depthwise and elementwise part; int8 "
+                f"({i8:.2f}x) is the lever that speeds up dense convolutions."
+            )
     for name in MOBILENET:
         rec = models.get(name)
         if rec and "depthwise" in rec.get("conv_kinds", {}):
