@@ -5,6 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU build on this project's CI machine; override for CUDA, e.g. TORCH_SPEC="torch>=2.3".
 TORCH_SPEC ?= torch==2.13.0
+# Test processes (pytest-xdist); each test uses one torch thread.
+TEST_WORKERS ?= 2
 
 .PHONY: demo test lint clean-venv
 
@@ -18,7 +20,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/effseg demo
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15
 	$(VENV)/bin/ruff check src tests benchmarks
 
 lint: $(VENV)/.installed

@@ -135,7 +135,7 @@ def predict_files(
     files = collect_inputs(inputs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, soft_wrap=True)  # never break a file name across lines
     summary = PredictSummary()
     columns = (
         TextColumn("[bold]predict"),
@@ -188,7 +188,7 @@ def _chunks(items: Sequence, n: int) -> Iterable[Sequence]:
 
 def print_summary(summary: PredictSummary, out_dir: str | Path, console: Console | None = None) -> None:
     """One line per failure and a closing count, on stderr."""
-    console = console or Console(stderr=True, file=sys.stderr)
+    console = console or Console(stderr=True, file=sys.stderr, soft_wrap=True)
     ok, bad = len(summary.written), len(summary.failed)
     msg = f"wrote predictions for {ok} of {summary.total} image(s) to {out_dir}"
     if bad:
