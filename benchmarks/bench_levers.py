@@ -46,7 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     h, w = parse_input_size(args.input_size)
     x = np.random.default_rng(0).standard_normal((1, 3, h, w)).astype(np.float32)
     calib = [np.random.default_rng(i).standard_normal((1, 3, h, w)).astype(np.float32) for i in range(4)]
-    result: dict = {"machine": machine_info(), "input_size": [h, w], "runs": args.runs, "models": {}}
+    result: dict = {
+        "machine": machine_info(),
+        "input_size": [h, w],
+        "runs": args.runs,
+        "models": {},
+        "fp32_logits": True,
+    }  # quantize_onnx's default: classifier conv + upsample stay fp32
     for spec in args.models:
         print(f"== {spec}", flush=True)
         model = resolve_model(spec).model
