@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from effseg.errors import ModelError
-from effseg.models.backbones.mobilenetv2 import ConvBNAct, make_divisible
+from effseg.models.backbones.mobilenetv2 import ConvBNAct, init_mobilenet_weights, make_divisible
 
 
 class SqueezeExcitation(nn.Module):
@@ -172,18 +172,7 @@ class MobileNetV3(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        # torchvision's initialisation for MobileNetV3.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_mobilenet_weights(self)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         feats: dict[str, Tensor] = {}
