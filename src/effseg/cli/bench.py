@@ -53,11 +53,12 @@ def run(args: argparse.Namespace) -> int:
 
     calib = None
     if args.calib:
+        from effseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
         from effseg.tools.quantize import find_calibration_images, load_calibration_batches
 
         size = parse_input_size(args.input_size)
         calib = load_calibration_batches(
-            find_calibration_images(args.calib), size, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 16
+            find_calibration_images(args.calib), size, IMAGENET_MEAN, IMAGENET_STD, 16
         )
     report = bench_models(
         args.models,

@@ -32,13 +32,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from effseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from effseg.errors import EffsegError
 
 DEFAULT_OPSET = 18
 META_KEY = "effseg"  # metadata_props key holding the JSON metadata
 # Used only when a model comes without checkpoint metadata (random weights, a bare build_model).
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
+_IMAGENET_MEAN = IMAGENET_MEAN
+_IMAGENET_STD = IMAGENET_STD
 
 
 class ExportError(EffsegError, ValueError):
