@@ -331,19 +331,25 @@ def _meta_get(meta: Any, key: str, default: Any = None) -> Any:
     return getattr(meta, key, default)
 
 
+def _dataset_fields(meta: Any, num_classes: int) -> dict[str, Any]:
+    """Predictor keyword arguments read from checkpoint / ONNX metadata: classes, palette, mean, std."""
+    return {
+        "classes": _meta_get(meta, "classes") or [f"class_{i}" for i in range(num_classes)],
+        "palette": _meta_get(meta, "palette"),
+        "mean": _meta_get(meta, "mean") or _DEFAULT_MEAN,
+        "std": _meta_get(meta, "std") or _DEFAULT_STD,
+    }
+
+
 def _load_torch(path: Path, device: torch.device, size: tuple[int, int] | None, batch_size: int) -> Predictor:
     from effseg.engine.checkpoint import load_model
 
     model, meta = load_model(path, device=str(device))
     model.eval().to(device)
     num_classes = int(getattr(model, "num_classes", 0) or len(_meta_get(meta, "classes", [])))
-    classes = _meta_get(meta, "classes") or [f"class_{i}" for i in range(num_classes)]
     return Predictor(
         model,
-        classes=classes,
-        palette=_meta_get(meta, "palette"),
-        mean=_meta_get(meta, "mean") or _DEFAULT_MEAN,
-        std=_meta_get(meta, "std") or _DEFAULT_STD,
+        **_dataset_fields(meta, num_classes),
         device=device,
         input_size=size,
         model=model,
@@ -365,17 +371,13 @@ def _load_onnx(path: Path, device: torch.device, size: tuple[int, int] | None, b
     if fixed and size and tuple(size) != fixed:
         raise ModelError(f"{path}: the ONNX graph has a fixed input size {fixed[0]}x{fixed[1]}; got {size}")
     num_classes = int(_meta_get(meta, "num_classes", 0) or len(_meta_get(meta, "classes", [])))
-    classes = _meta_get(meta, "classes") or [f"class_{i}" for i in range(num_classes)]
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         return torch.as_tensor(runner(x.cpu())).to(device)
 
     return Predictor(
         forward,
-        classes=classes,
-        palette=_meta_get(meta, "palette"),
-        mean=_meta_get(meta, "mean") or _DEFAULT_MEAN,
-        std=_meta_get(meta, "std") or _DEFAULT_STD,
+        **_dataset_fields(meta, num_classes),
         device=device,
         input_size=size,
         fixed_input_size=fixed,

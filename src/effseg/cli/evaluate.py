@@ -16,6 +16,8 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+from effseg.cli._options import add_set_option
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -35,15 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", help="YAML config for the dataset (default: the one stored in the checkpoint)"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        metavar="KEY=VALUE",
-        action="append",
-        nargs="+",
-        default=[],
-        help="override config keys, e.g. --set data.root=/data/cityscapes eval.resize=[512,1024]",
-    )
+    add_set_option(parser, "data.root=/data/cityscapes eval.resize=[512,1024]")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--num-workers", type=int, help="data loading workers (default: the config's)")
 

@@ -13,18 +13,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from effseg.cli._options import add_set_option
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", metavar="CONFIG", help="YAML config file, or a run folder to resume")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        metavar="KEY=VALUE",
-        action="append",
-        nargs="+",
-        default=[],
-        help="override config keys, e.g. --set train.lr=0.02 data.root=/data/cityscapes (values are YAML)",
-    )
+    add_set_option(parser, "train.lr=0.02 data.root=/data/cityscapes (values are YAML)")
     parser.add_argument(
         "--run-dir", help="output folder (default: runs/<config stem>, or CONFIG if a folder)"
     )
