@@ -13,6 +13,7 @@ pixels, so the average equals the single-process gradient) and float summation o
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -81,6 +82,47 @@ def test_two_gloo_processes_equal_one_process(city: Path, tmp_path: Path) -> Non
     # Only rank 0 wrote files: one line per logged iteration, not two.
     lines = (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()
     assert len([ln for ln in lines if '"loss"' in ln]) == 3
+
+
+@pytest.mark.slow
+def test_channel_wise_distillation_under_ddp_equals_one_process(city: Path, tmp_path: Path) -> None:
+    # CWD is a per-image mean, cross-entropy a per-valid-pixel mean; the synthetic city has void
+    # pixels (ego vehicle, static), so the two ranks' valid-pixel shares differ and scaling the
+    # CWD term by them (instead of by the image share) would move the weights away from the
+    # single-process run.
+    from effseg.engine.checkpoint import save_checkpoint
+    from effseg.models import build_model
+
+    torch.manual_seed(3)
+    teacher = build_model("fcn", backbone="mobilenetv3_small", num_classes=19, output_stride=32, aux=False)
+    # At initialisation the eval-mode network's logits are nearly constant over the image (its
+    # running statistics are 0 / 1), which makes CWD ~0; estimating them on random images gives
+    # a teacher whose class maps vary.
+    teacher.train()
+    for m in teacher.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # cumulative average
+    with torch.no_grad():
+        for _ in range(4):
+            teacher(torch.randn(4, 3, 64, 64))
+    teacher_path = tmp_path / "teacher.pt"
+    save_checkpoint(teacher_path, {"model": teacher.state_dict(), "model_config": dict(teacher.config)})
+    cfg = tiny_config(
+        city,
+        model={"aux": False, "head_options": {"dropout": 0.0}},
+        data={"scale_range": [0.4, 1.0]},  # padded with void by varying amounts
+        train={"iterations": 3, "batch_size": 4, "freeze_bn": True, "val_interval": 3, "log_interval": 1},
+        distill={"teacher": str(teacher_path), "type": "cwd", "temperature": 4.0, "weight": 1.0},
+    )
+    path = write_config(tmp_path / "exp.yaml", cfg)
+    single = run_effseg(["train", str(path), "--run-dir", str(tmp_path / "single")])
+    assert single.returncode == 0, single.stderr
+    multi = torchrun(["train", str(path), "--run-dir", str(tmp_path / "ddp")])
+    assert multi.returncode == 0, multi.stderr + multi.stdout
+    a, b = load_checkpoint(tmp_path / "single" / "last.pt"), load_checkpoint(tmp_path / "ddp" / "last.pt")
+    assert_same_state(a["model"], b["model"], atol=2e-5)
+    logged = [json.loads(ln) for ln in (tmp_path / "single" / "log.jsonl").read_text().splitlines()]
+    assert min(r["loss_distill"] for r in logged if "loss_distill" in r) > 0.05  # the term is not idle
 
 
 @pytest.mark.slow

@@ -211,3 +211,48 @@ def test_classify_gives_imagenet_logits() -> None:
     net = build_backbone("mobilenetv3_small", output_stride=32, classifier=True).eval()
     with torch.no_grad():
         assert net.classify(torch.randn(2, 3, 64, 64)).shape == (2, 1000)
+
+
+def test_mobilenetv3_reduced_tail_follows_torchvision() -> None:
+    # torchvision's _mobilenet_v3_conf(reduced_tail=True): the last three blocks output 160 // 2
+    # (Large) / 96 // 2 (Small) channels, the two after the first expand 960 // 2 / 576 // 2,
+    # the last conv gives 6x the last block, the classifier's hidden layer is 1280 // 2 / 1024 // 2.
+    with torch.device("meta"):
+        large = build_backbone("mobilenetv3_large", output_stride=16, classifier=True, reduced_tail=True)
+        small = build_backbone("mobilenetv3_small", output_stride=16, classifier=True, reduced_tail=True)
+        full = build_backbone("mobilenetv3_large", output_stride=16, classifier=True)
+    assert large.out_channels == {"low": 40, "aux": 112, "out": 480}
+    assert small.out_channels == {"low": 24, "aux": 48, "out": 288}
+    assert large.features[13].block[0][0].weight.shape == (672, 112, 1, 1)  # expansion unchanged
+    assert large.features[13].block[-1][0].weight.shape == (80, 672, 1, 1)
+    assert large.features[14].block[0][0].weight.shape == (480, 80, 1, 1)
+    assert large.features[15].block[1][0].weight.shape == (480, 1, 5, 5)
+    assert large.features[16][0].weight.shape == (480, 80, 1, 1)
+    assert large.classifier[0].weight.shape == (640, 480)
+    assert small.features[11].block[-1][0].weight.shape == (48, 288, 1, 1)
+    assert small.classifier[0].weight.shape == (512, 288)
+    # only the tail differs: every earlier tensor has the full network's shape
+    full_shapes = _shapes(full)
+    large_shapes = _shapes(large)
+    early = [k for k in large_shapes if k.startswith("features.") and int(k.split(".")[1]) < 13]
+    assert len(early) > 100
+    for key in early:
+        assert large_shapes[key] == full_shapes[key], key
+    # dilation as without the reduction (torchvision's dilated=True at output stride 16)
+    assert large.features[14].block[1][0].dilation == (2, 2)
+    with pytest.raises(ModelError, match="reduced_tail=true is only supported by the MobileNetV3"):
+        build_backbone("mobilenetv2", reduced_tail=True)
+
+
+def test_reduced_tail_reaches_the_head_and_the_saved_config() -> None:
+    from effseg.models import build_model
+
+    with torch.device("meta"):
+        model = build_model("lraspp", "mobilenetv3_large", num_classes=3, output_stride=16, reduced_tail=True)
+        plain = build_model("lraspp", "mobilenetv3_large", num_classes=3, output_stride=16)
+        rebuilt = build_model(**model.config)
+    assert model.config["reduced_tail"] is True and "reduced_tail" not in plain.config
+    assert rebuilt.backbone.out_channels["out"] == 480
+    assert model.head.cbr[0].weight.shape == (128, 480, 1, 1)
+    with pytest.raises(ModelError, match="reduced_tail='yes'"):
+        build_model("lraspp", "mobilenetv3_large", reduced_tail="yes")

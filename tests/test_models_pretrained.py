@@ -116,3 +116,26 @@ def test_pickle_carrying_code_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="refused to load: it references code"):
         load_pretrained(build_backbone("resnet18"), raw)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_reduced_tail_loads_all_but_the_reduced_stage(tmp_path: Path) -> None:
+    # torchvision publishes no reduced-tail weights: a full MobileNetV3 file fills every layer
+    # before the last stage, the reduced tensors keep their initialisation, and a warning says so.
+    path = _imagenet_file(tmp_path, "mobilenetv3_small")
+    saved = torch.load(path, weights_only=True)
+    net = build_backbone("mobilenetv3_small", output_stride=16, reduced_tail=True)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.warns(UserWarning, match=r"tensors of the reduced last stage \(features.9, features.10"):
+        load_pretrained(net, path)
+    loaded = skipped = 0
+    for k, v in net.state_dict().items():
+        if v.shape == saved[k].shape:
+            torch.testing.assert_close(v, saved[k], msg=k)
+            loaded += 1
+        else:
+            assert k.startswith(("features.9.", "features.10.", "features.11.", "features.12.")), k
+            torch.testing.assert_close(v, before[k], msg=k)
+            skipped += 1
+    assert loaded > 100 and skipped > 10
+    # without reduced_tail the same file must still fit exactly (no silent skipping)
+    assert build_backbone("mobilenetv3_small").pretrained_partial == ()

@@ -53,10 +53,25 @@ class ModelConfig:
     output_stride: int = 8
     aux: bool = True
     width_mult: float = 1.0  # MobileNet width multiplier
+    reduced_tail: bool = False  # MobileNetV3 only: last stage halved (the paper's "RF2")
     # torchvision-format ImageNet state dict on disk (never downloaded).
     pretrained_backbone: str | None = None
     # Extra keyword arguments for the head (e.g. ASPP ``rates``, ``image_pooling``).
     head_options: dict[str, Any] = field(default_factory=dict)
+
+    def build_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`effseg.models.build_model` for this section, without the
+        pretrained weights: ``build_model(**cfg.model.build_kwargs())``."""
+        return {
+            "head": self.head,
+            "backbone": self.backbone,
+            "num_classes": self.num_classes,
+            "output_stride": self.output_stride,
+            "aux": self.aux,
+            "width_mult": self.width_mult,
+            "reduced_tail": self.reduced_tail,
+            **self.head_options,
+        }
 
 
 @dataclass

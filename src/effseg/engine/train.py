@@ -389,14 +389,7 @@ class _Trainer:
 
         m = cfg.model
         model = build_model(
-            m.head,
-            backbone=m.backbone,
-            num_classes=m.num_classes,
-            output_stride=m.output_stride,
-            pretrained_backbone=None if resume else m.pretrained_backbone,
-            aux=m.aux,
-            width_mult=m.width_mult,
-            **m.head_options,
+            **m.build_kwargs(), pretrained_backbone=None if resume else m.pretrained_backbone
         )
         self.model_config = dict(model.config)
         groups = model.parameter_groups()
@@ -578,6 +571,7 @@ class _Trainer:
             if self.amp_dtype is not None
             else nullcontext()
         )
+        distill_loss = None
         with autocast:
             outputs = net(images)
             loss, parts = self.criterion(outputs, labels)
@@ -587,13 +581,21 @@ class _Trainer:
                 student = outputs["out"] if isinstance(outputs, dict) else outputs
                 kd = self.distill(student.float(), teacher_logits.float(), labels)
                 parts["distill"] = kd.detach()
-                loss = loss + self.cfg.distill.weight * kd
-        # Normalise by the global number of valid pixels: N ranks == one process with the whole batch.
+                distill_loss = self.cfg.distill.weight * kd
+        # DDP averages gradients over ranks; rescale each rank's terms so that N ranks == one
+        # process with the whole batch: per-pixel means (cross-entropy, pixel KD) by the rank's
+        # share of the valid pixels, per-image means (CWD) by its share of the images.
         if self.info.distributed:
-            local = (labels != 255).sum().to(torch.float32).reshape(1)
-            total = du.all_reduce_sum(local.clone())
-            scale = local * self.info.world_size / total.clamp(min=1)
-            loss = loss * scale.squeeze(0)
+            n_images = torch.full((), labels.shape[0], dtype=torch.float32, device=labels.device)
+            counts = torch.stack([(labels != 255).sum().to(torch.float32), n_images])
+            totals = du.all_reduce_sum(counts.clone()).clamp(min=1)
+            pixel_scale, image_scale = (counts * self.info.world_size / totals).unbind()
+            loss = loss * pixel_scale
+            if distill_loss is not None:
+                per_image = self.cfg.distill.type == "cwd"
+                distill_loss = distill_loss * (image_scale if per_image else pixel_scale)
+        if distill_loss is not None:
+            loss = loss + distill_loss
         bad = not bool(torch.isfinite(loss.detach()).all())
         if self.info.distributed:
             bad = du.broadcast_flag(bad, self.device)  # every rank stops together

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -77,14 +78,33 @@ def load_pretrained(backbone: nn.Module, path: str | Path) -> nn.Module:
     (or a :class:`~effseg.models.segmentor.Segmentor`, whose backbone is used).
     Classifier keys (``fc.*``, ``classifier.*``, and MobileNetV2's unused
     1280-channel ``features.18.*``) are dropped.  Missing keys, unexpected keys
-    and shape mismatches raise one :class:`CheckpointError` that lists them.
-    Returns ``backbone``.
+    and shape mismatches raise one :class:`CheckpointError` that lists them.  A backbone
+    whose ``pretrained_partial`` names key prefixes (MobileNetV3 with ``reduced_tail=True``)
+    keeps its initialisation for the tensors under them whose shapes differ from the file;
+    a warning counts them.  Returns ``backbone``.
     """
     target = getattr(backbone, "backbone", backbone)
     ignore = tuple(getattr(target, "pretrained_ignore", ()))
+    partial = tuple(getattr(target, "pretrained_partial", ()))
     state = read_state_dict(path)
     state = {k: v for k, v in state.items() if not (ignore and k.startswith(ignore))}
     own = target.state_dict()
+    if partial:
+        skipped = [
+            k
+            for k in own
+            if k.startswith(partial) and (k not in state or state[k].shape != own[k].shape)
+        ]
+        skipped += [k for k in state if k.startswith(partial) and k not in own]
+        if skipped:
+            warnings.warn(
+                f"{path}: {len(skipped)} tensors of the reduced last stage "
+                f"({', '.join(p.rstrip('.') for p in partial)}) do not exist in this file and keep "
+                "their random initialisation",
+                stacklevel=2,
+            )
+        state = {k: v for k, v in state.items() if k not in skipped}
+        state.update({k: own[k] for k in skipped if k in own})
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     mismatched = [

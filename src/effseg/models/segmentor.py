@@ -140,6 +140,7 @@ def build_model(
     pretrained_backbone: str | Path | None = None,
     aux: bool = True,
     width_mult: float = 1.0,
+    reduced_tail: bool = False,
     **head_options: Any,
 ) -> Segmentor:
     """Build a segmentor, e.g. ``build_model("pspnet", backbone="resnet50", num_classes=19)``.
@@ -148,7 +149,8 @@ def build_model(
     ``output_stride``: 8, 16 or 32; ``pretrained_backbone``: path to a
     torchvision-format ImageNet state dict (see :func:`load_pretrained`);
     ``aux``: add the auxiliary output (FCN head on the ``"aux"`` feature, or OCR's
-    object regions); ``width_mult``: MobileNet width multiplier.  Head options:
+    object regions); ``width_mult``: MobileNet width multiplier; ``reduced_tail``:
+    MobileNetV3's halved last stage (the paper's segmentation variant).  Head options:
     ``fcn``: channels, dropout; ``pspnet``: bins, channels, dropout; ``aspp``:
     rates (default DeepLabV3's 12/24/36 at output stride 8, 6/12/18 at 16),
     image_pooling, channels, dropout; ``ocr``: key_channels, mid_channels,
@@ -169,8 +171,12 @@ def build_model(
         raise ModelError(f"width_mult={width_mult!r}: expected a number > 0")
     if not isinstance(aux, bool):
         raise ModelError(f"aux={aux!r}: expected true or false")
+    if not isinstance(reduced_tail, bool):
+        raise ModelError(f"reduced_tail={reduced_tail!r}: expected true or false")
     opts = _resolve_options(head, output_stride, head_options)
-    net = build_backbone(backbone, output_stride=output_stride, width_mult=width_mult)
+    net = build_backbone(
+        backbone, output_stride=output_stride, width_mult=width_mult, reduced_tail=reduced_tail
+    )
     ch = net.out_channels
     if head == "fcn":
         main: nn.Module = FCNHead(ch["out"], num_classes, in_key="out", **opts)
@@ -190,6 +196,7 @@ def build_model(
         "output_stride": output_stride,
         "aux": aux,
         "width_mult": float(width_mult),
+        **({"reduced_tail": True} if reduced_tail else {}),
         **opts,
     }
     model = Segmentor(net, main, aux_head, num_classes=num_classes, config=config)

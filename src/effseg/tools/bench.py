@@ -197,16 +197,7 @@ def resolve_model(spec: str, num_classes: int = 19, device: str = "cpu") -> Benc
             raise BenchError(f"config {path} does not exist")
         from effseg.config import load_config
 
-        cfg = load_config(path).model
-        kwargs = {
-            "head": cfg.head,
-            "backbone": cfg.backbone,
-            "num_classes": cfg.num_classes,
-            "output_stride": cfg.output_stride,
-            "aux": cfg.aux,
-            "width_mult": cfg.width_mult,
-            **cfg.head_options,
-        }
+        kwargs = load_config(path).model.build_kwargs()
         return BenchModel(path.stem, build_model(**kwargs).eval().to(device), {"source": str(path)})
     if path.suffix.lower() == ".onnx":
         from effseg.tools.export import read_onnx_metadata

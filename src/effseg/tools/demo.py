@@ -147,14 +147,7 @@ def measure_step_seconds(cfg: Any, repeats: int = 2) -> float:
     from effseg.models import build_model
 
     m = cfg.model
-    model = build_model(
-        m.head,
-        backbone=m.backbone,
-        num_classes=m.num_classes,
-        output_stride=m.output_stride,
-        aux=m.aux,
-        **m.head_options,
-    ).train()
+    model = build_model(**m.build_kwargs()).train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     h, w = cfg.data.crop_size
     gen = torch.Generator().manual_seed(0)

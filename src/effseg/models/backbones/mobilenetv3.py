@@ -80,6 +80,15 @@ _SMALL = [
 # name -> (blocks, last conv channels (6x the last block), classifier hidden size)
 _VARIANTS = {"large": (_LARGE, 960, 1280), "small": (_SMALL, 576, 1024)}
 
+
+def _reduce_tail(confs: list[BlockConf]) -> list[BlockConf]:
+    """The paper's optional "reduced tail" (torchvision's ``reduced_tail=True``): the channels
+    of the last stage (its three blocks' outputs and the two later blocks' expansions) halved."""
+    first, second, third = confs[-3:]
+    first = first._replace(cout=first.cout // 2)
+    rest = [c._replace(cin=c.cin // 2, expanded=c.expanded // 2, cout=c.cout // 2) for c in (second, third)]
+    return [*confs[:-3], first, *rest]
+
 _BN = {"bn_eps": 0.001, "bn_momentum": 0.01}
 
 
@@ -116,7 +125,10 @@ class MobileNetV3(nn.Module):
     ``forward(x)`` with ``x`` (B, 3, H, W) returns
     ``{"low": last 1/8 block (40 / 24 ch), "aux": last 1/16 block (112 / 48 ch),
     "out": last 1x1 conv (960 / 576 ch)}``; ``out`` is at ``1/output_stride``,
-    ``aux`` at ``1/min(output_stride, 16)``.
+    ``aux`` at ``1/min(output_stride, 16)``.  ``reduced_tail=True`` halves the last
+    stage (Large: 160 -> 80 channels per block, ``out`` 960 -> 480; Small: 96 -> 48,
+    576 -> 288), the paper's segmentation variant ("RF2"); torchvision publishes no ImageNet
+    weights for it, so :func:`effseg.models.load_pretrained` skips that stage (``pretrained_partial``).
     """
 
     def __init__(
@@ -125,6 +137,7 @@ class MobileNetV3(nn.Module):
         output_stride: int = 8,
         width_mult: float = 1.0,
         classifier: bool = False,
+        reduced_tail: bool = False,
     ) -> None:
         super().__init__()
         if variant not in _VARIANTS:
@@ -133,9 +146,14 @@ class MobileNetV3(nn.Module):
             raise ModelError(f"output_stride={output_stride!r} is not supported; expected 8, 16 or 32")
         if not width_mult > 0:
             raise ModelError(f"width_mult={width_mult!r} must be > 0")
+        if not isinstance(reduced_tail, bool):
+            raise ModelError(f"reduced_tail={reduced_tail!r}: expected true or false")
         self.variant = variant
         self.output_stride = output_stride
+        self.reduced_tail = reduced_tail
         confs, last_conv, hidden = _VARIANTS[variant]
+        if reduced_tail:  # last conv stays 6x the last block's width, as in torchvision
+            confs, last_conv, hidden = _reduce_tail(confs), last_conv // 2, hidden // 2
         layers: list[nn.Module] = [
             ConvBNAct(3, make_divisible(16 * width_mult), 3, stride=2, activation=nn.Hardswish, **_BN)
         ]
@@ -161,6 +179,12 @@ class MobileNetV3(nn.Module):
         self.features = nn.Sequential(*layers)
         self.out_channels = {k: self.features[i].out_channels for k, i in self._taps.items()}
         self.pretrained_ignore: tuple[str, ...] = ("classifier.",)
+        # reduced tail: the last stage's shapes differ from every published checkpoint; those
+        # layers keep their initialisation (load_pretrained says so) instead of failing the load.
+        tail_start = self._taps["aux"] + 1
+        self.pretrained_partial: tuple[str, ...] = (
+            tuple(f"features.{i}." for i in range(tail_start, len(layers))) if reduced_tail else ()
+        )
         if classifier:
             self.classifier = nn.Sequential(
                 nn.Linear(last_out, hidden),
@@ -191,7 +215,17 @@ class MobileNetV3(nn.Module):
 
 
 def mobilenetv3(
-    variant: str = "large", output_stride: int = 8, width_mult: float = 1.0, classifier: bool = False
+    variant: str = "large",
+    output_stride: int = 8,
+    width_mult: float = 1.0,
+    classifier: bool = False,
+    reduced_tail: bool = False,
 ) -> MobileNetV3:
     """Build MobileNetV3-Large or -Small dilated to ``output_stride``."""
-    return MobileNetV3(variant, output_stride=output_stride, width_mult=width_mult, classifier=classifier)
+    return MobileNetV3(
+        variant,
+        output_stride=output_stride,
+        width_mult=width_mult,
+        classifier=classifier,
+        reduced_tail=reduced_tail,
+    )
