@@ -1,10 +1,12 @@
-"""The open-challenge result table and plot from the runs and the latency JSON.
+"""The open-challenge result table and plot from one ``effseg bench`` run over the trained runs.
 
-Reads ``runs/oc/<name>/eval/eval.json`` (written by ``effseg eval runs/oc/<name>``) and the
-latency file of ``latency.py``; prints a markdown table (mIoU, latency at 1024x512, mIoU per
-10 ms, both relative to the baseline) and draws ``docs/img/open_challenge_pareto.png``.
+``effseg bench runs/oc/<name> ... --runtime eager,onnxruntime --out DIR`` times every run's
+network and reads its mIoU from ``runs/oc/<name>/eval/eval.json`` (written by ``effseg eval``);
+this script prints the markdown table of docs/open_challenge.md (mIoU, latency, mIoU per 10 ms,
+each relative to the PSPNet-MobileNetV2 baseline, per runtime) and draws
+``docs/img/open_challenge_pareto.png``.
 
-    python benchmarks/open_challenge/table.py
+    python benchmarks/open_challenge/table.py --bench benchmarks/open_challenge/results/bench/bench.json
 """
 
 from __future__ import annotations
@@ -13,83 +15,103 @@ import argparse
 import json
 from pathlib import Path
 
-# run name -> (label in the table, architecture name timed by latency.py)
+# run name (runs/oc/<name>, configs/synthetic/open_challenge/<name>.yaml) -> label, in table order
 ROWS = {
-    "pspnet_mbv2": ("PSPNet-MobileNetV2 OS8 (baseline)", "pspnet_mobilenetv2"),
-    "lraspp_mbv3_large_project": ("LR-ASPP-MobileNetV3-L OS8, project recipe", "lraspp_mobilenetv3_large"),
-    "lraspp_mbv3_large_os16_bnm001": (
-        "LR-ASPP-MobileNetV3-L OS16, BN momentum 0.01",
-        "lraspp_mobilenetv3_large_os16",
-    ),
-    "lraspp_mbv3_large_os16": ("LR-ASPP-MobileNetV3-L OS16, fixed recipe", "lraspp_mobilenetv3_large_os16"),
-    "lraspp_mbv3_large_os16_kd": (
-        "LR-ASPP-MobileNetV3-L OS16, fixed recipe + KD from PSPNet-R18",
-        "lraspp_mobilenetv3_large_os16",
-    ),
-    "lraspp_mbv3_large_os16_kd_self": (
-        "LR-ASPP-MobileNetV3-L OS16, fixed recipe + KD from itself (born-again)",
-        "lraspp_mobilenetv3_large_os16",
-    ),
-    "pspnet_r18_teacher": ("PSPNet-ResNet18 OS16 (teacher)", "pspnet_resnet18_os16"),
+    "pspnet_mbv2": "PSPNet-MobileNetV2 OS8 (baseline)",
+    "pspnet_mbv2_kd_r50": "PSPNet-MobileNetV2 OS8 + pixel KD from PSPNet-R50",
+    "lraspp_mbv3_large_project": "LR-ASPP-MobileNetV3-L OS8, project recipe (BN momentum 0.01, wd on all)",
+    "lraspp_mbv3_large_os8_bnm": "LR-ASPP-MobileNetV3-L OS8, BN momentum 0.1",
+    "lraspp_mbv3_large_os16_bnm001": "LR-ASPP-MobileNetV3-L OS16, BN momentum 0.01",
+    "lraspp_mbv3_large_os16": "LR-ASPP-MobileNetV3-L OS16, fixed recipe",
+    "lraspp_mbv3_large_os16_kd_r50": "LR-ASPP-MobileNetV3-L OS16, fixed recipe + pixel KD from PSPNet-R50",
+    "lraspp_mbv3_large_os16_cwd_r50": "LR-ASPP-MobileNetV3-L OS16, fixed recipe + CWD from PSPNet-R50",
+    "lraspp_mbv3_large_os16_rt": "LR-ASPP-MobileNetV3-L OS16 reduced tail, fixed recipe",
+    "lraspp_mbv3_small_os16": "LR-ASPP-MobileNetV3-S OS16, fixed recipe",
+    "pspnet_r50_teacher": "PSPNet-ResNet50 OS8 (the teacher; 2x the iterations)",
 }
 BASELINE = "pspnet_mbv2"
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", default="runs/oc")
-    p.add_argument("--latency", default="benchmarks/open_challenge/results/latency_1024x512.json")
-    p.add_argument("--plot", default="docs/img/open_challenge_pareto.png")
-    a = p.parse_args()
-    lat = {r["model"]: r for r in json.loads(Path(a.latency).read_text())["rows"]}
+def load_rows(bench_json: Path) -> list[dict]:
+    """One dict per run of :data:`ROWS` found in the bench file, with per-runtime latencies."""
+    results = json.loads(bench_json.read_text())["results"]
     rows = []
-    for name, (label, arch) in ROWS.items():
-        ev = Path(a.runs) / name / "eval" / "eval.json"
-        if not ev.is_file() or arch not in lat:
+    for name, label in ROWS.items():
+        found = {r["runtime"]: r for r in results if r["model"] == name}
+        if "eager" not in found or found["eager"].get("miou") is None:
             continue
-        miou = json.loads(ev.read_text())["miou"] * 100
-        ms = lat[arch]["latency_ms_median"]
-        rows.append(
-            {
-                "name": name,
-                "label": label,
-                "miou": miou,
-                "ms": ms,
-                "gflops": lat[arch]["gflops"],
-                "per10": miou / ms * 10,
-            }
-        )
+        eager = found["eager"]
+        row = {"name": name, "label": label, "miou": eager["miou"], "gflops": eager["gflops"]}
+        for runtime, r in found.items():
+            row[runtime] = r["latency_ms_median"]
+        rows.append(row)
+    if not any(r["name"] == BASELINE for r in rows):
+        raise SystemExit(f"{bench_json}: no result with an mIoU for the baseline {BASELINE}")
+    return rows
+
+
+def markdown(rows: list[dict], runtimes: list[str]) -> str:
     base = next(r for r in rows if r["name"] == BASELINE)
-    print("| model | config | mIoU (%) | GFLOPs | latency (ms) | mIoU per 10 ms | vs baseline |")
-    print("|---|---|---|---|---|---|---|")
+    head = ["model", "config", "mIoU (%)", "GFLOPs"]
+    for rt in runtimes:
+        head += [f"{rt} (ms)", f"mIoU per 10 ms ({rt})", "vs baseline"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        rel = (r["per10"] / base["per10"] - 1) * 100
-        d = r["miou"] - base["miou"]
-        print(
-            f"| {r['label']} | `{r['name']}.yaml` | {r['miou']:.2f} ({d:+.2f}) | {r['gflops']:.1f} | "
-            f"{r['ms']:.0f} | {r['per10']:.3f} | {rel:+.0f}% |"
-        )
+        cells = [r["label"], f"`{r['name']}.yaml`", f"{r['miou']:.2f} ({r['miou'] - base['miou']:+.2f})"]
+        cells.append(f"{r['gflops']:.1f}")
+        for rt in runtimes:
+            if rt not in r:
+                cells += ["-", "-", "-"]
+                continue
+            per10, base10 = r["miou"] / r[rt] * 10, base["miou"] / base[rt] * 10
+            cells += [f"{r[rt]:.0f}", f"{per10:.3f}", f"{(per10 / base10 - 1) * 100:+.0f}%"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], runtimes: list[str], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in rows:
-        ax.scatter(r["ms"], r["miou"], s=40)
-        ax.annotate(r["label"], (r["ms"], r["miou"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
-    xs = sorted(r["ms"] for r in rows)
-    ax.plot(xs, [base["per10"] * x / 10 for x in xs], "k--", lw=0.8, label="baseline mIoU per 10 ms")
-    ax.plot(xs, [1.1 * base["per10"] * x / 10 for x in xs], "g:", lw=0.8, label="+10% (the goal)")
-    ax.set_xlabel("CPU latency at 1024x512, batch 1 (ms, median)")
-    ax.set_ylabel("mIoU on the synthetic val set (%)")
-    ax.set_title("Open challenge: accuracy vs latency (same data and budget)")
-    ax.set_xlim(min(xs) * 0.9, max(xs) * 1.45)
-    ax.legend(fontsize=7, loc="upper right")
+    base = next(r for r in rows if r["name"] == BASELINE)
+    fig, axes = plt.subplots(1, len(runtimes), figsize=(6.5 * len(runtimes), 4.8), squeeze=False)
+    for ax, rt in zip(axes[0], runtimes, strict=True):
+        pts = [r for r in rows if rt in r]
+        for i, r in enumerate(pts):
+            ax.scatter(r[rt], r["miou"], s=36, color=f"C{i % 10}", label=r["label"])
+        xs = sorted(r[rt] for r in pts)
+        per10 = base["miou"] / base[rt] * 10
+        ax.plot(xs, [per10 * x / 10 for x in xs], "k--", lw=0.8, label="baseline mIoU per 10 ms")
+        ax.plot(xs, [1.1 * per10 * x / 10 for x in xs], "g:", lw=0.8, label="+10% (the goal)")
+        ax.set_xscale("log")
+        ax.set_xlabel(f"CPU latency at 1024x512, batch 1, {rt} (ms, median, log scale)")
+        ax.set_ylabel("mIoU on the synthetic val set (%)")
+        ax.set_title(f"accuracy vs latency ({rt})")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][-1].legend(fontsize=6.5, loc="lower right")
+    fig.suptitle("Open challenge: same data and budget for every student (synthetic city, CPU)")
     fig.tight_layout()
-    Path(a.plot).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(a.plot, dpi=120)
-    print(f"wrote {a.plot}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--bench", default="benchmarks/open_challenge/results/bench/bench.json")
+    p.add_argument("--runtimes", default="eager,onnxruntime")
+    p.add_argument("--plot", default="docs/img/open_challenge_pareto.png")
+    p.add_argument("--out", default="benchmarks/open_challenge/results/table.md")
+    a = p.parse_args()
+    runtimes = a.runtimes.split(",")
+    rows = load_rows(Path(a.bench))
+    table = markdown(rows, runtimes)
+    print(table)
+    Path(a.out).write_text(table + "\n", encoding="utf-8")
+    plot(rows, runtimes, Path(a.plot))
+    print(f"wrote {a.out} and {a.plot}")
 
 
 if __name__ == "__main__":

@@ -23,3 +23,11 @@ class DataError(EffsegError, ValueError):
 
 class CheckpointError(EffsegError, ValueError):
     """A checkpoint cannot be read or does not fit the model."""
+
+
+class ExportError(EffsegError, ValueError):
+    """An export cannot be done as asked (bad size, unsupported model, parity failure)."""
+
+
+class BenchError(EffsegError, ValueError):
+    """A benchmark argument is wrong (unknown runtime, bad size, missing model file)."""

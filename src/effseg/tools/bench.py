@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effseg.errors import EffsegError
+from effseg.errors import BenchError, EffsegError
 from effseg.tools.export import ExportError, parse_input_size
 from effseg.tools.sysinfo import machine_info, peak_fp32_flops
 
@@ -47,9 +47,6 @@ MEMORY_METHOD = {
 }
 FLOPS_CONVENTION = "torch.utils.flop_counter: 1 multiply-add = 2 FLOPs; GFLOPs = FLOPs / 1e9"
 
-
-class BenchError(EffsegError, ValueError):
-    """A benchmark argument is wrong (unknown runtime, bad size, missing model file)."""
 
 
 # ----------------------------------------------------------------------------- statistics

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from effseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from effseg.errors import EffsegError
+from effseg.errors import ExportError
 
 DEFAULT_OPSET = 18
 META_KEY = "effseg"  # metadata_props key holding the JSON metadata
@@ -41,9 +41,6 @@ META_KEY = "effseg"  # metadata_props key holding the JSON metadata
 _IMAGENET_MEAN = IMAGENET_MEAN
 _IMAGENET_STD = IMAGENET_STD
 
-
-class ExportError(EffsegError, ValueError):
-    """An export cannot be done as asked (bad size, unsupported model, parity failure)."""
 
 
 def parse_input_size(text: str | tuple[int, int] | list[int]) -> tuple[int, int]:
