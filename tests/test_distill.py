@@ -283,3 +283,16 @@ def test_bn_momentum_and_no_decay_options(tmp_path: Path, city: Path) -> None:
     assert {m.momentum for m in default.model.backbone.modules() if isinstance(m, nn.BatchNorm2d)} == {0.01}
     with pytest.raises(ConfigError, match="train.bn_momentum"):
         load_config(_config(tmp_path, city), ["train.bn_momentum=0"])
+    # no decay on the squeeze-excitation layers only: exactly their weights and biases
+    from effseg.models.backbones.mobilenetv3 import SqueezeExcitation
+
+    se_cfg = load_config(_config(tmp_path, city), ["train.no_decay_se=true", "train.weight_decay=0.01"])
+    se_trainer = _Trainer(se_cfg, tmp_path / "run3", du.init_distributed("cpu"), False, False)
+    se_groups = {g["name"]: g for g in se_trainer.optimizer.param_groups}
+    se_params = {
+        id(p) for m in se_trainer.model.modules() if isinstance(m, SqueezeExcitation) for p in m.parameters()
+    }
+    assert len(se_params) == 4 * 9  # MobileNetV3-Small: 9 SE blocks, fc1/fc2 weight + bias each
+    exempt = {id(p) for g in ("backbone_no_decay", "head_no_decay") for p in se_groups[g]["params"]}
+    assert exempt == se_params and se_groups["backbone_no_decay"]["weight_decay"] == 0.0
+    assert any(p.ndim == 1 for p in se_groups["backbone"]["params"])  # BatchNorm still decayed

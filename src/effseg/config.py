@@ -126,6 +126,8 @@ class TrainConfig:
     bn_momentum: float | None = None
     # No weight decay on 1-D parameters (norm weights/biases, conv and SE biases).
     no_decay_norm_bias: bool = False
+    # No weight decay on the squeeze-excitation layers (MobileNetV3's SE fc1/fc2 weights too).
+    no_decay_se: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
     deterministic: bool = False

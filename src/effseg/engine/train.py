@@ -417,11 +417,20 @@ class _Trainer:
             {"params": groups["backbone"], "lr": t.lr, "name": "backbone"},
             {"params": groups["head"], "lr": t.lr * t.head_lr_mult, "name": "head"},
         ]
-        if t.no_decay_norm_bias:  # 1-D params (norms, biases) move to extra groups without decay
+        if t.no_decay_norm_bias or t.no_decay_se:
+            # 1-D params (norms, biases) and/or squeeze-excitation layers move to extra groups
+            # without decay (same learning rate as their group)
+            from effseg.models.backbones.mobilenetv3 import SqueezeExcitation
+
+            se = {id(p) for m in model.modules() if isinstance(m, SqueezeExcitation) for p in m.parameters()}
+
+            def exempt(p: nn.Parameter) -> bool:
+                return (t.no_decay_norm_bias and p.ndim <= 1) or (t.no_decay_se and id(p) in se)
+
             for g in list(param_groups):
                 g["params"], no_decay = (
-                    [p for p in g["params"] if p.ndim > 1],
-                    [p for p in g["params"] if p.ndim <= 1],
+                    [p for p in g["params"] if not exempt(p)],
+                    [p for p in g["params"] if exempt(p)],
                 )
                 param_groups.append(
                     {"params": no_decay, "lr": g["lr"], "weight_decay": 0.0, "name": f"{g['name']}_no_decay"}
