@@ -53,6 +53,17 @@ def city(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def _train_alone_and_with_torchrun(cfg: dict, tmp_path: Path) -> tuple[dict, dict]:
+    """Train ``cfg`` in one process (run ``single``) and in two gloo processes (run ``ddp``);
+    returns both final checkpoints."""
+    path = write_config(tmp_path / "exp.yaml", cfg)
+    single = run_effseg(["train", str(path), "--run-dir", str(tmp_path / "single")])
+    assert single.returncode == 0, single.stderr
+    multi = torchrun(["train", str(path), "--run-dir", str(tmp_path / "ddp")])
+    assert multi.returncode == 0, multi.stderr + multi.stdout
+    return load_checkpoint(tmp_path / "single" / "last.pt"), load_checkpoint(tmp_path / "ddp" / "last.pt")
+
+
 @pytest.mark.slow
 def test_two_gloo_processes_equal_one_process(city: Path, tmp_path: Path) -> None:
     cfg = tiny_config(
@@ -60,13 +71,7 @@ def test_two_gloo_processes_equal_one_process(city: Path, tmp_path: Path) -> Non
         model={"aux": False, "head_options": {"dropout": 0.0}},
         train={"iterations": 3, "batch_size": 4, "freeze_bn": True, "val_interval": 3, "log_interval": 1},
     )
-    path = write_config(tmp_path / "exp.yaml", cfg)
-    single = run_effseg(["train", str(path), "--run-dir", str(tmp_path / "single")])
-    assert single.returncode == 0, single.stderr
-    multi = torchrun(["train", str(path), "--run-dir", str(tmp_path / "ddp")])
-    assert multi.returncode == 0, multi.stderr + multi.stdout
-
-    a, b = load_checkpoint(tmp_path / "single" / "last.pt"), load_checkpoint(tmp_path / "ddp" / "last.pt")
+    a, b = _train_alone_and_with_torchrun(cfg, tmp_path)
     assert a["iteration"] == b["iteration"] == 3 and b["world_size"] == 2 and len(b["rng"]) == 2
     assert_same_state(a["model"], b["model"], atol=2e-5)
     # The tolerance is meaningful: 3 steps moved the weights far more than it (the trainer seeds
@@ -115,12 +120,7 @@ def test_distillation_under_ddp_equals_one_process(city: Path, tmp_path: Path, k
         train={"iterations": 3, "batch_size": 4, "freeze_bn": True, "val_interval": 3, "log_interval": 1},
         distill={"teacher": str(teacher_path), "type": kind, "temperature": 4.0, "weight": 1.0},
     )
-    path = write_config(tmp_path / "exp.yaml", cfg)
-    single = run_effseg(["train", str(path), "--run-dir", str(tmp_path / "single")])
-    assert single.returncode == 0, single.stderr
-    multi = torchrun(["train", str(path), "--run-dir", str(tmp_path / "ddp")])
-    assert multi.returncode == 0, multi.stderr + multi.stdout
-    a, b = load_checkpoint(tmp_path / "single" / "last.pt"), load_checkpoint(tmp_path / "ddp" / "last.pt")
+    a, b = _train_alone_and_with_torchrun(cfg, tmp_path)
     assert_same_state(a["model"], b["model"], atol=2e-5)
     logged = [json.loads(ln) for ln in (tmp_path / "single" / "log.jsonl").read_text().splitlines()]
     assert min(r["loss_distill"] for r in logged if "loss_distill" in r) > 0.05  # the term is not idle
