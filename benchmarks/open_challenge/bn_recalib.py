@@ -14,13 +14,14 @@ small momentum (torchvision's MobileNetV3 uses 0.01) costs at evaluation.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 
 from effseg.config import config_from_dict
+from effseg.engine.batchnorm import recompute_batchnorm_stats
 from effseg.engine.checkpoint import load_model
 from effseg.engine.evaluate import evaluate
 from effseg.engine.train import build_datasets
@@ -37,17 +38,8 @@ def main() -> None:
     cfg = config_from_dict(meta["config"])
     train_set, val_set = build_datasets(cfg)
     before = evaluate(model, val_set, progress=False)["miou"]
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches below
     loader = DataLoader(train_set, batch_size=cfg.train.batch_size, shuffle=True, drop_last=True)
-    model.train()
-    with torch.no_grad():
-        for i, (images, _) in enumerate(loader):
-            if i >= a.batches:
-                break
-            model(images)
+    recompute_batchnorm_stats(model, (images for images, _ in itertools.islice(loader, a.batches)))
     model.eval()
     after = evaluate(model, val_set, progress=False)["miou"]
     result = {"run": a.run, "miou": before * 100, "miou_precise_bn": after * 100, "batches": a.batches}

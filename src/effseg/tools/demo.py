@@ -184,6 +184,7 @@ def precise_batchnorm(checkpoint: Path, cfg: Any, batch_size: int = 8) -> int:
     from torch.utils.data import DataLoader
 
     from effseg.data import build_dataset, build_eval_transform
+    from effseg.engine.batchnorm import recompute_batchnorm_stats
     from effseg.engine.checkpoint import load_checkpoint, load_model, save_checkpoint
 
     model, _ = load_model(checkpoint)
@@ -195,19 +196,9 @@ def precise_batchnorm(checkpoint: Path, cfg: Any, batch_size: int = 8) -> int:
         transform=build_eval_transform(mean=tuple(d.mean), std=tuple(d.std)),
         **d.options,
     )
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms:
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    if recompute_batchnorm_stats(model, (images for images, _ in loader)) == 0:
         return 0
-    momenta = [bn.momentum for bn in norms]
-    for bn in norms:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative moving average over the batches below
-    model.train()
-    with torch.no_grad():
-        for images, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-            model(images)
-    for bn, momentum in zip(norms, momenta, strict=True):
-        bn.momentum = momentum
     ckpt = load_checkpoint(checkpoint)
     ckpt["model"] = model.state_dict()
     ckpt["precise_bn"] = {"images": len(dataset)}
