@@ -96,6 +96,7 @@ def test_distillation_under_ddp_equals_one_process(city: Path, tmp_path: Path, k
     # padded with void by varying amounts, so the two ranks' valid-pixel shares differ and
     # scaling the CWD term by them (instead of by the image share) would move the weights away
     # from the single-process run (1.3e-4 here, checked when the test was written).
+    from effseg.engine.batchnorm import recompute_batchnorm_stats
     from effseg.engine.checkpoint import save_checkpoint
     from effseg.models import build_model
 
@@ -104,13 +105,7 @@ def test_distillation_under_ddp_equals_one_process(city: Path, tmp_path: Path, k
     # At initialisation the eval-mode network's logits are nearly constant over the image (its
     # running statistics are 0 / 1), which makes CWD ~0; estimating them on random images gives
     # a teacher whose class maps vary.
-    teacher.train()
-    for m in teacher.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None  # cumulative average
-    with torch.no_grad():
-        for _ in range(4):
-            teacher(torch.randn(4, 3, 64, 64))
+    recompute_batchnorm_stats(teacher, (torch.randn(4, 3, 64, 64) for _ in range(4)))
     teacher_path = tmp_path / "teacher.pt"
     save_checkpoint(teacher_path, {"model": teacher.state_dict(), "model_config": dict(teacher.config)})
     cfg = tiny_config(
