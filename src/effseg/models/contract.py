@@ -1,0 +1,39 @@
+"""The model contract, stated once.
+
+Every effseg model (a :class:`~effseg.models.segmentor.Segmentor` or a whole real-time
+network) takes a float image batch ``x`` of shape ``(B, 3, H, W)`` and
+
+- in **eval mode** returns one logits tensor ``(B, C, H, W)`` at the input size;
+- in **training mode** returns a ``dict[str, Tensor]`` of named outputs at the input size:
+  ``"out"`` (the main logits, always present) plus the model's auxiliary outputs
+  (``"aux"``, BiSeNetV2's ``"aux2"``..``"aux5"`` boosters, PIDNet's ``"p"`` and ``"boundary"``);
+  segmentation outputs are ``(B, C, H, W)``, a boundary output is ``(B, 1, H, W)`` logits.
+
+and declares, in its attribute ``loss_terms: dict[str, LossTerm]``, the loss and the weight
+of every training output (the keys are exactly the training-mode output names). The trainer
+and :mod:`effseg.engine.losses` read only this declaration: no per-model branches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["LossTerm", "LOSS_KINDS"]
+
+#: ``seg``: the run's segmentation loss (``train.loss``: CE or OHEM) against the label map;
+#: ``boundary``: weighted binary CE against boundary targets derived from the labels (PIDNet's l_1);
+#: ``boundary_seg``: CE restricted to pixels where the model's ``"boundary"`` output is confident
+#: (PIDNet's boundary-aware CE, l_3).
+LOSS_KINDS = ("seg", "boundary", "boundary_seg")
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    """The loss of one training output: ``weight * loss(kind)(output, target)``."""
+
+    weight: float
+    kind: str = "seg"
+
+    def __post_init__(self) -> None:
+        if self.kind not in LOSS_KINDS:
+            raise ValueError(f"LossTerm kind {self.kind!r}: expected one of {', '.join(LOSS_KINDS)}")
