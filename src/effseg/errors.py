@@ -31,3 +31,7 @@ class ExportError(EffsegError, ValueError):
 
 class BenchError(EffsegError, ValueError):
     """A benchmark argument is wrong (unknown runtime, bad size, missing model file)."""
+
+
+class SizeError(ConfigError):
+    """A size is not ``WIDTHxHEIGHT`` with two positive integers (e.g. ``480x360``)."""
