@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -98,8 +99,11 @@ class TrainConfig:
     """Optimisation recipe. ``batch_size`` is the *global* batch (split over ranks)."""
 
     epochs: int = 50
-    # When set, overrides ``epochs``: total optimiser steps.
+    # When set, overrides ``epochs``: total optimiser steps (the exact, deterministic mode).
     iterations: int | None = None
+    # Minutes of training (validation excluded): train by the clock instead of by steps.
+    # Overrides ``epochs``; excludes ``iterations`` (set it to null). See docs/training.md.
+    time_budget: float | None = None
     batch_size: int = 8
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.01
@@ -111,6 +115,8 @@ class TrainConfig:
     poly_power: float = 0.9
     warmup_iters: int = 0
     warmup_ratio: float = 0.1  # lr factor at iteration 0 of the linear warm-up
+    # With ``time_budget``: linear warm-up over this share of the budget (0.05 = first 5 %).
+    warmup_fraction: float = 0.0
     grad_clip: float | None = None  # max global L2 norm of the gradients
     loss: Literal["ce", "ohem"] = "ce"
     ohem_thresh: float = 0.7
@@ -118,7 +124,7 @@ class TrainConfig:
     class_weights: list[float] | None = None
     aux_weight: float = 0.4
     amp: Literal["none", "bf16", "fp16"] = "none"
-    channels_last: bool = True  # applied on CUDA only
+    channels_last: bool = False  # model and input batches in torch.channels_last (CPU and CUDA)
     sync_bn: bool = False  # SyncBatchNorm under torchrun on CUDA; never the default
     freeze_bn: bool = False  # keep BatchNorm in eval mode (running statistics) while training
     # Override every BatchNorm's momentum while training (null: the model's own; torchvision's
@@ -308,6 +314,24 @@ def _check_values(cfg: Config, where: str) -> None:
         fail("train.epochs", "a positive integer", t.epochs)
     if t.iterations is not None and t.iterations < 1:
         fail("train.iterations", "a positive integer or null", t.iterations)
+    if t.time_budget is not None:
+        if not (math.isfinite(t.time_budget) and t.time_budget > 0):
+            fail("train.time_budget", "a positive number of minutes or null", t.time_budget)
+        if t.iterations is not None:
+            raise ConfigError(
+                f"{where}train.time_budget={t.time_budget} and train.iterations={t.iterations} exclude "
+                "each other: set train.iterations=null to train by the clock, or train.time_budget=null"
+            )
+        if t.warmup_iters:
+            raise ConfigError(
+                f"{where}train.warmup_iters={t.warmup_iters} counts steps, which a time budget does not "
+                "fix: use train.warmup_fraction (share of the budget, e.g. 0.05) with train.time_budget"
+            )
+    elif t.warmup_fraction:
+        wf = t.warmup_fraction
+        fail("train.warmup_fraction", "0 without train.time_budget (use train.warmup_iters)", wf)
+    if not (math.isfinite(t.warmup_fraction) and 0 <= t.warmup_fraction < 1):
+        fail("train.warmup_fraction", "a number in [0, 1)", t.warmup_fraction)
     if t.batch_size < 1:
         fail("train.batch_size", "a positive integer", t.batch_size)
     for key in ("lr", "head_lr_mult"):
