@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from effseg.errors import ConfigError, EffsegError, SizeError
-from effseg.size import Size, format_size, parse_size
+from effseg.size import Size, format_size, parse_size, read_old_size
 
 
 def test_text_is_width_by_height() -> None:
@@ -44,3 +44,20 @@ def test_bad_sizes_one_line_naming_value(bad: object) -> None:
     assert repr(bad) in msg or repr(list(bad)) in msg  # type: ignore[call-overload]
     assert "WIDTHxHEIGHT" in msg or "height, width" in msg
     assert isinstance(err.value, ConfigError) and isinstance(err.value, EffsegError)
+
+
+def test_old_pairs_are_read_in_their_old_order_with_one_note(capsys: pytest.CaptureFixture[str]) -> None:
+    assert read_old_size([352, 480], "x.crop_size", "hw") == Size(h=352, w=480)
+    assert read_old_size((1024, 512), "x.resize", "wh") == Size(h=512, w=1024)
+    assert read_old_size("480x352", "x.crop_size", "hw") == Size(h=352, w=480)
+    assert read_old_size(Size(1, 2), "x.resize", "wh") == Size(1, 2)
+    read_old_size([352, 480], "x.crop_size", "hw")  # same note: printed once
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "effseg: note: x.crop_size: [352, 480] is the old (height, width) spelling; "
+        "write 480x352 (WIDTHxHEIGHT)",
+        "effseg: note: x.resize: [1024, 512] is the old (width, height) spelling; "
+        "write 1024x512 (WIDTHxHEIGHT)",
+    ]
+    with pytest.raises(SizeError, match=r"x\.resize \[5, 0\]: expected WIDTHxHEIGHT"):
+        read_old_size([5, 0], "x.resize", "wh")

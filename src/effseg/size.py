@@ -13,12 +13,13 @@ Size(h=360, w=480)
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from effseg.errors import SizeError
 
-__all__ = ["Size", "parse_size", "format_size", "SIZE_FORM"]
+__all__ = ["Size", "parse_size", "format_size", "read_old_size", "note_once", "SIZE_FORM"]
 
 #: How a size is spelled in text, for error messages and help strings.
 SIZE_FORM = "WIDTHxHEIGHT such as 480x360"
@@ -97,3 +98,36 @@ def format_size(size: Sequence[int]) -> str:
     """``Size(h=360, w=480)`` (or any ``(h, w)`` pair) -> ``"480x360"``."""
     h, w = size
     return f"{int(w)}x{int(h)}"
+
+
+_NOTED: set[str] = set()
+
+
+def note_once(text: str) -> None:
+    """Print ``effseg: note: <text>`` on stderr, once per process for the same text."""
+    if text not in _NOTED:
+        _NOTED.add(text)
+        print(f"effseg: note: {text}", file=sys.stderr)
+
+
+def read_old_size(value: str | Sequence[int] | Size, what: str, order: Literal["hw", "wh"]) -> Size:
+    """:func:`parse_size` that still reads a setting's old spelling, a plain pair of numbers.
+
+    A :class:`Size` or ``WIDTHxHEIGHT`` text is read as by :func:`parse_size`. A plain list or
+    tuple is the spelling the setting had before the size convention: ``order="hw"`` for
+    ``crop_size: [352, 480]`` (height, width), ``order="wh"`` for ``resize: [1024, 512]``
+    (width, height). It is read in that order and a one-line note names the new spelling.
+
+    Raises:
+        SizeError: as :func:`parse_size`.
+    """
+    if isinstance(value, (str, Size)) or not isinstance(value, Sequence) or len(value) != 2:
+        return parse_size(value, what)
+    pair = list(value)
+    names = "(height, width)" if order == "hw" else "(width, height)"
+    try:
+        size = parse_size(pair if order == "hw" else pair[::-1], what)
+    except SizeError:
+        raise SizeError(f"{what} {pair!r}: expected {SIZE_FORM} (or two positive integers {names})") from None
+    note_once(f"{what}: {pair!r} is the old {names} spelling; write {format_size(size)} (WIDTHxHEIGHT)")
+    return size
