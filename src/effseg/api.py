@@ -1,7 +1,7 @@
 """The Python entry point for inference: ``effseg.load(path) -> Predictor``.
 
 >>> import effseg
->>> model = effseg.load("runs/pspnet_r18")          # run dir, .pt checkpoint or .onnx file
+>>> model = effseg.load("runs/pspnet_r18")          # run dir, .pt, .onnx or a shipped "camvid-<model>"
 >>> labels = model.predict("street.jpg")             # (H, W) uint8 class ids, input resolution
 >>> model.classes[labels[0, 0]], model.palette.shape  # ('road', (19, 3))
 >>> rgb = model.colorize(labels)                     # (H, W, 3) uint8 in the dataset palette
@@ -18,15 +18,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from effseg.data.visualize import colorize, overlay
 from effseg.errors import CheckpointError, DataError, ModelError
 
 ImageLike = str | Path | Image.Image | np.ndarray
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
-# Fallback normalisation when a checkpoint does not record its own (ImageNet, 0..1 units).
-_DEFAULT_MEAN = (0.485, 0.456, 0.406)
-_DEFAULT_STD = (0.229, 0.224, 0.225)
 
 
 # --------------------------------------------------------------------------- images
@@ -135,8 +133,8 @@ class Predictor:
         *,
         classes: Sequence[str],
         palette: np.ndarray | Sequence[Sequence[int]] | None = None,
-        mean: Sequence[float] = _DEFAULT_MEAN,
-        std: Sequence[float] = _DEFAULT_STD,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         device: str | torch.device = "cpu",
         input_size: tuple[int, int] | None = None,
         fixed_input_size: tuple[int, int] | None = None,
@@ -150,6 +148,10 @@ class Predictor:
         self.num_classes = len(self.classes)
         self.palette: np.ndarray = _as_palette(palette, self.num_classes)
         self.device = torch.device(device)
+        if mean is None or std is None:  # ImageNet statistics, defined once in effseg.data.transforms
+            from effseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+            mean, std = IMAGENET_MEAN, IMAGENET_STD
         mean_arr, std_arr = np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32)
         if mean_arr.max() > 1.0 or std_arr.max() > 1.0:  # recorded in 0..255 units
             mean_arr, std_arr = mean_arr / 255.0, std_arr / 255.0
@@ -246,27 +248,6 @@ class Predictor:
         return overlay(read_image(image), colorize(labels, self.palette), alpha)
 
 
-def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    """``(H, W)`` ids -> ``(H, W, 3)`` uint8; ids with no palette entry (ignore = 255) are black."""
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise DataError(f"labels have shape {tuple(labels.shape)}; expected (H, W)")
-    size = 256 if labels.dtype == np.uint8 else max(256, int(labels.max(initial=0)) + 1)
-    lut = np.zeros((size, 3), np.uint8)
-    lut[: len(palette)] = palette
-    return lut[labels.astype(np.int64, copy=False).clip(0, len(lut) - 1)]
-
-
-def overlay(image: np.ndarray, color: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """``(H, W, 3)`` uint8 image and colour mask -> blended ``(H, W, 3)`` uint8."""
-    if not 0.0 <= alpha <= 1.0:
-        raise DataError(f"overlay alpha {alpha}: expected a value in [0, 1]")
-    if image.shape != color.shape:
-        raise DataError(f"image {tuple(image.shape)} and mask {tuple(color.shape)} differ in size")
-    blend = (1.0 - alpha) * image.astype(np.float32) + alpha * color.astype(np.float32)
-    return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
-
-
 def _as_palette(palette: Any, num_classes: int) -> np.ndarray:
     if palette is None or len(palette) == 0:
         # Distinct, deterministic colours when a checkpoint carries none (matplotlib's tab20 cycle).
@@ -306,82 +287,41 @@ def load(
     input_size: str | tuple[int, int] | None = None,
     batch_size: int = 4,
 ) -> Predictor:
-    """Load a run directory, a ``.pt`` checkpoint or an ``.onnx`` file for inference.
+    """Load a shipped model name, a run directory, a ``.pt`` checkpoint or an ``.onnx`` file.
 
-    ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"auto"``.
-    ``input_size``: optional ``(W, H)`` / ``"WxH"`` the network sees (outputs keep the input size).
+    ``path``: ``"camvid-<model>"`` (shipped inside the package, see ``effseg models --pretrained``),
+    a run folder (``best.pt``, else ``last.pt``), a checkpoint or an effseg ONNX file.
+    ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"auto"`` (ONNX runs on the CPU).
+    ``input_size``: optional ``(W, H)`` / ``"WxH"`` the network sees (outputs keep the input size);
+    default: a shipped model's registry size, an ONNX file's fixed size, else the image's own.
     """
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such file or directory (expected a run dir, .pt or .onnx)")
+    from effseg.deploy.artifact import load_artifact
+
     dev = _resolve_device(device)
     size = parse_size(input_size)
-    if path.suffix.lower() == ".onnx":
-        return _load_onnx(path, dev, size, batch_size)
-    if path.is_dir() or path.suffix.lower() in (".pt", ".pth", ".ckpt"):
-        return _load_torch(path, dev, size, batch_size)
-    raise CheckpointError(
-        f"{path}: unknown model file type {path.suffix!r}; expected a run dir, .pt or .onnx"
-    )
-
-
-def _meta_get(meta: Any, key: str, default: Any = None) -> Any:
-    if isinstance(meta, dict):
-        return meta.get(key, default)
-    return getattr(meta, key, default)
-
-
-def _dataset_fields(meta: Any, num_classes: int) -> dict[str, Any]:
-    """Predictor keyword arguments read from checkpoint / ONNX metadata: classes, palette, mean, std."""
-    return {
-        "classes": _meta_get(meta, "classes") or [f"class_{i}" for i in range(num_classes)],
-        "palette": _meta_get(meta, "palette"),
-        "mean": _meta_get(meta, "mean") or _DEFAULT_MEAN,
-        "std": _meta_get(meta, "std") or _DEFAULT_STD,
-    }
-
-
-def _load_torch(path: Path, device: torch.device, size: tuple[int, int] | None, batch_size: int) -> Predictor:
-    from effseg.engine.checkpoint import load_model
-
-    model, meta = load_model(path, device=str(device))
-    model.eval().to(device)
-    num_classes = int(getattr(model, "num_classes", 0) or len(_meta_get(meta, "classes", [])))
-    return Predictor(
-        model,
-        **_dataset_fields(meta, num_classes),
-        device=device,
-        input_size=size,
-        model=model,
-        source=str(path),
-        batch_size=batch_size,
-    )
-
-
-def _load_onnx(path: Path, device: torch.device, size: tuple[int, int] | None, batch_size: int) -> Predictor:
-    try:
-        from effseg.tools.export import load_onnx_model
-    except ImportError as err:  # onnxruntime is an optional extra
-        raise ModelError(
-            f"{path}: running ONNX files needs onnxruntime: pip install 'effseg[deploy]' ({err})"
-        ) from None
-    runner, meta = load_onnx_model(path)
-    fixed = _meta_get(meta, "fixed_input_size")
-    fixed = tuple(fixed) if fixed else None
+    art = load_artifact(path, device=dev)
+    meta = art.meta
+    hw = meta.get("input_size")  # (H, W) or None
+    fixed = (hw[1], hw[0]) if art.is_onnx and hw else None
     if fixed and size and tuple(size) != fixed:
         raise ModelError(f"{path}: the ONNX graph has a fixed input size {fixed[0]}x{fixed[1]}; got {size}")
-    num_classes = int(_meta_get(meta, "num_classes", 0) or len(_meta_get(meta, "classes", [])))
+    model = art.model
+    forward: Callable[[torch.Tensor], torch.Tensor] = model
+    if art.is_onnx:
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return torch.as_tensor(runner(x.cpu())).to(device)
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            return torch.as_tensor(model(x.cpu())).to(dev)
 
     return Predictor(
         forward,
-        **_dataset_fields(meta, num_classes),
-        device=device,
-        input_size=size,
+        classes=meta["classes"],
+        palette=meta.get("palette"),
+        mean=meta["mean"],
+        std=meta["std"],
+        device=dev,
+        input_size=size or ((hw[1], hw[0]) if hw else None),
         fixed_input_size=fixed,
-        model=runner,
+        model=model,
         source=str(path),
         batch_size=batch_size,
     )

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from effseg.data.visualize import colorize  # noqa: F401  (re-exported: effseg.data.colorize)
 from effseg.errors import DataError
 
 IGNORE_INDEX = 255
@@ -184,14 +185,6 @@ class SegmentationDataset(torch.utils.data.Dataset):
             f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, "
             f"samples={len(self)}, classes={self.num_classes})"
         )
-
-
-def colorize(label: np.ndarray, palette: np.ndarray, ignore_color: Sequence[int] = (0, 0, 0)) -> np.ndarray:
-    """Train ids ``(H, W)`` -> RGB ``uint8 (H, W, 3)``; ignore (and ids >= C) get ``ignore_color``."""
-    lut = np.zeros((256, 3), dtype=np.uint8)
-    lut[:] = ignore_color
-    lut[: len(palette)] = palette
-    return lut[label]
 
 
 def run_parallel(fn: Callable, jobs: list, workers: int, description: str | None = None) -> list:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from effseg.api import colorize
+from effseg.data.visualize import colorize
 
 
 @dataclass
