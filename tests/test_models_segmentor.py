@@ -9,6 +9,7 @@ import torch.nn.functional as F
 import effseg
 from effseg.errors import ModelError
 from effseg.models import build_model, list_backbones, list_heads, list_models
+from effseg.models.contract import LossTerm
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -80,8 +81,9 @@ def test_aux_false_and_output_stride() -> None:
     model = build_model("pspnet", "resnet18", num_classes=4, aux=False).train()
     assert model.aux_head is None
     assert set(model(torch.randn(2, 3, 64, 64))) == {"out"}
+    assert model.loss_terms == {"out": LossTerm(1.0)}
     ocr = build_model("ocr", "mobilenetv3_small", num_classes=4, aux=False).train()
-    assert set(ocr(torch.randn(2, 3, 64, 64))) == {"out"}
+    assert set(ocr(torch.randn(2, 3, 64, 64))) == {"out"} and set(ocr.loss_terms) == {"out"}
     for os_ in (16, 32):
         m = build_model("aspp", "mobilenetv2", num_classes=4, output_stride=os_).eval()
         assert m.backbone.output_stride == os_
@@ -96,7 +98,7 @@ def test_head_output_at_feature_resolution_and_upsampling() -> None:
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         feats = model.backbone(x)
-        logits = model.head(feats)
+        logits = model.head(feats)["out"]
         assert logits.shape == (1, 4, 8, 12)
         expected = F.interpolate(logits, size=(64, 96), mode="bilinear", align_corners=False)
         torch.testing.assert_close(model(x), expected)
@@ -123,6 +125,18 @@ def test_config_rebuilds_the_same_architecture() -> None:
     # 1x1 branch + 4 dilated 3x3 branches, no pooling
     assert [m[0].dilation[0] for m in again.head.aspp.convs] == [1, 1, 2, 3, 6]
     assert [m[0].kernel_size[0] for m in again.head.aspp.convs] == [1, 3, 3, 3, 3]
+
+
+@pytest.mark.parametrize("head", ["pspnet", "ocr"])
+def test_loss_terms_declare_the_aux_weight(head: str) -> None:
+    model = build_model(head, "mobilenetv3_small", num_classes=3)
+    assert model.loss_terms == {"out": LossTerm(1.0, "seg"), "aux": LossTerm(0.4, "seg")}
+    assert "aux_weight" not in model.config  # the default is not written (old configs stay equal)
+    heavy = build_model(head, "mobilenetv3_small", num_classes=3, aux_weight=1.0)
+    assert heavy.loss_terms["aux"] == LossTerm(1.0) and heavy.config["aux_weight"] == 1.0
+    assert build_model(**heavy.config).loss_terms == heavy.loss_terms
+    # OCR's object regions are its aux output: no FCN aux head on top of them
+    assert (heavy.aux_head is None) == (head == "ocr")
 
 
 def test_parameter_groups_partition_the_parameters() -> None:
@@ -194,6 +208,7 @@ def test_sgd_steps_lower_the_loss_and_reach_the_aux_head(head: str) -> None:
         ({"head": "fcn", "width_mult": 0.5}, "width_mult"),
         ({"head": "fcn", "backbone": "mobilenetv2", "width_mult": "wide"}, "width_mult='wide'"),
         ({"head": "fcn", "aux": "yes"}, "aux='yes'"),
+        ({"head": "fcn", "aux_weight": -1}, "aux_weight=-1"),
     ],
 )
 def test_bad_model_arguments(kwargs: dict, match: str) -> None:

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from effseg.errors import ModelError
 from effseg.models.backbones import BACKBONES, build_backbone
+from effseg.models.contract import LossTerm
 from effseg.models.heads import ASPPHead, FCNHead, LRASPPHead, OCRHead, PPMHead
 from effseg.models.heads.aspp import DEEPLAB_RATES
 from effseg.models.pretrained import load_pretrained
@@ -30,13 +31,16 @@ HEADS = tuple(HEAD_OPTIONS)
 class Segmentor(nn.Module):
     """Backbone -> head (+ auxiliary head), logits upsampled to the input size.
 
-    ``forward(x)`` with ``x`` float (B, 3, H, W):
+    Follows the model contract (:mod:`effseg.models.contract`). ``forward(x)`` with ``x``
+    float (B, 3, H, W):
 
     - training mode: ``{"out": (B, C, H, W), "aux": (B, C, H, W)}`` (``"aux"`` when
       the model has an auxiliary output: an FCN aux head or OCR's object regions);
     - eval mode: the main logits (B, C, H, W) only.
 
-    Upsampling is bilinear with ``align_corners=False``.
+    The head (and the aux head) return named logits at feature resolution; every one is
+    upsampled bilinearly (``align_corners=False``). ``loss_terms`` declares the loss of each
+    training output (default: ``"out"`` weight 1, ``"aux"`` weight 0.4 when ``aux_head``).
     """
 
     def __init__(
@@ -46,6 +50,7 @@ class Segmentor(nn.Module):
         aux_head: nn.Module | None = None,
         num_classes: int | None = None,
         config: dict[str, Any] | None = None,
+        loss_terms: dict[str, LossTerm] | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -53,6 +58,9 @@ class Segmentor(nn.Module):
         self.aux_head = aux_head
         self.num_classes = num_classes
         self.config: dict[str, Any] = dict(config or {})
+        if loss_terms is None:
+            loss_terms = {"out": LossTerm(1.0), **({"aux": LossTerm(0.4)} if aux_head is not None else {})}
+        self.loss_terms: dict[str, LossTerm] = dict(loss_terms)
 
     def forward(self, x: Tensor) -> Tensor | dict[str, Tensor]:
         if x.dim() != 4 or x.shape[1] != 3 or not x.is_floating_point():
@@ -62,19 +70,15 @@ class Segmentor(nn.Module):
             )
         size = x.shape[-2:]
         feats = self.backbone(x)
-        out = self.head(feats)
-        aux = None
-        if isinstance(out, dict):  # OCR: object-region logits are its aux output
-            out, aux = out["out"], out.get("aux")
-        out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+        outputs = self.head(feats)  # {"out": ...} plus the head's own auxiliary outputs
         if not self.training:
-            return out
+            return F.interpolate(outputs["out"], size=size, mode="bilinear", align_corners=False)
         if self.aux_head is not None:
-            aux = self.aux_head(feats)
-        result = {"out": out}
-        if aux is not None:
-            result["aux"] = F.interpolate(aux, size=size, mode="bilinear", align_corners=False)
-        return result
+            outputs = {**outputs, **self.aux_head(feats)}
+        return {
+            name: F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+            for name, logits in outputs.items()
+        }
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """``{"backbone": [...], "head": [...]}``; ``head`` includes the aux head (for a 10x head LR)."""
@@ -139,6 +143,7 @@ def build_model(
     output_stride: int = 8,
     pretrained_backbone: str | Path | None = None,
     aux: bool = True,
+    aux_weight: float = 0.4,
     width_mult: float = 1.0,
     reduced_tail: bool = False,
     **head_options: Any,
@@ -149,8 +154,10 @@ def build_model(
     ``output_stride``: 8, 16 or 32; ``pretrained_backbone``: path to a
     torchvision-format ImageNet state dict (see :func:`load_pretrained`);
     ``aux``: add the auxiliary output (FCN head on the ``"aux"`` feature, or OCR's
-    object regions); ``width_mult``: MobileNet width multiplier; ``reduced_tail``:
-    MobileNetV3's halved last stage (the paper's segmentation variant).  Head options:
+    object regions); ``aux_weight``: the loss weight the model declares for ``"aux"``
+    (``loss_terms``; ``train.aux_weight`` overrides it); ``width_mult``: MobileNet width
+    multiplier; ``reduced_tail``: MobileNetV3's halved last stage (the paper's segmentation
+    variant).  Head options:
     ``fcn``: channels, dropout; ``pspnet``: bins, channels, dropout; ``aspp``:
     rates (default DeepLabV3's 12/24/36 at output stride 8, 6/12/18 at 16),
     image_pooling, channels, dropout; ``ocr``: key_channels, mid_channels,
@@ -171,6 +178,8 @@ def build_model(
         raise ModelError(f"width_mult={width_mult!r}: expected a number > 0")
     if not isinstance(aux, bool):
         raise ModelError(f"aux={aux!r}: expected true or false")
+    if not isinstance(aux_weight, int | float) or isinstance(aux_weight, bool) or not 0 <= aux_weight < 1e6:
+        raise ModelError(f"aux_weight={aux_weight!r}: expected a number >= 0")
     if not isinstance(reduced_tail, bool):
         raise ModelError(f"reduced_tail={reduced_tail!r}: expected true or false")
     opts = _resolve_options(head, output_stride, head_options)
@@ -197,9 +206,11 @@ def build_model(
         "aux": aux,
         "width_mult": float(width_mult),
         **({"reduced_tail": True} if reduced_tail else {}),
+        **({"aux_weight": float(aux_weight)} if aux_weight != 0.4 else {}),
         **opts,
     }
-    model = Segmentor(net, main, aux_head, num_classes=num_classes, config=config)
+    loss_terms = {"out": LossTerm(1.0), **({"aux": LossTerm(float(aux_weight))} if aux else {})}
+    model = Segmentor(net, main, aux_head, num_classes=num_classes, config=config, loss_terms=loss_terms)
     if pretrained_backbone is not None:
         load_pretrained(model.backbone, pretrained_backbone)
     return model

@@ -68,7 +68,8 @@ class ASPP(nn.Module):
 
 
 class ASPPHead(nn.Module):
-    """``forward(feats)`` -> logits (B, num_classes, h, w) from ``feats["out"]`` (B, in_channels, h, w).
+    """``forward(feats)`` -> ``{"out": logits (B, num_classes, h, w)}`` from ``feats["out"]``
+    (B, in_channels, h, w).
 
     torchvision's ``DeepLabHead``: ASPP -> 3x3 conv-BN-ReLU -> 1x1 classifier.
     """
@@ -87,5 +88,5 @@ class ASPPHead(nn.Module):
         self.conv = _conv_bn_relu(channels, channels, 3)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 
-    def forward(self, feats: dict[str, Tensor]) -> Tensor:
-        return self.classifier(self.conv(self.aspp(feats["out"])))
+    def forward(self, feats: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {"out": self.classifier(self.conv(self.aspp(feats["out"])))}

@@ -10,7 +10,9 @@ from torch import Tensor, nn
 
 
 class FCNHead(nn.Module):
-    """``forward(feats)`` -> logits (B, num_classes, h, w) from ``feats[in_key]`` (B, in_channels, h, w)."""
+    """``forward(feats)`` -> ``{out_name: logits (B, num_classes, h, w)}`` from ``feats[in_key]``
+    (B, in_channels, h, w); ``out_name`` defaults to ``in_key`` (``"aux"`` for the auxiliary head,
+    ``"out"`` for the main head of ``fcn``)."""
 
     def __init__(
         self,
@@ -19,10 +21,12 @@ class FCNHead(nn.Module):
         in_key: str = "aux",
         channels: int | None = None,
         dropout: float = 0.1,
+        out_name: str | None = None,
     ) -> None:
         super().__init__()
         inter = channels or in_channels // 4
         self.in_key = in_key
+        self.out_name = out_name or in_key
         self.block = nn.Sequential(
             nn.Conv2d(in_channels, inter, 3, padding=1, bias=False),
             nn.BatchNorm2d(inter),
@@ -31,5 +35,5 @@ class FCNHead(nn.Module):
             nn.Conv2d(inter, num_classes, 1),
         )
 
-    def forward(self, feats: dict[str, Tensor]) -> Tensor:
-        return self.block(feats[self.in_key])
+    def forward(self, feats: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {self.out_name: self.block(feats[self.in_key])}

@@ -7,7 +7,8 @@ from torch import Tensor, nn
 
 
 class LRASPPHead(nn.Module):
-    """``forward(feats)`` -> logits (B, num_classes, h_low, w_low) at the ``"low"`` (1/8) resolution.
+    """``forward(feats)`` -> ``{"out": logits (B, num_classes, h_low, w_low)}`` at the ``"low"``
+    (1/8) resolution.
 
     High branch on ``"out"``: 1x1 conv-BN-ReLU gated by a sigmoid of a globally
     pooled 1x1 conv (the paper uses a 49x49 average pool with stride (16, 20),
@@ -31,9 +32,9 @@ class LRASPPHead(nn.Module):
         self.low_classifier = nn.Conv2d(low_channels, num_classes, 1)
         self.high_classifier = nn.Conv2d(inter_channels, num_classes, 1)
 
-    def forward(self, feats: dict[str, Tensor]) -> Tensor:
+    def forward(self, feats: dict[str, Tensor]) -> dict[str, Tensor]:
         low, high = feats["low"], feats["out"]
         x = self.cbr(high) * self.scale(high)
         if x.shape[-2:] != low.shape[-2:]:
             x = F.interpolate(x, size=low.shape[-2:], mode="bilinear", align_corners=False)
-        return self.low_classifier(low) + self.high_classifier(x)
+        return {"out": self.low_classifier(low) + self.high_classifier(x)}

@@ -6,7 +6,7 @@ conv to 512 channels; ``SpatialGather`` pools one feature vector per class
 weighted by the region probabilities; ``SpatialOCR`` attends from every pixel
 to those class vectors (256 key channels) and fuses the context with the pixel
 feature (512 channels); a 1x1 conv classifies.  The object-region logits are
-returned as the auxiliary output (and supervised as such).
+the head's second named output, ``"aux"`` (supervised as the model's auxiliary output).
 """
 
 from __future__ import annotations
@@ -68,9 +68,10 @@ class SpatialOCR(nn.Module):
 
 
 class OCRHead(nn.Module):
-    """``forward(feats)`` -> ``{"out": (B, K, h, w), "aux": object-region logits (B, K, h, w)}``.
+    """``forward(feats)`` -> ``{"out": (B, K, h, w), "aux": object-region logits (B, K, h', w')}``.
 
-    ``return_aux=False`` returns the ``"out"`` tensor only (the regions are still
+    ``(h', w')`` is the ``"aux"`` feature's size (C4: equal to ``(h, w)`` except at output
+    stride 32).  ``return_aux=False`` returns ``{"out"}`` only (the regions are still
     computed: OCR needs them).
     """
 
@@ -96,7 +97,7 @@ class OCRHead(nn.Module):
         self.ocr = SpatialOCR(mid_channels, key_channels, mid_channels, dropout)
         self.classifier = nn.Conv2d(mid_channels, num_classes, 1)
 
-    def forward(self, feats: dict[str, Tensor]) -> dict[str, Tensor] | Tensor:
+    def forward(self, feats: dict[str, Tensor]) -> dict[str, Tensor]:
         regions = self.region_head(feats["aux"])
         x = self.conv3x3(feats["out"])
         if regions.shape[-2:] != x.shape[-2:]:  # output stride 32: C4 is 1/16, C5 1/32
@@ -105,4 +106,4 @@ class OCRHead(nn.Module):
             regions_x = regions
         x = self.ocr(x, self.gather(x, regions_x))
         out = self.classifier(x)
-        return {"out": out, "aux": regions} if self.return_aux else out
+        return {"out": out, "aux": regions} if self.return_aux else {"out": out}

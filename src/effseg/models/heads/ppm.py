@@ -34,7 +34,7 @@ def pooled_branch(in_channels: int, out_channels: int, bins: int) -> nn.Sequenti
 class PPMHead(nn.Module):
     """Pyramid pooling + 3x3 bottleneck + classifier.
 
-    ``forward(feats)`` -> logits (B, num_classes, h, w) from ``feats["out"]``
+    ``forward(feats)`` -> ``{"out": logits (B, num_classes, h, w)}`` from ``feats["out"]``
     (B, in_channels, h, w).  Each of the ``bins`` branches pools to ``b x b``,
     reduces to ``in_channels // len(bins)`` channels and is upsampled back
     (bilinear, ``align_corners=False``), so any input size works.
@@ -59,11 +59,11 @@ class PPMHead(nn.Module):
         )
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 
-    def forward(self, feats: dict[str, Tensor]) -> Tensor:
+    def forward(self, feats: dict[str, Tensor]) -> dict[str, Tensor]:
         x = feats["out"]
         size = x.shape[-2:]
         pyramid = [x] + [
             F.interpolate(branch(x), size=size, mode="bilinear", align_corners=False)
             for branch in self.branches
         ]
-        return self.classifier(self.bottleneck(torch.cat(pyramid, dim=1)))
+        return {"out": self.classifier(self.bottleneck(torch.cat(pyramid, dim=1)))}
