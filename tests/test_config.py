@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from effseg.config import Config, apply_overrides, config_from_dict, load_config, save_config
-from effseg.errors import ConfigError
+from effseg.errors import ConfigError, SizeError
+from effseg.size import Size
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((ROOT / "configs").rglob("*.yaml"))
@@ -75,12 +76,12 @@ def test_wrong_type_and_choice(tmp_path: Path) -> None:
         load_config(path)
     with pytest.raises(ConfigError, match=r"train\.optimizer.*'sgd', 'adamw'.*did you mean 'adamw'"):
         config_from_dict({"train": {"optimizer": "adamv"}})
-    with pytest.raises(ConfigError, match=r"'data\.crop_size\[1\]': expected int"):
+    with pytest.raises(ConfigError, match=r"'data\.crop_size': expected WIDTHxHEIGHT.*got \[256, 'x'\]"):
         config_from_dict({"data": {"crop_size": [256, "x"]}})
 
 
 def test_value_checks() -> None:
-    with pytest.raises(ConfigError, match=r"data\.crop_size.*\[H, W\]"):
+    with pytest.raises(ConfigError, match=r"data\.crop_size.*WIDTHxHEIGHT"):
         config_from_dict({"data": {"crop_size": [256]}})
     with pytest.raises(ConfigError, match=r"train\.class_weights.*19 weights"):
         config_from_dict({"train": {"class_weights": [1.0, 2.0]}})
@@ -159,3 +160,47 @@ def test_synthetic_configs_share_one_city() -> None:
     opts = {str(load_config(p).data.options) for p in SHIPPED if p.parent.name == "synthetic"}
     roots = {load_config(p).data.root for p in SHIPPED if p.parent.name == "synthetic"}
     assert len(opts) == 1 and len(roots) == 1
+
+
+def test_sizes_are_width_by_height_text(tmp_path: Path) -> None:
+    path = write(tmp_path, "data:\n  crop_size: 480x352\neval:\n  resize: 1024x512\n  stride: 683x341\n")
+    cfg = load_config(path, ["eval.crop_size=960x720"])
+    assert cfg.data.crop_size == Size(h=352, w=480) and isinstance(cfg.data.crop_size, Size)
+    assert cfg.eval.resize == Size(h=512, w=1024) and cfg.eval.crop_size == Size(h=720, w=960)
+    assert cfg.eval.stride == Size(h=341, w=683)
+    h, w = cfg.data.crop_size  # consumers unpack (H, W) as before
+    assert (h, w) == (352, 480)
+    data = cfg.to_dict()
+    assert data["data"]["crop_size"] == "480x352" and data["eval"]["resize"] == "1024x512"
+    save_config(cfg, tmp_path / "saved.yaml")
+    assert "crop_size: 480x352" in (tmp_path / "saved.yaml").read_text()
+    assert load_config(tmp_path / "saved.yaml") == cfg
+
+
+def test_old_list_sizes_load_with_one_note(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "data:\n  crop_size: [352, 480]   # (H, W)\neval:\n  resize: [360, 482]\n")
+    cfg = load_config(path)
+    assert cfg.data.crop_size == Size(h=352, w=480) and cfg.eval.resize == Size(h=360, w=482)
+    err = capsys.readouterr().err.splitlines()
+    assert f"effseg: note: {path}: data.crop_size: [352, 480] is the old (height, width) spelling; " \
+        "write 480x352 (WIDTHxHEIGHT)" in err
+    assert any("eval.resize" in line and "write 482x360" in line for line in err)
+
+
+@pytest.mark.parametrize("bad", ["480", "480x0", "big", "480x352x3", 480, [1, 2, 3], [0, 4]])
+def test_bad_size_names_key_and_form(bad: object) -> None:
+    with pytest.raises(SizeError) as err:
+        config_from_dict({"data": {"crop_size": bad}}, source="exp.yaml")
+    msg = str(err.value)
+    assert msg == f"exp.yaml: key 'data.crop_size': expected WIDTHxHEIGHT such as 480x360, got {bad!r}"
+    with pytest.raises(ConfigError, match=r"key 'eval\.resize': expected WIDTHxHEIGHT"):
+        config_from_dict({"eval": {"resize": bad}})
+
+
+def test_shipped_configs_spell_sizes_as_text() -> None:
+    import re
+
+    old = re.compile(r"^\s*(crop_size|resize|stride|size):\s*\[", re.MULTILINE)
+    assert [str(p) for p in SHIPPED if old.search(p.read_text())] == []
+    cfg = load_config(ROOT / "configs" / "cityscapes" / "pspnet_r18.yaml")
+    assert cfg.data.crop_size == Size(h=512, w=1024) and cfg.eval.stride == Size(h=341, w=683)

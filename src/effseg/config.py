@@ -28,7 +28,8 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from effseg.errors import ConfigError
+from effseg.errors import ConfigError, SizeError
+from effseg.size import SIZE_FORM, Size, format_size, read_old_size
 
 __all__ = [
     "Config",
@@ -85,7 +86,7 @@ class DataConfig:
     val_split: str = "val"
     # Extra keyword arguments for :func:`effseg.data.build_dataset` (dataset specific).
     options: dict[str, Any] = field(default_factory=dict)
-    crop_size: list[int] = field(default_factory=lambda: [512, 1024])  # (H, W) pixels
+    crop_size: Size = Size(h=512, w=1024)  # training crops; YAML: WIDTHxHEIGHT, e.g. 1024x512
     scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
     hflip: bool = True
     jitter: bool = True
@@ -148,11 +149,11 @@ class EvalConfig:
     """Inference used for validation during training and by ``effseg eval``."""
 
     mode: Literal["whole", "slide"] = "whole"
-    # Resize the image to (H, W) before inference (logits are upsampled back to the
-    # label's full resolution). None = infer at the stored resolution.
-    resize: list[int] | None = None
-    crop_size: list[int] = field(default_factory=lambda: [512, 1024])  # slide window (H, W)
-    stride: list[int] = field(default_factory=lambda: [341, 683])  # slide stride (H, W)
+    # Resize the image to this size before inference (logits are upsampled back to the
+    # label's full resolution). None = infer at the stored resolution. Sizes: WIDTHxHEIGHT.
+    resize: Size | None = None
+    crop_size: Size = Size(h=512, w=1024)  # slide window
+    stride: Size = Size(h=341, w=683)  # slide stride (pixels between windows)
     scales: list[float] = field(default_factory=lambda: [1.0])  # TTA scales
     flip: bool = False  # TTA horizontal flip
     num_workers: int = 2
@@ -177,8 +178,19 @@ class Config:
     distill: DistillConfig = field(default_factory=DistillConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (YAML/JSON-serialisable)."""
-        return dataclasses.asdict(self)
+        """Plain nested dict (YAML/JSON-serialisable); sizes as ``WIDTHxHEIGHT`` text."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    """Sizes -> ``"WIDTHxHEIGHT"`` text, recursively through dicts and lists."""
+    if isinstance(value, Size):
+        return format_size(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 # ----------------------------------------------------------------------------- checking
@@ -209,6 +221,8 @@ def _type_name(tp: Any) -> str:
         return "mapping"
     if tp is type(None):
         return "null"
+    if tp is Size:
+        return "WIDTHxHEIGHT"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -220,6 +234,8 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
     )
     if tp is Any:
         return value
+    if tp is Size:
+        return _size(value, key, where)
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:
@@ -232,6 +248,8 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        if Size in args:  # Size | None: the size's own message
+            return _size(value, key, where)
         for arg in args:
             if arg is type(None):
                 continue
@@ -270,6 +288,14 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
     raise TypeError(f"unsupported config field type {tp!r}")  # a bug in this module
 
 
+def _size(value: Any, key: str, where: str) -> Size:
+    """A size setting: ``WIDTHxHEIGHT`` text; the old ``[H, W]`` list still loads, with a note."""
+    try:
+        return read_old_size(value, f"{where}{key}", "hw")
+    except SizeError:
+        raise SizeError(f"{where}key '{key}': expected {SIZE_FORM}, got {value!r}") from None
+
+
 def _build_section(cls: type, name: str, values: Any, where: str) -> Any:
     if values is None:
         values = {}
@@ -291,21 +317,14 @@ def _check_values(cfg: Config, where: str) -> None:
     def fail(key: str, expected: str, value: Any) -> None:
         raise ConfigError(f"{where}key '{key}': expected {expected}, got {value!r}")
 
-    def pair(key: str, value: list | None, positive: bool = True) -> None:
-        if value is None:
-            return
-        if len(value) != 2 or (positive and any(v <= 0 for v in value)):
-            fail(key, "[H, W] with two positive numbers", value)
 
     m, d, t, e, k = cfg.model, cfg.data, cfg.train, cfg.eval, cfg.distill
     if m.num_classes < 1:
         fail("model.num_classes", "a positive integer", m.num_classes)
     if m.output_stride not in (8, 16, 32):
         fail("model.output_stride", "8, 16 or 32", m.output_stride)
-    pair("data.crop_size", d.crop_size)
-    pair("data.scale_range", d.scale_range)
-    if d.scale_range[0] > d.scale_range[1]:
-        fail("data.scale_range", "[min, max] with min <= max", d.scale_range)
+    if len(d.scale_range) != 2 or any(v <= 0 for v in d.scale_range) or d.scale_range[0] > d.scale_range[1]:
+        fail("data.scale_range", "[min, max] with 0 < min <= max", d.scale_range)
     if len(d.mean) != 3 or len(d.std) != 3 or any(s <= 0 for s in d.std):
         fail("data.mean/std", "three values each, std > 0", [d.mean, d.std])
     if d.num_workers < 0:
@@ -363,9 +382,6 @@ def _check_values(cfg: Config, where: str) -> None:
     dev = t.device
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         fail("train.device", "'auto', 'cpu', 'cuda' or 'cuda:N'", dev)
-    pair("eval.resize", e.resize)
-    pair("eval.crop_size", e.crop_size)
-    pair("eval.stride", e.stride)
     if not e.scales or any(s <= 0 for s in e.scales):
         fail("eval.scales", "a non-empty list of positive scales", e.scales)
     if e.num_workers < 0:
