@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -319,3 +320,124 @@ def test_distill_needs_a_teacher_that_exists(city: Path, tmp_path: Path) -> None
     cfg = config_from_dict(tiny_config(city, distill={"teacher": str(tmp_path / "missing.pt")}))
     with pytest.raises(CheckpointError, match=r"missing\.pt: checkpoint file or run folder not found"):
         train(cfg, tmp_path / "run")
+
+
+# ----------------------------------------------------------------------------- time budget
+
+
+class FakeClock:
+    """A monotonic clock that advances ``step`` seconds per reading; raises ``Killed`` after
+    ``kill_after`` readings (a process killed mid-training, simulated in-process)."""
+
+    class Killed(Exception):
+        pass
+
+    def __init__(self, start: float = 0.0, step: float = 0.125, kill_after: int | None = None):
+        self.now, self.step, self.kill_after, self.calls = start, step, kill_after, 0
+
+    def __call__(self) -> float:
+        self.calls += 1
+        if self.kill_after is not None and self.calls > self.kill_after:
+            raise FakeClock.Killed(f"killed at clock reading {self.calls}")
+        self.now += self.step
+        return self.now
+
+
+def _budget_cfg(city: Path, **train_opts):
+    # 0.01 min = 0.6 s; the fake clock spends 0.125 s per step: steps end at 0.125 ... 0.625 s.
+    opts = {
+        "iterations": None,
+        "time_budget": 0.01,
+        "val_interval": 100,
+        "checkpoint_interval": 2,
+        "deterministic": True,
+        **train_opts,
+    }
+    return config_from_dict(tiny_config(city, train=opts))
+
+
+def test_budget_schedule_factor() -> None:
+    from effseg.engine.budget import budget_lr_factor
+
+    assert budget_lr_factor(0.0, 0.9) == 1.0
+    assert budget_lr_factor(0.5, 0.9) == pytest.approx(0.5**0.9)
+    assert budget_lr_factor(1.0, 0.9) == 0.0 and budget_lr_factor(1.7, 0.9) == 0.0
+    assert budget_lr_factor(0.0, 1.0, warmup_fraction=0.1, warmup_ratio=0.1) == pytest.approx(0.1)
+    assert budget_lr_factor(0.05, 1.0, warmup_fraction=0.1, warmup_ratio=0.1) == pytest.approx(0.55 * 0.95)
+
+
+def test_time_budget_stops_by_the_clock_and_the_lr_reaches_zero(
+    city: Path, tmp_path: Path, one_thread: None
+) -> None:
+    run = tmp_path / "run"
+    summary = train(_budget_cfg(city), run, clock=FakeClock())
+    assert summary["iterations"] == 5 and summary["stopped_by"] == "time_budget"
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    assert [r["iteration"] for r in steps] == [1, 2, 3, 4, 5]
+    # poly on the spent share of the budget, computed after each step: 0.125 s per step of 0.6 s.
+    for r in steps:
+        assert r["train_time_s"] == pytest.approx(0.125 * r["iteration"])
+        want = 0.01 * max(1 - 0.125 * r["iteration"] / 0.6, 0.0) ** 0.9
+        assert r["lr"] == pytest.approx(want, rel=1e-12, abs=0.0)
+    assert steps[-1]["lr"] == 0.0 and steps[-1]["lr_head"] == 0.0
+    # The final validation always runs; its time is logged and not counted as training.
+    val = [r for r in records if "miou" in r]
+    assert [r["iteration"] for r in val] == [5] and val[0]["val_time_s"] == pytest.approx(0.125)
+    end = records[-1]
+    assert end["event"] == "end" and end["iterations"] == 5 and end["stopped_by"] == "time_budget"
+    assert end["time_budget_min"] == 0.01 and end["val_time_s"] == pytest.approx(0.125)
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["iteration"] == 5 and ckpt["training"]["stopped_by"] == "time_budget"
+    assert ckpt["training"]["train_time_s"] == pytest.approx(end["train_time_s"])
+    assert load_checkpoint(run / "best.pt")["training"]["iterations"] == 5
+    # `effseg eval RUN` carries the training record into eval.json.
+    assert cli_main(["eval", str(run), "--out", str(tmp_path / "eval"), "--device", "cpu"]) == 0
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert report["training"]["iterations"] == 5 and report["training"]["stopped_by"] == "time_budget"
+
+
+def test_time_budget_on_the_real_clock(city: Path, tmp_path: Path, one_thread: None) -> None:
+    """0.06 s of budget: the first step already spends it."""
+    cfg = _budget_cfg(city, time_budget=0.001, deterministic=False)
+    summary = train(cfg, tmp_path / "run")
+    assert summary["iterations"] == 1 and summary["stopped_by"] == "time_budget"
+    assert summary["train_time_s"] >= 0.06 and summary["val"] is not None
+
+
+def test_killed_budget_run_resumes_and_stops_at_the_same_budget(
+    city: Path, tmp_path: Path, one_thread: None
+) -> None:
+    cfg = _budget_cfg(city)
+    ref = train(cfg, tmp_path / "ref", clock=FakeClock())
+    # Readings: 1 = start, 1 + i = after step i; the 5th (after step 4) kills: last.pt is at step 2.
+    with pytest.raises(FakeClock.Killed):
+        train(cfg, tmp_path / "killed", clock=FakeClock(kill_after=4))
+    assert load_checkpoint(tmp_path / "killed" / "last.pt")["training"]["train_time_s"] == 0.25
+    resumed = train(cfg, tmp_path / "killed", resume=True, clock=FakeClock(start=1000.0))
+    assert resumed["iterations"] == ref["iterations"] == 5
+    assert resumed["train_time_s"] == pytest.approx(ref["train_time_s"])
+    a, b = load_checkpoint(tmp_path / "ref" / "last.pt"), load_checkpoint(tmp_path / "killed" / "last.pt")
+    assert_same_state(a["model"], b["model"])
+
+
+@pytest.mark.parametrize("value", [0, -5, float("nan"), float("inf")])
+def test_time_budget_must_be_positive_minutes(city: Path, value: float) -> None:
+    with pytest.raises(ConfigError, match=r"^key 'train.time_budget': expected a positive number of minutes"):
+        config_from_dict(tiny_config(city, train={"iterations": None, "time_budget": value}))
+
+
+def test_time_budget_excludes_iterations_and_warmup_iters(city: Path) -> None:
+    with pytest.raises(ConfigError, match=r"time_budget=40.0 and train.iterations=4 exclude each other"):
+        config_from_dict(tiny_config(city, train={"time_budget": 40}))
+    with pytest.raises(ConfigError, match=r"use train.warmup_fraction"):
+        config_from_dict(tiny_config(city, train={"iterations": None, "time_budget": 1, "warmup_iters": 5}))
+    with pytest.raises(ConfigError, match=r"train.warmup_fraction"):
+        config_from_dict(tiny_config(city, train={"warmup_fraction": 0.1}))
+
+
+def test_channels_last_on_cpu_trains(city: Path, tmp_path: Path, one_thread: None) -> None:
+    cfg = config_from_dict(tiny_config(city, train={"iterations": 2, "channels_last": True, "val_interval": 2}))
+    summary = train(cfg, tmp_path / "run")
+    assert summary["iterations"] == 2 and math.isfinite(summary["final_loss"])
+    assert summary["stopped_by"] == "iterations"

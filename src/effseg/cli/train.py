@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         best = summary["best_miou"]
         best_txt = f"{best * 100:.2f}" if best is not None and best >= 0 else "-"
         print(
-            f"done: {summary['iterations']} iterations in {summary['time_s']:.0f} s, best mIoU {best_txt}; "
+            f"done: {summary['iterations']} iterations in {summary['time_s']:.0f} s "
+            f"({summary['train_time_s'] / 60:.2f} min of training), best mIoU {best_txt}; "
             f"checkpoints in {summary['run_dir']}"
         )
     return 0

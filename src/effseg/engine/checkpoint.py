@@ -4,6 +4,7 @@ A checkpoint is a plain dict saved with :func:`torch.save`:
 
 - ``model``: state dict; ``model_config``: ``build_model`` kwargs;
 - ``classes``, ``palette`` (list of [r, g, b]), ``mean``, ``std``, ``config`` (resolved config dict);
+- ``training``: iterations, seconds of training / validation, time budget, stop reason;
 - for resuming: ``optimizer``, ``scheduler``, ``scaler``, ``iteration``, ``rng``, ``best_miou``.
 
 It is read back with ``torch.load(weights_only=True)``: a pickle that carries code
@@ -137,8 +138,9 @@ def load_model(
 
     Returns ``(model in eval mode on device, meta)``; ``meta`` holds ``model_config``,
     ``num_classes``, ``classes``, ``palette``, ``mean``, ``std``, ``config``, ``iteration``,
-    ``best_miou`` and ``path``. With ``num_classes``, a checkpoint for another number of classes
-    raises CheckpointError.
+    ``best_miou``, ``training`` (iterations, ``train_time_s``, ``val_time_s``, ``time_budget_min``,
+    ``stopped_by``; None for older checkpoints) and ``path``. With ``num_classes``, a checkpoint
+    for another number of classes raises CheckpointError.
     """
     from effseg.models import build_model  # models depend on nothing here; import lazily
 
@@ -163,6 +165,7 @@ def load_model(
         num_classes=ckpt_classes,
         iteration=ckpt.get("iteration"),
         best_miou=ckpt.get("best_miou"),
+        training=ckpt.get("training"),
         path=str(path),
     )
     return model, meta

@@ -110,6 +110,15 @@ def broadcast_flag(flag: bool, device: torch.device) -> bool:
     return bool(all_reduce_sum(t).item() > 0)
 
 
+def broadcast_float(value: float, device: torch.device) -> float:
+    """Rank 0's ``value`` on every rank (float64; ``value`` itself when not distributed)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(t, src=0)
+    return float(t.item())
+
+
 def convert_sync_bn(model: nn.Module) -> nn.Module:
     """Replace every BatchNorm by SyncBatchNorm (statistics over the whole global batch)."""
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)

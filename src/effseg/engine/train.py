@@ -25,7 +25,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from effseg.config import Config, config_from_dict, save_config
 from effseg.engine import distributed as du
+from effseg.engine.budget import TrainClock, budget_lr_factor, poly_lr_factor
 from effseg.engine.checkpoint import load_checkpoint, load_model, load_state_dict_checked, save_checkpoint
 from effseg.engine.losses import build_criterion, build_distill_loss
 from effseg.errors import CheckpointError, ConfigError, EffsegError
@@ -51,17 +52,6 @@ class TrainingDiverged(EffsegError, RuntimeError):
 
 
 # ----------------------------------------------------------------------------- schedule
-
-
-def poly_lr_factor(
-    it: int, max_iters: int, power: float, warmup_iters: int = 0, warmup_ratio: float = 0.1
-) -> float:
-    """LR multiplier at 0-based iteration ``it``: ``(1 - it/max_iters)^power``, times a linear
-    warm-up from ``warmup_ratio`` to 1 over the first ``warmup_iters`` iterations."""
-    factor = (1.0 - min(it, max_iters) / max_iters) ** power
-    if it < warmup_iters:
-        factor *= warmup_ratio + (1.0 - warmup_ratio) * it / warmup_iters
-    return factor
 
 
 # ----------------------------------------------------------------------------- data order
@@ -299,26 +289,41 @@ class _Logger:
 
 
 def train(
-    cfg: Config, run_dir: str | os.PathLike, resume: bool = False, force: bool = False
+    cfg: Config,
+    run_dir: str | os.PathLike,
+    resume: bool = False,
+    force: bool = False,
+    clock: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
-    """Train ``cfg`` into ``run_dir``; returns a summary dict (``best_miou``, ``iterations``, ...).
+    """Train ``cfg`` into ``run_dir``; returns a summary dict (``best_miou``, ``iterations``,
+    ``train_time_s``, ``val_time_s``, ``stopped_by``, ...).
 
     Under ``torchrun`` every rank calls this; the process group is created from the
-    environment and destroyed at the end if this call created it.
+    environment and destroyed at the end if this call created it. ``clock`` (seconds,
+    monotonic; default ``time.perf_counter``) measures ``train.time_budget``; tests pass
+    a fake one.
     """
     if resume and force:
         raise ConfigError("--resume and --force exclude each other")
     owns_group = not (dist.is_available() and dist.is_initialized())
     info = du.init_distributed(cfg.train.device)
     try:
-        return _Trainer(cfg, Path(run_dir), info, resume, force).run()
+        return _Trainer(cfg, Path(run_dir), info, resume, force, clock or time.perf_counter).run()
     finally:
         if owns_group:
             du.cleanup()
 
 
 class _Trainer:
-    def __init__(self, cfg: Config, run_dir: Path, info: du.DistInfo, resume: bool, force: bool):
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: Path,
+        info: du.DistInfo,
+        resume: bool,
+        force: bool,
+        clock: Callable[[], float],
+    ):
         self.cfg, self.run_dir, self.info, self.resume = cfg, run_dir, info, resume
         t = cfg.train
         self.device = info.device
@@ -369,7 +374,12 @@ class _Trainer:
             raise ConfigError(f"train.batch_size={t.batch_size} is larger than the train set ({n} images)")
         self.sampler = EpochSampler(n, t.batch_size, world, info.rank, t.seed)
         self.iters_per_epoch = self.sampler.iters_per_epoch
-        self.max_iters = t.iterations or t.epochs * self.iters_per_epoch
+        # By the clock (train.time_budget, minutes) or by steps (train.iterations / epochs).
+        self.budget_s = t.time_budget * 60.0 if t.time_budget is not None else None
+        self.max_iters: int | None = (
+            None if self.budget_s is not None else t.iterations or t.epochs * self.iters_per_epoch
+        )
+        self.clock = TrainClock(self.budget_s, clock)
         self.val_interval = t.val_interval or self.iters_per_epoch
         self.ckpt_interval = t.checkpoint_interval or self.val_interval
         workers = cfg.data.num_workers
@@ -388,9 +398,7 @@ class _Trainer:
         from effseg.models import build_model
 
         m = cfg.model
-        model = build_model(
-            **m.build_kwargs(), pretrained_backbone=None if resume else m.pretrained_backbone
-        )
+        model = build_model(**m.build_kwargs(), pretrained_backbone=None if resume else m.pretrained_backbone)
         self.model_config = dict(model.config)
         groups = model.parameter_groups()
         if t.bn_momentum is not None:
@@ -400,7 +408,7 @@ class _Trainer:
         if t.sync_bn and info.distributed:
             model = du.convert_sync_bn(model)
         model.to(self.device)
-        self.channels_last = t.channels_last and self.device.type == "cuda"
+        self.channels_last = t.channels_last
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
@@ -443,9 +451,11 @@ class _Trainer:
             self.optimizer = torch.optim.AdamW(
                 param_groups, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay
             )
-        max_iters = self.max_iters
+        max_iters, train_clock = self.max_iters, self.clock
 
         def lr_lambda(it: int) -> float:
+            if max_iters is None:  # by the clock: the share of the budget spent so far
+                return budget_lr_factor(train_clock.fraction, t.poly_power, t.warmup_fraction, t.warmup_ratio)
             return poly_lr_factor(it, max_iters, t.poly_power, t.warmup_iters, t.warmup_ratio)
 
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
@@ -468,6 +478,7 @@ class _Trainer:
                 p.requires_grad_(False)
 
         self.iteration = 0
+        self.stopped_by: str | None = None  # "iterations" | "time_budget" once finished
         self.best_miou = -1.0
         self.last_val: dict[str, Any] | None = None
         if resume:
@@ -505,6 +516,7 @@ class _Trainer:
             "iteration": self.iteration,
             "best_miou": self.best_miou,
             "val": self.last_val,
+            "training": self._training_record(),
         }
         if full:
             obj.update(
@@ -537,13 +549,22 @@ class _Trainer:
         self.iteration = int(ckpt["iteration"])
         self.best_miou = float(ckpt.get("best_miou", -1.0))
         self.last_val = ckpt.get("val")
+        done = ckpt.get("training") or {}
+        self.clock.spent_s = float(done.get("train_time_s", 0.0))  # the budget clock continues
+        self.clock.val_s = float(done.get("val_time_s", 0.0))
         rng = ckpt["rng"]
         if len(rng) == self.info.world_size:
             _set_rng_state(rng[self.info.rank])
         else:  # another number of processes: reproducible, but not identical to an uninterrupted run
             torch.manual_seed(self.cfg.train.seed + self.iteration * 1000 + self.info.rank)
         if self.main:
-            print(f"effseg: resuming {self.run_dir} at iteration {self.iteration}/{self.max_iters}")
+            if self.budget_s is None:
+                print(f"effseg: resuming {self.run_dir} at iteration {self.iteration}/{self.max_iters}")
+            else:
+                print(
+                    f"effseg: resuming {self.run_dir} at iteration {self.iteration}, "
+                    f"{self.clock.spent_s / 60:.2f} of {self.budget_s / 60:g} min of training spent"
+                )
 
     # ------------------------------------------------------------------ loop
 
@@ -617,10 +638,32 @@ class _Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.scheduler.step()
         return loss.detach(), parts
 
-    def run(self) -> dict[str, Any]:
+    def _done(self) -> bool:
+        """The stop rule: the budget is spent (by the clock) or the last iteration is done."""
+        if self.max_iters is None:
+            return self.clock.exhausted
+        return self.iteration >= self.max_iters
+
+    def _advance_clock(self) -> None:
+        """Read the budget clock once per step; under torchrun every rank adopts rank 0's count."""
+        spent = self.clock.tick()
+        if self.max_iters is None and self.info.distributed:
+            self.clock.set_spent(du.broadcast_float(spent, self.device))
+
+    def _training_record(self) -> dict[str, Any]:
+        """How much training a checkpoint / the log records: steps, seconds, budget, stop reason."""
+        return {
+            "iterations": self.iteration,
+            "train_time_s": self.clock.spent_s,
+            "val_time_s": self.clock.val_s,
+            "time_budget_min": self.cfg.train.time_budget,
+            "stopped_by": self.stopped_by,
+        }
+
+    def _make_progress(self) -> tuple[Any, Any]:
+        """The rich progress bar (rank 0): steps with ETA, or the budget's minutes with its ETA."""
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -630,22 +673,69 @@ class _Trainer:
             TimeRemainingColumn,
         )
 
+        stats = TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[ips]} img/s")
+        if self.max_iters is not None:
+            columns: list[Any] = [
+                MofNCompleteColumn(),
+                stats,
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+            ]
+            total, done = float(self.max_iters), float(self.iteration)
+        else:
+            columns = [
+                TextColumn("{task.fields[pos]}"),
+                stats,
+                TimeElapsedColumn(),
+                TextColumn("budget ETA {task.fields[eta]}"),
+            ]
+            total, done = float(self.budget_s or 0.0), self.clock.spent_s
+        progress = Progress(TextColumn("[bold]train[/]"), BarColumn(), *columns, disable=not self.main)
+        task = progress.add_task(
+            "train", total=total, completed=done, loss="-", lr="-", ips="-", pos="", eta="-"
+        )
+        return progress, task
+
+    def _update_progress(self, progress: Any, task: Any) -> None:
+        if self.max_iters is not None:
+            progress.update(task, completed=self.iteration)
+            return
+        spent, budget = self.clock.spent_s, float(self.budget_s or 0.0)
+        left = max(budget - spent, 0.0)
+        progress.update(
+            task,
+            completed=min(spent, budget),
+            pos=f"it {self.iteration}  {spent / 60:.1f}/{budget / 60:g} min",
+            eta=f"{int(left // 60)}:{int(left % 60):02d}",
+        )
+
+    def _validate_and_log(self, epoch: int, progress: Any) -> bool:
+        """Validate (outside the budget clock) and log it; returns whether it is the best so far."""
+        with self.clock.paused():
+            res = self._validate()
+        self._train_mode()
+        self.last_val = {k: res[k] for k in ("miou", "mean_acc", "pixel_acc")}
+        is_best = res["miou"] > self.best_miou
+        if is_best:
+            self.best_miou = res["miou"]
+        val_s = self.clock.last_pause_s
+        self.logger.log(
+            {"iteration": self.iteration, "epoch": epoch, **self.last_val, "val_time_s": val_s}, "val"
+        )
+        if self.main:
+            progress.console.print(
+                f"val @ {self.iteration}: mIoU {res['miou'] * 100:.2f}  pixel acc "
+                f"{res['pixel_acc'] * 100:.2f}  (best {self.best_miou * 100:.2f})  "
+                f"{val_s:.1f} s, not counted in the training time"
+            )
+        return is_best
+
+    def run(self) -> dict[str, Any]:
         t = self.cfg.train
         world_imgs = t.batch_size
-        progress = Progress(
-            TextColumn("[bold]train[/]"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[ips]} img/s"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            disable=not self.main,
-        )
+        progress, task = self._make_progress()
         interactive = progress.console.is_terminal
-        task = progress.add_task(
-            "train", total=self.max_iters, completed=self.iteration, loss="-", lr="-", ips="-"
-        )
         start = time.perf_counter()
         window_start, window_iters = time.perf_counter(), 0
         loss_sum = torch.zeros((), device=self.device)
@@ -654,7 +744,8 @@ class _Trainer:
         self._train_mode()
         try:
             with progress:
-                while self.iteration < self.max_iters:
+                self.clock.start()
+                while not self._done():
                     epoch, offset = divmod(self.iteration, self.iters_per_epoch)
                     self.sampler.set_epoch(epoch, offset)
                     for images, labels in self.loader:
@@ -666,12 +757,15 @@ class _Trainer:
                         if "nonfinite" in parts:
                             self._diverged(loss)
                         self.iteration += 1
+                        self._advance_clock()
+                        self.scheduler.step()
+                        finished = self._done()
                         window_iters += 1
                         loss_sum += loss
                         for k, v in parts.items():
                             parts_sum[k] = parts_sum.get(k, 0) + v
                         it = self.iteration
-                        if it % t.log_interval == 0 or it == self.max_iters:
+                        if it % t.log_interval == 0 or finished:
                             stats = torch.stack([loss_sum, *[parts_sum[k] for k in sorted(parts_sum)]])
                             stats = du.all_reduce_sum(stats) / (window_iters * self.info.world_size)
                             elapsed = time.perf_counter() - window_start
@@ -689,6 +783,7 @@ class _Trainer:
                                 "lr_head": lrs[1],
                                 "img_per_s": ips,
                                 "time": time.perf_counter() - start,
+                                "train_time_s": self.clock.spent_s,
                             }
                             last_loss = record["loss"]
                             self.logger.log(record, "train")
@@ -696,32 +791,39 @@ class _Trainer:
                                 task, loss=f"{last_loss:.4f}", lr=f"{lrs[0]:.2e}", ips=f"{ips:.1f}"
                             )
                             if self.main and not interactive:
+                                where = (
+                                    f"iter {it}/{self.max_iters}"
+                                    if self.max_iters is not None
+                                    else f"iter {it}  {self.clock.spent_s / 60:.2f}/{t.time_budget:g} min"
+                                )
                                 progress.console.print(
-                                    f"iter {it}/{self.max_iters}  epoch {epoch}  loss {last_loss:.4f}  "
+                                    f"{where}  epoch {epoch}  loss {last_loss:.4f}  "
                                     f"lr {lrs[0]:.3e}  {ips:.1f} img/s"
                                 )
                             window_start, window_iters = time.perf_counter(), 0
                             loss_sum = torch.zeros((), device=self.device)
                             parts_sum = {}
-                        progress.update(task, completed=it)
+                        self._update_progress(progress, task)
                         is_best = False
-                        if it % self.val_interval == 0 or it == self.max_iters:
-                            res = self._validate()
-                            self._train_mode()
-                            self.last_val = {k: res[k] for k in ("miou", "mean_acc", "pixel_acc")}
-                            is_best = res["miou"] > self.best_miou
-                            if is_best:
-                                self.best_miou = res["miou"]
-                            self.logger.log({"iteration": it, "epoch": epoch, **self.last_val}, "val")
-                            if self.main:
-                                progress.console.print(
-                                    f"val @ {it}: mIoU {res['miou'] * 100:.2f}  pixel acc "
-                                    f"{res['pixel_acc'] * 100:.2f}  (best {self.best_miou * 100:.2f})"
-                                )
-                        if is_best or it % self.ckpt_interval == 0 or it == self.max_iters:
+                        if it % self.val_interval == 0 or finished:  # always validate at the end
+                            is_best = self._validate_and_log(epoch, progress)
+                        if finished:
+                            self.stopped_by = "iterations" if self.max_iters is not None else "time_budget"
+                        if is_best or it % self.ckpt_interval == 0 or finished:
                             self._save(best=is_best)
-                        if it >= self.max_iters:
+                        if finished:
                             break
+            wall = time.perf_counter() - start
+            self.logger.log(
+                {"iteration": self.iteration, "event": "end", **self._training_record(), "wall_time_s": wall},
+                "end",
+            )
+            if self.main:
+                print(
+                    f"effseg: stopped by {self.stopped_by} after {self.iteration} iterations: "
+                    f"{self.clock.spent_s / 60:.2f} min of training, {self.clock.val_s / 60:.2f} min of "
+                    f"validation (not counted), {wall / 60:.2f} min wall time in this process"
+                )
         finally:
             self.logger.close()
         return {
@@ -731,6 +833,7 @@ class _Trainer:
             "val": self.last_val,
             "final_loss": last_loss,
             "time_s": time.perf_counter() - start,
+            **{k: v for k, v in self._training_record().items() if k != "iterations"},
         }
 
     def _diverged(self, loss: torch.Tensor) -> None:
