@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         if info.is_main:
             result["checkpoint"] = str(path)
             result["split"] = args.split or cfg.data.val_split
+            result["training"] = meta.get("training")  # steps, train/val seconds, time budget
             out = Path(args.out) if args.out else (path if path.is_dir() else path.parent) / "eval"
             paths = write_eval_outputs(result, out)
             print_eval_table(result)
