@@ -53,7 +53,7 @@ def measure_one(head: str, backbone: str, crop: tuple[int, int], batch: int, ste
         momentum=0.9,
         weight_decay=1e-4,
     )
-    criterion = build_criterion(TrainConfig()).to(device)
+    criterion = build_criterion(TrainConfig(), model.loss_terms).to(device)
     x = torch.randn(batch, 3, *crop, device=device)
     y = torch.randint(0, 19, (batch, *crop), device=device)
     if device.type == "cuda":

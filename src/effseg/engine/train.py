@@ -461,7 +461,7 @@ class _Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
         self.amp_dtype = _amp_dtype(t.amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.amp == "fp16")
-        self.criterion = build_criterion(t).to(self.device)
+        self.criterion = build_criterion(t, self.model.loss_terms).to(self.device)
         self.distill = build_distill_loss(cfg.distill)
         self.teacher = None
         if self.distill is not None:
