@@ -69,9 +69,7 @@ def parse_tta(spec: str | Sequence[str | float] | None) -> tuple[list[float], bo
 
 
 def _call(model: ModelLike, x: torch.Tensor) -> torch.Tensor:
-    out = model(x)
-    if isinstance(out, dict):
-        out = out["out"]
+    out = model(x)  # an eval-mode model returns one logits tensor (effseg.models.contract)
     if isinstance(out, (list, tuple)):
         out = out[0]
     if isinstance(out, np.ndarray):
