@@ -12,9 +12,10 @@ from PIL import Image
 from effseg.data import build_dataset
 from effseg.data.cityscapes import LABELS
 from effseg.data.synthetic import MARKER, generate_city, render_scene
-from effseg.errors import DataError
+from effseg.errors import DataError, SizeError
+from effseg.size import Size
 
-SIZE = (256, 128)
+SIZE = Size(h=128, w=256)
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +34,9 @@ def test_cityscapes_layout_with_label_ids(city: Path) -> None:
     assert {p.parent.parent.name for p in imgs} == {"train", "val"}
     assert len({p.parent.name for p in imgs if p.parent.parent.name == "train"}) == 2  # two cities
     lab = np.asarray(Image.open(labs[0]))
-    assert lab.shape == (SIZE[1], SIZE[0]) and lab.dtype == np.uint8
+    assert lab.shape == SIZE and lab.dtype == np.uint8
     assert set(np.unique(lab).tolist()) <= {lab.id for lab in LABELS if lab.id >= 0}
-    assert Image.open(imgs[0]).size == SIZE and Image.open(imgs[0]).mode == "RGB"
+    assert Image.open(imgs[0]).size == SIZE.wh and Image.open(imgs[0]).mode == "RGB"
     assert json.loads((city / MARKER).read_text())["seed"] == 0
 
 
@@ -50,9 +51,9 @@ def test_all_19_classes_occur_in_a_small_split(city: Path) -> None:
 def test_deterministic_per_seed_and_independent_of_workers(city: Path, tmp_path: Path) -> None:
     again = generate_city(tmp_path / "again", 3, 1, SIZE, seed=0, workers=2)
     assert files(again) == files(city)
-    a, la = render_scene([1, 1, 0], (128, 64))
-    b, lb = render_scene([1, 1, 0], (128, 64))
-    c, _ = render_scene([2, 1, 0], (128, 64))
+    a, la = render_scene([1, 1, 0], "128x64")
+    b, lb = render_scene([1, 1, 0], Size(h=64, w=128))
+    c, _ = render_scene([2, 1, 0], "128x64")
     assert np.array_equal(a, b) and np.array_equal(la, lb)
     assert not np.array_equal(a, c)
 
@@ -71,7 +72,7 @@ def test_scenes_are_not_separable_by_colour_alone(city: Path) -> None:
 
 def test_build_dataset_generates_once_and_checks_options(tmp_path: Path) -> None:
     root = tmp_path / "auto"
-    ds = build_dataset("synthetic", root, "train", n_train=2, n_val=1, size=(128, 64))
+    ds = build_dataset("synthetic", root, "train", n_train=2, n_val=1, size="128x64")
     assert len(ds) == 2 and ds.load_raw(0)[0].shape == (64, 128, 3)
     assert len(build_dataset("synthetic", root, "val")) == 1
     stamp = (root / MARKER).stat().st_mtime_ns
@@ -83,7 +84,16 @@ def test_build_dataset_generates_once_and_checks_options(tmp_path: Path) -> None
 
 
 def test_bad_generation_arguments(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="WIDTHxHEIGHT"):
+    with pytest.raises(SizeError, match="size 'big': expected WIDTHxHEIGHT"):
         generate_city(tmp_path / "x", 1, 0, "big")
     with pytest.raises(DataError, match="too small"):
-        generate_city(tmp_path / "x", 1, 0, (8, 8))
+        generate_city(tmp_path / "x", 1, 0, "8x8")
+
+
+def test_old_width_height_pair_still_works_with_a_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, la = render_scene([3, 1, 0], (96, 48))  # the old (W, H) spelling
+    b, lb = render_scene([3, 1, 0], "96x48")
+    assert a.shape == (48, 96, 3) and np.array_equal(a, b) and np.array_equal(la, lb)
+    assert "size: [96, 48] is the old (width, height) spelling; write 96x48" in capsys.readouterr().err

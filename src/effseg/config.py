@@ -76,6 +76,12 @@ class ModelConfig:
         }
 
 
+#: ImageNet normalisation (RGB, fraction of 255): the one definition, used by the data config
+#: defaults, the transforms and every exported model without its own statistics.
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
 @dataclass
 class DataConfig:
     """Dataset and training-time augmentation."""
@@ -90,8 +96,8 @@ class DataConfig:
     scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
     hflip: bool = True
     jitter: bool = True
-    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     num_workers: int = 2
 
 

@@ -8,7 +8,6 @@ transform (default: normalise only) and returns tensors.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -16,56 +15,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
+from effseg.config import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (re-exported: the one definition)
+from effseg.data.image import IMAGE_SUFFIXES, read_image, read_label  # noqa: F401  (re-exported)
 from effseg.data.visualize import colorize  # noqa: F401  (re-exported: effseg.data.colorize)
 from effseg.errors import DataError
+from effseg.size import Size, read_old_size
 
 IGNORE_INDEX = 255
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 Transform = Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]]
-
-
-def _open(path: Path) -> Image.Image:
-    """Open and fully decode an image file; any decoding problem becomes a one-line DataError."""
-    try:
-        img = Image.open(path)
-        img.load()  # decode now: a truncated PNG fails here, not later in a worker
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise DataError(f"{path}: cannot decode image ({msg}); the file is corrupt or truncated") from None
-    return img
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file to ``uint8 (H, W, 3)`` RGB."""
-    img = _open(Path(path))
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    return np.asarray(img, dtype=np.uint8).copy()
-
-
-def read_label(path: str | os.PathLike) -> np.ndarray:
-    """Decode a single-channel label PNG to an integer array ``(H, W)`` of its raw values.
-
-    ``L``, ``P`` (palette index) and ``1`` (bilevel, 0/1) images give uint8; 16/32-bit images give int32 so
-    that out-of-range values are reported, not wrapped.
-    """
-    path = Path(path)
-    img = _open(path)
-    if img.mode in ("L", "P"):
-        return np.asarray(img, dtype=np.uint8).copy()
-    if img.mode == "1":  # bilevel masks: 0 / 1
-        return np.asarray(img, dtype=np.uint8).copy()
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-        return np.asarray(img).astype(np.int32)
-    raise DataError(
-        f"{path}: label image has mode {img.mode!r} ({len(img.getbands())} channels); "
-        "expected a single-channel PNG of class ids (mode L, P or I;16)"
-    )
 
 
 def check_same_size(image: np.ndarray, label: np.ndarray, image_path: Path, label_path: Path) -> None:
@@ -91,9 +50,10 @@ def check_train_ids(label: np.ndarray, num_classes: int, path: Path) -> np.ndarr
     return label.astype(np.uint8, copy=False)
 
 
-def resize_pair(image: np.ndarray, label: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Resize to ``size = (W, H)``: bilinear for the image, nearest neighbour for the label."""
-    w, h = size
+def resize_pair(image: np.ndarray, label: np.ndarray, size: Size) -> tuple[np.ndarray, np.ndarray]:
+    """Resize ``image (H, W, 3)`` and ``label (H, W)`` to ``size``: bilinear for the image,
+    nearest neighbour for the label."""
+    h, w = size
     if image.shape[1] == w and image.shape[0] == h:
         return image, label
     image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -101,20 +61,12 @@ def resize_pair(image: np.ndarray, label: np.ndarray, size: tuple[int, int]) -> 
     return image, label
 
 
-def parse_size(size: str | Sequence[int] | None, what: str = "size") -> tuple[int, int] | None:
-    """``"1024x512"`` or ``(1024, 512)`` -> ``(W, H)``; ``None`` stays ``None``."""
-    if size is None:
-        return None
-    try:
-        if isinstance(size, str):
-            w, h = (int(v) for v in size.lower().split("x"))
-        else:
-            w, h = (int(v) for v in size)
-    except (TypeError, ValueError):
-        raise DataError(f"{what} {size!r}: expected WIDTHxHEIGHT such as 1024x512") from None
-    if w <= 0 or h <= 0:
-        raise DataError(f"{what} {size!r}: width and height must be positive")
-    return w, h
+def dataset_size(value: str | Sequence[int] | Size | None, what: str = "resize") -> Size | None:
+    """A dataset's size option: ``"1024x512"`` text or a :class:`Size`; ``None`` stays ``None``.
+
+    The old spelling, a plain ``[1024, 512]`` list (width, height), still loads with a note.
+    """
+    return None if value is None else read_old_size(value, what, "wh")
 
 
 class SegmentationDataset(torch.utils.data.Dataset):
@@ -125,7 +77,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         palette: ``uint8 (C, 3)`` RGB colour per class.
         ignore_index: 255.
         samples: ``list[(image_path, label_path)]``.
-        resize: optional ``(W, H)`` applied in :meth:`load_raw`.
+        resize: optional :class:`Size` applied in :meth:`load_raw` (option text ``WIDTHxHEIGHT``).
     """
 
     ignore_index: int = IGNORE_INDEX
@@ -136,14 +88,14 @@ class SegmentationDataset(torch.utils.data.Dataset):
         palette: np.ndarray,
         samples: list[tuple[Path, Path]],
         transform: Transform | None = None,
-        resize: str | Sequence[int] | None = None,
+        resize: str | Size | None = None,
         root: Path | None = None,
         split: str | None = None,
     ) -> None:
         self.classes = list(classes)
         self.palette = np.asarray(palette, dtype=np.uint8).reshape(len(self.classes), 3)
         self.samples = samples
-        self.resize = parse_size(resize, "resize")
+        self.resize = dataset_size(resize, "resize")
         self.root = root
         self.split = split
         if not samples:
@@ -168,7 +120,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
     def load_raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(image uint8 (H, W, 3) RGB, label uint8 (H, W) train ids, 255 = ignore)``."""
         image_path, label_path = self.samples[index]
-        image = read_image(image_path)
+        image = read_image(image_path, exif=False)  # label files carry no orientation tag
         label = self.decode_label(read_label(label_path), label_path)
         check_same_size(image, label, image_path, label_path)
         if self.resize is not None:

@@ -41,9 +41,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from effseg.data.base import parse_size, run_parallel
+from effseg.data.base import run_parallel
 from effseg.data.cityscapes import TRAIN_ID_TO_LABEL_ID
 from effseg.errors import DataError
+from effseg.size import Size, read_old_size
 
 # train ids
 ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEG, TERRAIN, SKY = range(11)
@@ -59,7 +60,7 @@ _RARE = ("wall", "fence", "terrain", "truck", "bus", "train", "bicycle", "motorc
 SPLIT_CITIES = {"train": ("synthburg", "pixelhafen"), "val": ("renderstadt",), "test": ("noiseville",)}
 SYNTH_OPTIONS = {"n_train", "n_val", "size", "seed", "workers"}
 MARKER = "effseg_synthetic.json"
-DEFAULT_N_TRAIN, DEFAULT_N_VAL, DEFAULT_SIZE = 48, 12, (512, 256)
+DEFAULT_N_TRAIN, DEFAULT_N_VAL, DEFAULT_SIZE = 48, 12, Size(h=256, w=512)
 
 _SHIFT = 4  # sub-pixel bits for cv2 polygons
 _ONE = 1 << _SHIFT
@@ -1113,12 +1114,15 @@ class _Scene:
         self.label = self.lab
 
 
-def render_scene(seed: int | Sequence[int], size: tuple[int, int] = (1024, 512), force: Sequence[str] = ()):
+def render_scene(
+    seed: int | Sequence[int], size: Size | str = Size(h=512, w=1024), force: Sequence[str] = ()
+) -> tuple[np.ndarray, np.ndarray]:
     """Render one scene: ``(image uint8 (H, W, 3) RGB, label uint8 (H, W) train ids, 255 = void)``.
 
+    ``size``: a :class:`Size` or ``"WIDTHxHEIGHT"`` text (a plain pair is the old ``(W, H)``).
     ``force``: rare classes that must appear (names from ``_RARE``).
     """
-    scene = _make_scene(seed, size, force)
+    scene = _make_scene(seed, read_old_size(size, "size", "wh").wh, force)
     label = scene.label.copy()
     label[(label == _EGO) | (label == _STATIC)] = 255
     return scene.image, label
@@ -1188,18 +1192,20 @@ def generate_city(
     out_dir: str | os.PathLike,
     n_train: int,
     n_val: int,
-    size: tuple[int, int] | str = (1024, 512),
+    size: Size | str = Size(h=512, w=1024),
     seed: int = 0,
     workers: int | None = None,
     progress: bool = False,
 ) -> Path:
-    """Write ``n_train`` + ``n_val`` synthetic street scenes of ``size = (W, H)`` in Cityscapes layout.
+    """Write ``n_train`` + ``n_val`` synthetic street scenes of ``size`` in Cityscapes layout.
+
+    ``size``: a :class:`Size` or ``"WIDTHxHEIGHT"`` text (a plain pair is the old ``(W, H)``).
 
     Labels are Cityscapes *label ids* (``_gtFine_labelIds.png``). Deterministic for a
     ``seed`` whatever ``workers`` is (default: up to ``os.cpu_count()`` processes for
     more than 8 images). Returns ``out_dir``.
     """
-    w, h = parse_size(size, "size")
+    w, h = read_old_size(size, "size", "wh").wh
     if w < 32 or h < 16:
         raise DataError(f"size {w}x{h}: too small for a street scene; use at least 32x16")
     if n_train < 0 or n_val < 0:
@@ -1230,7 +1236,7 @@ def ensure_city(
     root: str | os.PathLike,
     n_train: int | None = None,
     n_val: int | None = None,
-    size: tuple[int, int] | str | None = None,
+    size: Size | str | None = None,
     seed: int | None = None,
     workers: int | None = None,
 ) -> Path:
@@ -1244,7 +1250,7 @@ def ensure_city(
     asked = {
         "n_train": n_train,
         "n_val": n_val,
-        "size": list(parse_size(size)) if size else None,
+        "size": list(read_old_size(size, "size", "wh").wh) if size else None,  # marker: [W, H]
         "seed": seed,
     }
     marker = root / MARKER
@@ -1284,7 +1290,7 @@ def ensure_city(
 
 
 def contact_sheet(
-    out_path: str | os.PathLike, n: int = 4, size: tuple[int, int] = (1024, 512), seed: int = 0
+    out_path: str | os.PathLike, n: int = 4, size: Size | str = Size(h=512, w=1024), seed: int = 0
 ) -> Path:
     """Save a PNG grid of ``n`` generated images beside their colour labels, with a legend."""
     import matplotlib

@@ -16,10 +16,9 @@ import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
 
+from effseg.config import IMAGENET_MEAN, IMAGENET_STD
 from effseg.errors import DataError
 
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 IGNORE_INDEX = 255
 
 
