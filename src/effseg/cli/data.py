@@ -61,7 +61,7 @@ def _synth(args: argparse.Namespace) -> int:
     out = generate_city(args.out, args.train, args.val, args.size, args.seed, args.workers, progress=True)
     print(f"wrote {args.train} train + {args.val} val synthetic scenes ({args.size}) to {out}")
     if args.contact_sheet is not None:
-        from effseg.data.base import parse_size
+        from effseg.size import parse_size
 
         path = contact_sheet(args.contact_sheet, n=4, size=parse_size(args.size), seed=args.seed)
         print(f"contact sheet: {path}")
