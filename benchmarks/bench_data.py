@@ -178,15 +178,16 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from effseg.data import build_dataset, build_train_transform
-    from effseg.data.base import parse_size
     from effseg.data.synthetic import _forced, _job, render_scene
+    from effseg.size import parse_size
 
     torch.set_num_threads(1)
-    w, h = parse_size(args.size)
+    size = parse_size(args.size, "--size")
+    h, w = size
     info = machine()
     results: list[tuple[str, str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        gen_render = rate(lambda i: render_scene([0, 1, i], (w, h), _forced(i)), args.n, args.repeats)
+        gen_render = rate(lambda i: render_scene([0, 1, i], size, _forced(i)), args.n, args.repeats)
         results.append(("synthetic city: render", f"{w}x{h}, 1 process", gen_render))
         gen_write = rate(lambda i: _job((0, "train", i, (w, h), tmp)), args.n, args.repeats)
         results.append(("synthetic city: render + PNG write", f"{w}x{h}, 1 process", gen_write))
