@@ -24,7 +24,7 @@ from effseg.config import config_from_dict
 from effseg.engine.batchnorm import recompute_batchnorm_stats
 from effseg.engine.checkpoint import load_model
 from effseg.engine.evaluate import evaluate
-from effseg.engine.train import build_datasets
+from effseg.data.from_config import build_datasets
 
 
 def main() -> None:

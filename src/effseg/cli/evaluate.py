@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from effseg.data import build_dataset, build_eval_transform
     from effseg.engine import distributed as du
     from effseg.engine.evaluate import evaluate, parse_tta, print_eval_table, write_eval_outputs
-    from effseg.engine.train import val_dataset_options
+    from effseg.data.from_config import val_dataset_options
     from effseg.errors import ConfigError
 
     path = Path(args.checkpoint)

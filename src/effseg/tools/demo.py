@@ -218,7 +218,8 @@ def run_demo(
     from effseg.data.synthetic import MARKER, generate_city
     from effseg.engine.checkpoint import load_model
     from effseg.engine.evaluate import evaluate
-    from effseg.engine.train import build_datasets, train
+    from effseg.data.from_config import build_datasets
+    from effseg.engine.train import train
     from effseg.tools.bench import bench_models
     from effseg.tools.report import ModelResult, Sample, write_report
 

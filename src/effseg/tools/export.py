@@ -511,7 +511,7 @@ def _config_dataset(meta: dict[str, Any], split: str, what: str, transform: Any 
         )
     from effseg.config import config_from_dict
     from effseg.data import build_dataset
-    from effseg.engine.train import val_dataset_options
+    from effseg.data.from_config import val_dataset_options
 
     c = config_from_dict(cfg)
     return build_dataset(c.data.dataset, c.data.root, split, transform=transform, **val_dataset_options(c))
