@@ -204,3 +204,74 @@ def test_shipped_configs_spell_sizes_as_text() -> None:
     assert [str(p) for p in SHIPPED if old.search(p.read_text())] == []
     cfg = load_config(ROOT / "configs" / "cityscapes" / "pspnet_r18.yaml")
     assert cfg.data.crop_size == Size(h=512, w=1024) and cfg.eval.stride == Size(h=341, w=683)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("1e-3", 1e-3), ("1e6", 1e6), ("-2.5E-4", -2.5e-4), (".5", 0.5), ("1.5e3", 1500.0)]
+)
+def test_numbers_as_people_type_them(tmp_path: Path, text: str, value: float) -> None:
+    clip = load_config(write(tmp_path, f"train:\n  grad_clip: {text.lstrip('-')}\n")).train.grad_clip
+    assert clip == abs(value)
+    parsed = load_config(write(tmp_path, f"model:\n  head_options: {{eps: {text}}}\n")).model.head_options
+    assert parsed == {"eps": value}
+    path = write(tmp_path, "model:\n  head: fcn\n")
+    cfg = load_config(path, [f"distill.weight={text.lstrip('-')}", "train.lr=1e-3", "train.iterations=1e4"])
+    assert cfg.distill.weight == abs(value) and cfg.train.lr == 1e-3
+    assert cfg.train.iterations == 10000 and isinstance(cfg.train.iterations, int)
+    assert yaml.safe_load("1e-3") == "1e-3"  # the global SafeLoader is left as it was
+
+
+def test_yaml_numbers_never_evaluate_code() -> None:
+    from effseg.config import load_yaml
+
+    parsed = load_yaml("a: 1e-3\nb: __import__('os')\nc: 2*3\n")
+    assert parsed == {"a": 1e-3, "b": "__import__('os')", "c": "2*3"}
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# only a comment\n"])
+def test_empty_config_file_is_an_error(tmp_path: Path, text: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, ["train.lr=0.1"])
+    assert str(err.value).startswith(f"{path}: the config file is empty") and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("bad", [".nan", ".inf", "-.inf", ".NaN"])
+@pytest.mark.parametrize(
+    "key", ["train.lr", "train.head_lr_mult", "train.grad_clip", "train.weight_decay", "distill.temperature",
+            "data.scale_range", "data.std", "eval.scales"]
+)
+def test_nan_and_inf_are_refused_naming_the_key(tmp_path: Path, key: str, bad: str) -> None:
+    section, name = key.split(".")
+    value = f"[{bad}, 1.0]" if name in ("scale_range",) else f"[1.0, 1.0, {bad}]" if name == "std" else (
+        f"[{bad}]" if name == "scales" else bad
+    )
+    path = write(tmp_path, f"{section}:\n  {name}: {value}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert f"key '{key}" in msg and "expected a finite number" in msg and "\n" not in msg
+    with pytest.raises(ConfigError, match=rf"key '{key}.*expected a finite number"):
+        load_config(write(tmp_path, "model:\n  head: fcn\n"), [f"{key}={value}"])
+
+
+def test_one_device_rule() -> None:
+    import torch
+
+    from effseg.config import check_device, resolve_device
+
+    for ok in ("auto", "cpu", "cuda", "cuda:1", "mps"):
+        assert check_device(ok) and config_from_dict({"train": {"device": ok}}).train.device == ok
+    for bad in ("gpu", "cuda:", "cuda:x", "CPU", "mps:0", ""):
+        assert not check_device(bad)
+        with pytest.raises(ConfigError, match=r"train\.device.*'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"):
+            config_from_dict({"train": {"device": bad}})
+    assert resolve_device("cpu") == torch.device("cpu") and resolve_device(torch.device("cpu")).type == "cpu"
+    with pytest.raises(ConfigError, match=r"^device 'gpu': expected 'auto', 'cpu'"):
+        resolve_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r"--device 'cuda:0': CUDA is not available"):
+            resolve_device("cuda:0", what="--device")
+        mps = getattr(torch.backends, "mps", None)
+        expected = "mps" if mps is not None and mps.is_available() else "cpu"
+        assert resolve_device("auto").type == expected

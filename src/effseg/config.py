@@ -1,7 +1,8 @@
 """Typed experiment configs: YAML files plus ``--set a.b=value`` overrides.
 
 A config has five sections (``model``, ``data``, ``train``, ``eval``, ``distill``),
-each a dataclass below. Files are parsed with ``yaml.safe_load`` and never
+each a dataclass below. Files are parsed with a safe loader
+(:func:`effseg.config_types.load_yaml`: plain data, numbers such as ``1e-3``) and never
 executed: a config names a model and a dataset, it cannot import code. Every key
 is checked against the dataclass fields and their types; an unknown key or a
 wrong type raises :class:`effseg.errors.ConfigError` naming the key and
@@ -18,20 +19,26 @@ are relative to the working directory, not to the config file.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 
-from effseg.errors import ConfigError, SizeError
-from effseg.size import SIZE_FORM, Size, format_size, read_old_size
+from effseg.config_types import coerce, load_yaml, suggest
+from effseg.device import DEVICE_FORMS, check_device, resolve_device
+from effseg.errors import ConfigError
+from effseg.size import Size, format_size
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "DEVICE_FORMS",
+    "check_device",
+    "resolve_device",
+    "load_yaml",
     "Config",
     "ModelConfig",
     "DataConfig",
@@ -43,6 +50,9 @@ __all__ = [
     "apply_overrides",
     "save_config",
 ]
+
+
+# ----------------------------------------------------------------------------- sections
 
 
 @dataclass
@@ -210,98 +220,6 @@ _SECTIONS: dict[str, type] = {
 }
 
 
-def _suggest(name: str, options: typing.Iterable[str]) -> str:
-    match = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
-    return f" (did you mean '{match[0]}'?)" if match else ""
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is list:
-        return f"list of {_type_name(typing.get_args(tp)[0])}"
-    if origin is dict:
-        return "mapping"
-    if tp is type(None):
-        return "null"
-    if tp is Size:
-        return "WIDTHxHEIGHT"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
-    """Return ``value`` checked against ``tp`` (ints are accepted for floats)."""
-    origin = typing.get_origin(tp)
-    bad = ConfigError(
-        f"{where}key '{key}': expected {_type_name(tp)}, got {value!r} ({type(value).__name__})"
-    )
-    if tp is Any:
-        return value
-    if tp is Size:
-        return _size(value, key, where)
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            hint = _suggest(str(value), [str(c) for c in choices])
-            raise ConfigError(
-                f"{where}key '{key}': expected one of {', '.join(map(repr, choices))}, got {value!r}{hint}"
-            )
-        return value
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        if Size in args:  # Size | None: the size's own message
-            return _size(value, key, where)
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key, where)
-            except ConfigError:
-                continue
-        raise bad
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
-            raise bad
-        return [_coerce(v, item_tp, f"{key}[{i}]", where) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise bad
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise bad
-        return value
-    raise TypeError(f"unsupported config field type {tp!r}")  # a bug in this module
-
-
-def _size(value: Any, key: str, where: str) -> Size:
-    """A size setting: ``WIDTHxHEIGHT`` text; the old ``[H, W]`` list still loads, with a note."""
-    try:
-        return read_old_size(value, f"{where}{key}", "hw")
-    except SizeError:
-        raise SizeError(f"{where}key '{key}': expected {SIZE_FORM}, got {value!r}") from None
-
-
 def _build_section(cls: type, name: str, values: Any, where: str) -> Any:
     if values is None:
         values = {}
@@ -311,9 +229,9 @@ def _build_section(cls: type, name: str, values: Any, where: str) -> Any:
     kwargs = {}
     for key, value in values.items():
         if key not in hints:
-            hint = _suggest(f"{name}.{key}", [f"{name}.{h}" for h in hints])
+            hint = suggest(f"{name}.{key}", [f"{name}.{h}" for h in hints])
             raise ConfigError(f"{where}unknown key '{name}.{key}'{hint}")
-        kwargs[key] = _coerce(value, hints[key], f"{name}.{key}", where)
+        kwargs[key] = coerce(value, hints[key], f"{name}.{key}", where)
     return cls(**kwargs)
 
 
@@ -385,9 +303,8 @@ def _check_values(cfg: Config, where: str) -> None:
     for key in ("val_interval", "checkpoint_interval", "ohem_min_kept"):
         if getattr(t, key) < 0:
             fail(f"train.{key}", "an integer >= 0", getattr(t, key))
-    dev = t.device
-    if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
-        fail("train.device", "'auto', 'cpu', 'cuda' or 'cuda:N'", dev)
+    if not check_device(t.device):
+        fail("train.device", DEVICE_FORMS, t.device)
     if not e.scales or any(s <= 0 for s in e.scales):
         fail("eval.scales", "a non-empty list of positive scales", e.scales)
     if e.num_workers < 0:
@@ -410,7 +327,7 @@ def config_from_dict(data: dict[str, Any] | None, source: str | None = None) -> 
         raise ConfigError(f"{where}expected a mapping with sections {', '.join(_SECTIONS)}")
     for name in data:
         if name not in _SECTIONS:
-            raise ConfigError(f"{where}unknown section '{name}'{_suggest(str(name), _SECTIONS)}")
+            raise ConfigError(f"{where}unknown section '{name}'{suggest(str(name), _SECTIONS)}")
     sections = {name: _build_section(cls, name, data.get(name), where) for name, cls in _SECTIONS.items()}
     cfg = Config(**sections)
     _check_values(cfg, where)
@@ -429,7 +346,7 @@ def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str]) -> di
         if not sep or len(parts) < 2 or not all(parts):
             raise ConfigError(f"override {item!r}: expected SECTION.KEY=VALUE, e.g. train.lr=0.02")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = load_yaml(raw) if raw.strip() else None
         except yaml.YAMLError as err:
             raise ConfigError(
                 f"override {item!r}: value is not valid YAML ({err.__class__.__name__})"
@@ -452,7 +369,7 @@ def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> Confi
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -460,8 +377,11 @@ def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> Confi
         raise ConfigError(f"{path}: invalid YAML{at}: {problem}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
-    if data is None:
-        data = {}
+    if data is None:  # an empty file must not start a default training in the working folder
+        raise ConfigError(
+            f"{path}: the config file is empty; expected a mapping with sections {', '.join(_SECTIONS)} "
+            "(start from a shipped config, e.g. configs/synthetic/pspnet_r18.yaml)"
+        )
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with sections {', '.join(_SECTIONS)}")
     data = apply_overrides(data, overrides)
