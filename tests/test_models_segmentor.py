@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import effseg
 from effseg.errors import ModelError
-from effseg.models import build_model, list_backbones, list_heads, list_models
+from effseg.models import build_model, list_backbones, list_heads, list_models, list_segmentor_pairs
 from effseg.models.contract import LossTerm
 
 
@@ -33,11 +33,13 @@ def test_lists() -> None:
         "mobilenetv3_large",
         "mobilenetv3_small",
     ]
-    assert len(list_models()) == 35 and ("lraspp", "resnet50") in list_models()
+    pairs = list_segmentor_pairs()
+    assert len(pairs) == 35 and ("lraspp", "resnet50") in pairs
+    assert list_models()[:5] == list_heads()
     assert effseg.build_model is build_model
 
 
-@pytest.mark.parametrize(("head", "backbone"), list_models())
+@pytest.mark.parametrize(("head", "backbone"), list_segmentor_pairs())
 def test_every_pair_builds_with_input_size_output_meta(head: str, backbone: str) -> None:
     # shapes only, on the meta device: free even for ResNet-101
     with torch.device("meta"):
@@ -192,14 +194,14 @@ def test_sgd_steps_lower_the_loss_and_reach_the_aux_head(head: str) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"head": "unet"}, "unknown head 'unet'; expected one of: fcn, pspnet, aspp, ocr, lraspp"),
+        ({"head": "unet"}, "unknown model 'unet'; expected one of: fcn, pspnet, aspp, ocr, lraspp"),
         ({"head": "pspnet", "backbone": "vgg16"}, "unknown backbone 'vgg16'; expected one of: resnet18,"),
         ({"head": "pspnet", "num_classes": 0}, "num_classes=0"),
         ({"head": "pspnet", "num_classes": 2.5}, "num_classes=2.5"),
         ({"head": "pspnet", "output_stride": 4}, "output_stride=4"),
         (
             {"head": "pspnet", "rates": [1, 2]},
-            "unknown option.* rates .*valid options: bins, channels, dropout",
+            "unknown option.* rates for model 'pspnet'; valid options: backbone, .*, channels, dropout$",
         ),
         ({"head": "aspp", "rates": [1, -2]}, "rates="),
         ({"head": "pspnet", "bins": []}, "bins="),

@@ -3,6 +3,7 @@
 >>> import effseg
 >>> model = effseg.build_model("pspnet", backbone="resnet18", num_classes=19)
 >>> effseg.list_models()[:2]
+['fcn', 'pspnet']
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ _LAZY = {
     "list_models": "effseg.models",
     "list_backbones": "effseg.models",
     "list_heads": "effseg.models",
+    "list_segmentor_pairs": "effseg.models",
+    "describe_model": "effseg.models",
     "load_pretrained": "effseg.models",
     "Segmentor": "effseg.models",
     "load": "effseg.api",

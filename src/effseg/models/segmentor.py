@@ -1,9 +1,15 @@
-"""``Segmentor`` (backbone -> head [+ aux head]) and ``build_model``."""
+"""``Segmentor`` (backbone -> head [+ aux head]), its head builders and ``build_segmentor``.
+
+A head builder's signature is the single source of that head's options and defaults:
+``builder(channels, num_classes, aux, *, <options>) -> (head, aux_head or None)``, where
+``channels`` is the backbone's ``out_channels`` dict. :func:`build_segmentor` adds the options
+shared by every head (its own signature); :mod:`effseg.models.registry` reads both signatures.
+"""
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +23,9 @@ from effseg.models.heads import ASPPHead, FCNHead, LRASPPHead, OCRHead, PPMHead
 from effseg.models.heads.aspp import DEEPLAB_RATES
 from effseg.models.pretrained import load_pretrained
 
-# head name -> its options and defaults (None: derived, see build_model)
-HEAD_OPTIONS: dict[str, dict[str, Any]] = {
-    "fcn": {"channels": None, "dropout": 0.1},
-    "pspnet": {"bins": [1, 2, 3, 6], "channels": 512, "dropout": 0.1},
-    "aspp": {"rates": None, "image_pooling": True, "channels": 256, "dropout": 0.5},
-    "ocr": {"key_channels": 256, "mid_channels": 512, "dropout": 0.05},
-    "lraspp": {"inter_channels": 128},
-}
-HEADS = tuple(HEAD_OPTIONS)
+__all__ = ["HEAD_BUILDERS", "Segmentor", "build_segmentor", "head_options", "list_backbones", "list_heads"]
+
+HeadParts = tuple[nn.Module, nn.Module | None]
 
 
 class Segmentor(nn.Module):
@@ -88,19 +88,100 @@ class Segmentor(nn.Module):
         return {"backbone": list(self.backbone.parameters()), "head": head}
 
 
+def _fcn_aux(ch: dict[str, int], num_classes: int, aux: bool) -> nn.Module | None:
+    """The auxiliary FCN head on the ``"aux"`` feature (C4), output ``"aux"``."""
+    return FCNHead(ch["aux"], num_classes, in_key="aux") if aux else None
+
+
+def fcn(
+    ch: dict[str, int], num_classes: int, aux: bool, *, channels: int | None = None, dropout: float = 0.1
+) -> HeadParts:
+    """FCN: 3x3 conv-BN-ReLU -> 1x1 classifier on ``"out"`` (``channels``: in_channels // 4)."""
+    head = FCNHead(ch["out"], num_classes, in_key="out", channels=channels, dropout=dropout)
+    return head, _fcn_aux(ch, num_classes, aux)
+
+
+def pspnet(
+    ch: dict[str, int],
+    num_classes: int,
+    aux: bool,
+    *,
+    bins: Sequence[int] = (1, 2, 3, 6),
+    channels: int = 512,
+    dropout: float = 0.1,
+) -> HeadParts:
+    """PSPNet's pyramid pooling module (one branch per bin) + 3x3 bottleneck."""
+    head = PPMHead(ch["out"], num_classes, bins=bins, channels=channels, dropout=dropout)
+    return head, _fcn_aux(ch, num_classes, aux)
+
+
+def aspp(
+    ch: dict[str, int],
+    num_classes: int,
+    aux: bool,
+    *,
+    rates: Sequence[int] | None = None,
+    image_pooling: bool = True,
+    channels: int = 256,
+    dropout: float = 0.5,
+) -> HeadParts:
+    """DeepLabV3's ASPP (``rates`` None: DeepLabV3's 12/24/36 at output stride 8, 6/12/18 at 16)."""
+    if rates is None:  # build_segmentor resolves it from the output stride
+        raise ModelError("aspp: rates=None must be resolved from the output stride (use build_segmentor)")
+    head = ASPPHead(ch["out"], num_classes, rates, image_pooling, channels, dropout)
+    return head, _fcn_aux(ch, num_classes, aux)
+
+
+def ocr(
+    ch: dict[str, int],
+    num_classes: int,
+    aux: bool,
+    *,
+    key_channels: int = 256,
+    mid_channels: int = 512,
+    dropout: float = 0.05,
+) -> HeadParts:
+    """OCR. Its object-region classifier (on ``"aux"``, C4) IS the auxiliary output: with
+    ``aux=True`` the head returns it as ``"aux"``, and OCR gets no FCN aux head on top."""
+    head = OCRHead(ch["out"], ch["aux"], num_classes, key_channels, mid_channels, dropout, return_aux=aux)
+    return head, None
+
+
+def lraspp(ch: dict[str, int], num_classes: int, aux: bool, *, inter_channels: int = 128) -> HeadParts:
+    """Lite R-ASPP (MobileNetV3 paper) on ``"out"`` and the 1/8 ``"low"`` feature."""
+    return LRASPPHead(ch["low"], ch["out"], num_classes, inter_channels), _fcn_aux(ch, num_classes, aux)
+
+
+#: head name -> builder; the builder's keyword-only parameters are the head's options.
+HEAD_BUILDERS: dict[str, Callable[..., HeadParts]] = {
+    "fcn": fcn,
+    "pspnet": pspnet,
+    "aspp": aspp,
+    "ocr": ocr,
+    "lraspp": lraspp,
+}
+
+
 def list_backbones() -> list[str]:
-    """Backbone names accepted by :func:`build_model`."""
+    """Backbone names accepted by :func:`build_segmentor`."""
     return list(BACKBONES)
 
 
 def list_heads() -> list[str]:
-    """Head names accepted by :func:`build_model`."""
-    return list(HEADS)
+    """Head names accepted by :func:`build_segmentor` (the Segmentor family of the registry)."""
+    return list(HEAD_BUILDERS)
 
 
-def list_models() -> list[tuple[str, str]]:
-    """Every valid ``(head, backbone)`` pair (every head works on every backbone)."""
-    return [(h, b) for h in HEADS for b in BACKBONES]
+def head_options(head: str) -> dict[str, inspect.Parameter]:
+    """A head's options (name -> parameter, default included), read from its builder's signature."""
+    params = inspect.signature(HEAD_BUILDERS[head]).parameters.values()
+    return {p.name: p for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def _positive_int(head: str, key: str, value: Any) -> int | None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ModelError(f"{head} option {key}={value!r}: expected a positive integer")
+    return value
 
 
 def _int_list(head: str, key: str, value: Any, allow_empty: bool = False) -> list[int]:
@@ -111,32 +192,25 @@ def _int_list(head: str, key: str, value: Any, allow_empty: bool = False) -> lis
     return [int(v) for v in value]
 
 
-def _resolve_options(head: str, output_stride: int, options: dict[str, Any]) -> dict[str, Any]:
-    valid = HEAD_OPTIONS[head]
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ModelError(
-            f"unknown option(s) {', '.join(unknown)} for head {head!r}; "
-            f"valid options: {', '.join(valid) or '(none)'}"
-        )
-    opts = {**copy.deepcopy(valid), **options}
-    if head == "aspp" and opts["rates"] is None:
-        opts["rates"] = list(DEEPLAB_RATES[output_stride])
-    for key in ("bins", "rates"):
-        if key in opts:
-            opts[key] = _int_list(head, key, opts[key], allow_empty=key == "rates")
-    for key in ("channels", "key_channels", "mid_channels", "inter_channels"):
-        v = opts.get(key)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-            raise ModelError(f"{head} option {key}={v!r}: expected a positive integer")
-    if "dropout" in opts and not (isinstance(opts["dropout"], int | float) and 0 <= opts["dropout"] < 1):
-        raise ModelError(f"{head} option dropout={opts['dropout']!r}: expected a number in [0, 1)")
-    if "image_pooling" in opts and not isinstance(opts["image_pooling"], bool):
-        raise ModelError(f"aspp option image_pooling={opts['image_pooling']!r}: expected true or false")
-    return opts
+def _check_option(head: str, key: str, value: Any, output_stride: int) -> Any:
+    """Validate (and resolve) one head option value; one-line :class:`ModelError` when bad."""
+    if key == "rates":  # ASPP: None -> DeepLabV3's rates scaled to the output stride
+        value = list(DEEPLAB_RATES[output_stride]) if value is None else value
+        return _int_list(head, key, value, allow_empty=True)
+    if key == "bins":
+        return _int_list(head, key, value)
+    if key == "dropout":
+        if not (isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1):
+            raise ModelError(f"{head} option dropout={value!r}: expected a number in [0, 1)")
+        return value
+    if key == "image_pooling":
+        if not isinstance(value, bool):
+            raise ModelError(f"{head} option image_pooling={value!r}: expected true or false")
+        return value
+    return _positive_int(head, key, value)  # channels, key_channels, mid_channels, inter_channels
 
 
-def build_model(
+def build_segmentor(
     head: str,
     backbone: str = "resnet18",
     num_classes: int = 19,
@@ -146,28 +220,24 @@ def build_model(
     aux_weight: float = 0.4,
     width_mult: float = 1.0,
     reduced_tail: bool = False,
-    **head_options: Any,
+    **options: Any,
 ) -> Segmentor:
-    """Build a segmentor, e.g. ``build_model("pspnet", backbone="resnet50", num_classes=19)``.
+    """Build a segmentor, e.g. ``build_segmentor("pspnet", backbone="resnet50", num_classes=19)``.
 
     ``head``: one of :func:`list_heads`; ``backbone``: one of :func:`list_backbones`;
-    ``output_stride``: 8, 16 or 32; ``pretrained_backbone``: path to a
-    torchvision-format ImageNet state dict (see :func:`load_pretrained`);
-    ``aux``: add the auxiliary output (FCN head on the ``"aux"`` feature, or OCR's
-    object regions); ``aux_weight``: the loss weight the model declares for ``"aux"``
-    (``loss_terms``; ``train.aux_weight`` overrides it); ``width_mult``: MobileNet width
-    multiplier; ``reduced_tail``: MobileNetV3's halved last stage (the paper's segmentation
-    variant).  Head options:
-    ``fcn``: channels, dropout; ``pspnet``: bins, channels, dropout; ``aspp``:
-    rates (default DeepLabV3's 12/24/36 at output stride 8, 6/12/18 at 16),
-    image_pooling, channels, dropout; ``ocr``: key_channels, mid_channels,
-    dropout; ``lraspp``: inter_channels.
+    ``output_stride``: 8, 16 or 32; ``pretrained_backbone``: path to a torchvision-format
+    ImageNet state dict (see :func:`load_pretrained`); ``aux``: add the auxiliary output (an
+    FCN head on the ``"aux"`` feature, or OCR's object regions); ``aux_weight``: the loss weight
+    the model declares for ``"aux"`` (``loss_terms``; ``train.aux_weight`` overrides it);
+    ``width_mult``: MobileNet width multiplier; ``reduced_tail``: MobileNetV3's halved last stage
+    (the paper's segmentation variant). ``options``: the head's options (its builder in
+    :data:`HEAD_BUILDERS`; :func:`head_options`).
 
-    ``model.config`` holds the resolved arguments: ``build_model(**model.config)``
-    rebuilds the same architecture (without loading weights).
+    ``model.config`` holds the resolved arguments: ``build_model(**model.config)`` rebuilds the
+    same architecture (without loading weights).
     """
-    if head not in HEAD_OPTIONS:
-        raise ModelError(f"unknown head {head!r}; expected one of: {', '.join(HEADS)}")
+    if head not in HEAD_BUILDERS:
+        raise ModelError(f"unknown head {head!r}; expected one of: {', '.join(HEAD_BUILDERS)}")
     if backbone not in BACKBONES:
         raise ModelError(f"unknown backbone {backbone!r}; expected one of: {', '.join(BACKBONES)}")
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
@@ -182,22 +252,22 @@ def build_model(
         raise ModelError(f"aux_weight={aux_weight!r}: expected a number >= 0")
     if not isinstance(reduced_tail, bool):
         raise ModelError(f"reduced_tail={reduced_tail!r}: expected true or false")
-    opts = _resolve_options(head, output_stride, head_options)
+    valid = head_options(head)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ModelError(
+            f"unknown option(s) {', '.join(unknown)} for head {head!r}; "
+            f"valid options: {', '.join(valid) or '(none)'}"
+        )
+    opts = {
+        key: _check_option(head, key, options.get(key, param.default), output_stride)
+        for key, param in valid.items()
+    }
     net = build_backbone(
         backbone, output_stride=output_stride, width_mult=width_mult, reduced_tail=reduced_tail
     )
-    ch = net.out_channels
-    if head == "fcn":
-        main: nn.Module = FCNHead(ch["out"], num_classes, in_key="out", **opts)
-    elif head == "pspnet":
-        main = PPMHead(ch["out"], num_classes, **opts)
-    elif head == "aspp":
-        main = ASPPHead(ch["out"], num_classes, **opts)
-    elif head == "ocr":
-        main = OCRHead(ch["out"], ch["aux"], num_classes, return_aux=aux, **opts)
-    else:
-        main = LRASPPHead(ch["low"], ch["out"], num_classes, **opts)
-    aux_head = FCNHead(ch["aux"], num_classes, in_key="aux") if aux and head != "ocr" else None
+    main, aux_head = HEAD_BUILDERS[head](net.out_channels, num_classes, aux, **opts)
+    default_aux_weight = inspect.signature(build_segmentor).parameters["aux_weight"].default
     config = {
         "head": head,
         "backbone": backbone,
@@ -206,7 +276,7 @@ def build_model(
         "aux": aux,
         "width_mult": float(width_mult),
         **({"reduced_tail": True} if reduced_tail else {}),
-        **({"aux_weight": float(aux_weight)} if aux_weight != 0.4 else {}),
+        **({"aux_weight": float(aux_weight)} if aux_weight != default_aux_weight else {}),
         **opts,
     }
     loss_terms = {"out": LossTerm(1.0), **({"aux": LossTerm(float(aux_weight))} if aux else {})}
