@@ -39,11 +39,24 @@ def build_dataset(
         split: split name (``train``, ``val``, ``test``; ``folder`` also accepts ``all``).
         transform: joint transform ``(image uint8 HWC, label uint8 HW) -> (FloatTensor, LongTensor)``;
             default: normalise only (see :mod:`effseg.data.transforms`).
-        options: per dataset. cityscapes: ``split_file``, ``resize`` (W, H). camvid: ``resize``.
-            folder: ``resize``, ``classes_file``. synthetic: ``n_train``, ``n_val``, ``size`` (W, H),
-            ``seed``, ``workers``, plus the cityscapes options.
+        options: per dataset. cityscapes: ``split_file``, ``resize``. camvid: ``resize``.
+            folder: ``resize``, ``classes_file``. synthetic: ``n_train``, ``n_val``, ``size``,
+            ``seed``, ``workers``, plus the cityscapes options. Sizes are ``WIDTHxHEIGHT`` text.
+            Every dataset: ``cache`` (bool): decode every sample now and keep it in memory
+            (see :meth:`SegmentationDataset.enable_cache`).
     """
-    key = str(name).lower()
+    cache = options.pop("cache", False)
+    if not isinstance(cache, bool):
+        raise DataError(f"dataset option 'cache': expected true or false, got {cache!r}")
+    dataset = _build(str(name).lower(), name, root, split, transform, options)
+    if cache:
+        dataset.enable_cache(preload=True)
+    return dataset
+
+
+def _build(
+    key: str, name: str, root: str | os.PathLike, split: str, transform: Any, options: dict[str, Any]
+) -> SegmentationDataset:
     if key == "cityscapes":
         return CityscapesDataset(root, split, transform, **_only(key, options, {"split_file", "resize"}))
     if key == "camvid":
@@ -68,7 +81,8 @@ def _only(name: str, options: dict[str, Any], allowed: set[str]) -> dict[str, An
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise DataError(
-            f"dataset {name!r} has no option {unknown[0]!r}; valid options: {', '.join(sorted(allowed))}"
+            f"dataset {name!r} has no option {unknown[0]!r}; "
+            f"valid options: {', '.join(sorted(allowed | {'cache'}))}"
         )
     return {k: v for k, v in options.items() if v is not None}
 

@@ -78,6 +78,15 @@ class SegmentationDataset(torch.utils.data.Dataset):
         ignore_index: 255.
         samples: ``list[(image_path, label_path)]``.
         resize: optional :class:`Size` applied in :meth:`load_raw` (option text ``WIDTHxHEIGHT``).
+
+    Memory cache (``build_dataset(..., cache=True)``, config ``data.options: {cache: true}``):
+    :meth:`enable_cache` keeps every decoded (and resized) ``(image, label)`` pair as uint8 arrays,
+    so later epochs skip JPEG/PNG decoding; :meth:`load_raw` hands out copies, so transforms can
+    never alter the cache. Each process has its own cache: preload in the main process *before*
+    the ``DataLoader`` is built (``enable_cache(preload=True)``, what ``cache: true`` does) and
+    the forked workers share those pages copy-on-write; a cache filled lazily inside workers is
+    per worker (up to ``num_workers`` copies). Cost: ``H * W * 4`` bytes per sample, e.g. 367
+    CamVid images of 480x360 take 254 MB (190 MB of images, 63 MB of labels).
     """
 
     ignore_index: int = IGNORE_INDEX
@@ -105,6 +114,26 @@ class SegmentationDataset(torch.utils.data.Dataset):
 
             transform = build_eval_transform()
         self.transform = transform
+        self._cache: list[tuple[np.ndarray, np.ndarray] | None] | None = None
+
+    def enable_cache(self, preload: bool = True) -> int:
+        """Keep decoded samples in memory; with ``preload``, decode all of them now.
+
+        Returns the bytes held by the cache (every sample when preloaded). Call it in the main
+        process before building a ``DataLoader`` so that its worker processes share the arrays.
+        """
+        if self._cache is None:
+            self._cache = [None] * len(self.samples)
+        if preload:
+            for i in range(len(self.samples)):
+                if self._cache[i] is None:
+                    self._cache[i] = self._decode(i)
+        return self.cache_nbytes
+
+    @property
+    def cache_nbytes(self) -> int:
+        """Bytes of decoded images and labels held in memory (0 without a cache)."""
+        return sum(a.nbytes + b.nbytes for a, b in filter(None, self._cache or ()))
 
     @property
     def num_classes(self) -> int:
@@ -119,6 +148,15 @@ class SegmentationDataset(torch.utils.data.Dataset):
 
     def load_raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(image uint8 (H, W, 3) RGB, label uint8 (H, W) train ids, 255 = ignore)``."""
+        if self._cache is None:
+            return self._decode(index)
+        cached = self._cache[index]
+        if cached is None:
+            cached = self._cache[index] = self._decode(index)
+        return cached[0].copy(), cached[1].copy()
+
+    def _decode(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Read, check and resize sample ``index`` from its files."""
         image_path, label_path = self.samples[index]
         image = read_image(image_path, exif=False)  # label files carry no orientation tag
         label = self.decode_label(read_label(label_path), label_path)

@@ -1115,7 +1115,7 @@ class _Scene:
 
 
 def render_scene(
-    seed: int | Sequence[int], size: Size | str = Size(h=512, w=1024), force: Sequence[str] = ()
+    seed: int | Sequence[int], size: Size | str = "1024x512", force: Sequence[str] = ()
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render one scene: ``(image uint8 (H, W, 3) RGB, label uint8 (H, W) train ids, 255 = void)``.
 
@@ -1192,7 +1192,7 @@ def generate_city(
     out_dir: str | os.PathLike,
     n_train: int,
     n_val: int,
-    size: Size | str = Size(h=512, w=1024),
+    size: Size | str = "1024x512",
     seed: int = 0,
     workers: int | None = None,
     progress: bool = False,
@@ -1290,7 +1290,7 @@ def ensure_city(
 
 
 def contact_sheet(
-    out_path: str | os.PathLike, n: int = 4, size: Size | str = Size(h=512, w=1024), seed: int = 0
+    out_path: str | os.PathLike, n: int = 4, size: Size | str = "1024x512", seed: int = 0
 ) -> Path:
     """Save a PNG grid of ``n`` generated images beside their colour labels, with a legend."""
     import matplotlib
