@@ -57,25 +57,53 @@ __all__ = [
 
 @dataclass
 class ModelConfig:
-    """Arguments of :func:`effseg.models.build_model`."""
+    """Arguments of :func:`effseg.models.build_model` (the registry: ``effseg models`` lists it).
 
-    head: str = "pspnet"
-    backbone: str = "resnet18"
+    ``name`` is the registry name: a head of the Segmentor family (``pspnet``, ``aspp``, ...)
+    or a whole network (``pidnet_s``, ...); ``head`` is its old spelling, still read (both
+    unset: ``pspnet``). A key left null takes the builder's default (its signature). Whole
+    networks take no ``backbone``, ``output_stride``, ``width_mult``, ``reduced_tail`` or
+    ``pretrained_backbone``: setting one is a one-line error naming the key.
+    """
+
+    name: str | None = None
+    head: str | None = None  # the old spelling of ``name`` (configs written before it)
+    backbone: str | None = None  # Segmentor family (null: resnet18)
     num_classes: int = 19
-    output_stride: int = 8
+    output_stride: int | None = None  # Segmentor family: 8, 16 or 32 (null: 8)
     aux: bool = True
-    width_mult: float = 1.0  # MobileNet width multiplier
-    reduced_tail: bool = False  # MobileNetV3 only: last stage halved (the paper's "RF2")
+    width_mult: float | None = None  # MobileNet width multiplier (null: 1.0)
+    reduced_tail: bool | None = None  # MobileNetV3 only: last stage halved (the paper's "RF2")
     # torchvision-format ImageNet state dict on disk (never downloaded).
     pretrained_backbone: str | None = None
-    # Extra keyword arguments for the head (e.g. ASPP ``rates``, ``image_pooling``).
-    head_options: dict[str, Any] = field(default_factory=dict)
+    # The model's own options: a head's (e.g. ASPP ``rates``) or a whole network's (``planes``).
+    options: dict[str, Any] = field(default_factory=dict)
+    head_options: dict[str, Any] = field(default_factory=dict)  # the old spelling of ``options``
+
+    def __post_init__(self) -> None:
+        if self.name is not None and self.head is not None and self.name != self.head:
+            raise ConfigError(
+                f"model.name={self.name!r} and model.head={self.head!r} disagree (model.head is the old "
+                "spelling of model.name): keep one"
+            )
+        both = sorted(set(self.options) & set(self.head_options))
+        if both:
+            raise ConfigError(
+                f"model.options and model.head_options (its old spelling) both set "
+                f"{', '.join(both)}: keep one"
+            )
+
+    @property
+    def model_name(self) -> str:
+        """The registry name: ``name``, else ``head``, else ``pspnet``."""
+        return self.name or self.head or "pspnet"
 
     def build_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`effseg.models.build_model` for this section, without the
-        pretrained weights: ``build_model(**cfg.model.build_kwargs())``."""
-        return {
-            "head": self.head,
+        pretrained weights: ``build_model(**cfg.model.build_kwargs())``. Only the keys that are
+        set: the builder's signature supplies every other default."""
+        kwargs = {
+            "name": self.model_name,
             "backbone": self.backbone,
             "num_classes": self.num_classes,
             "output_stride": self.output_stride,
@@ -83,7 +111,9 @@ class ModelConfig:
             "width_mult": self.width_mult,
             "reduced_tail": self.reduced_tail,
             **self.head_options,
+            **self.options,
         }
+        return {k: v for k, v in kwargs.items() if v is not None}
 
 
 #: ImageNet normalisation (RGB, fraction of 255): the one definition, used by the data config
@@ -245,7 +275,7 @@ def _check_values(cfg: Config, where: str) -> None:
     m, d, t, e, k = cfg.model, cfg.data, cfg.train, cfg.eval, cfg.distill
     if m.num_classes < 1:
         fail("model.num_classes", "a positive integer", m.num_classes)
-    if m.output_stride not in (8, 16, 32):
+    if m.output_stride is not None and m.output_stride not in (8, 16, 32):
         fail("model.output_stride", "8, 16 or 32", m.output_stride)
     if len(d.scale_range) != 2 or any(v <= 0 for v in d.scale_range) or d.scale_range[0] > d.scale_range[1]:
         fail("data.scale_range", "[min, max] with 0 < min <= max", d.scale_range)
