@@ -201,7 +201,7 @@ def test_load_checkpoint_and_run_dir(tmp_path: Path) -> None:
 
 def test_load_onnx(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")  # the optional `deploy` extra
-    from effseg.tools import export
+    from effseg.deploy import export
     path, model, ckpt = _tiny_checkpoint(tmp_path)
     onnx_path = tmp_path / "model.onnx"
     meta = {k: ckpt[k] for k in ("classes", "palette", "mean", "std")}

@@ -10,24 +10,14 @@ import torch
 from torch import nn
 
 from effseg.cli import main
+from effseg.errors import BenchError, EffsegError
 from effseg.tools import bench
-from effseg.tools.bench import (
-    BenchError,
-    bench_models,
-    count_flops,
-    latency_stats,
-    markdown_table,
-    miou_from_run,
-    pareto_front,
-    parse_runtimes,
-    resolve_model,
-    sync_for,
-    time_call,
-    time_callable,
-    write_report,
-)
-from effseg.tools.export import ExportError
+from effseg.tools.bench import bench_models, miou_from_run, parse_runtimes, resolve_model
+from effseg.tools.bench_report import markdown_table, write_report
+from effseg.tools.models_table import count_flops
+from effseg.tools.pareto import pareto_front
 from effseg.tools.sysinfo import machine_info, peak_fp32_flops
+from effseg.tools.timing import latency_stats, sync_for, time_call, time_callable
 
 
 @pytest.fixture(autouse=True)
@@ -124,13 +114,13 @@ def test_parse_runtimes_and_errors(tmp_path) -> None:
     assert parse_runtimes("eager, onnxruntime,eager") == ["eager", "onnxruntime"]
     with pytest.raises(BenchError, match="unknown runtime"):
         parse_runtimes("eager,tensorrt")
-    with pytest.raises(BenchError, match="HEAD_BACKBONE"):
+    with pytest.raises(EffsegError, match="HEAD_BACKBONE"):
         resolve_model("pspnet_resnet19")
-    with pytest.raises(BenchError, match="does not exist"):
+    with pytest.raises(EffsegError, match="no such file"):
         resolve_model(str(tmp_path / "missing.pt"))
-    with pytest.raises(BenchError, match="does not exist"):
+    with pytest.raises(EffsegError, match="no such file"):
         resolve_model(str(tmp_path / "missing.yaml"))
-    with pytest.raises(ExportError, match="input-size"):
+    with pytest.raises(EffsegError, match="input-size"):
         bench_models(["fcn_mobilenetv2"], input_size="64", progress=False)
     with pytest.raises(BenchError, match="--dtype"):
         bench_models(["fcn_mobilenetv2"], input_size="64x32", dtype="int4", progress=False)
@@ -247,8 +237,14 @@ def test_cli_bench(tmp_path, capsys) -> None:
     assert main(["bench", "fcn_mobilenetv2", "--runtime", "eager,tvm", "--out", str(out)]) == 2
     assert "unknown runtime" in capsys.readouterr().err
     assert main(["bench", "fcn_mobilenetv2", "--input-size", "big", "--out", str(out)]) == 2
+    assert "--input-size 'big'" in capsys.readouterr().err
     assert main(["bench", str(tmp_path / "none.pt"), "--out", str(out)]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "no such file" in capsys.readouterr().err
+    garbage = tmp_path / "garbage.onnx"  # issue 14: was a protobuf traceback
+    garbage.write_bytes(b"\x08\x07garbage, not a protobuf" * 3)
+    assert main(["bench", str(garbage), "--runtime", "onnxruntime", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"effseg: error: {garbage}: not a") and err.count("\n") == 1, err
 
 
 def test_bf16_eager_runs_and_onnxruntime_refuses_it() -> None:

@@ -12,19 +12,12 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from effseg.cli import main
+from effseg.deploy.export import _fold_batchnorm_with_ort, export_onnx, export_torchscript
+from effseg.deploy.onnx_io import onnx_op_types, ort_session, read_onnx_metadata
+from effseg.deploy.runtime import load_onnx_model
+from effseg.errors import EffsegError, ExportError
 from effseg.models import build_model
-from effseg.tools.export import (
-    ExportError,
-    _fold_batchnorm_with_ort,
-    export_onnx,
-    export_torchscript,
-    load_onnx_model,
-    onnx_op_types,
-    ort_session,
-    parse_input_size,
-    read_onnx_metadata,
-    run_export,
-)
+from effseg.tools.export import parse_input_size, run_export
 
 SIZE = (64, 96)  # (H, W): an 8x12 feature map at output stride 8, which PPM bins 3 and 6 do not divide
 
@@ -55,7 +48,7 @@ def test_parse_input_size() -> None:
     assert parse_input_size(" 96X64 ") == (64, 96)
     assert parse_input_size((64, 96)) == (64, 96)
     for bad in ("1024", "0x512", "axb", "1024x512x3", "-4x8"):
-        with pytest.raises(ExportError, match="input-size"):
+        with pytest.raises(EffsegError, match="input-size"):
             parse_input_size(bad)
 
 
@@ -226,7 +219,7 @@ def test_int8_export_reports_agreement(tmp_path) -> None:
 
 
 def test_export_errors(tmp_path) -> None:
-    with pytest.raises(ExportError, match="does not exist"):
+    with pytest.raises(ExportError, match="no such ONNX file"):
         load_onnx_model(tmp_path / "missing.onnx")
     (tmp_path / "junk.onnx").write_bytes(b"not onnx")
     with pytest.raises(ExportError, match="not a readable ONNX"):
@@ -236,7 +229,7 @@ def test_export_errors(tmp_path) -> None:
     with pytest.raises(ExportError, match="opset 16"):
         export_onnx(build_model("fcn", backbone="mobilenetv2"), tmp_path / "o.onnx", SIZE, opset=16)
     with pytest.raises(ExportError, match="--calib .*not a directory"):
-        from effseg.tools.quantize import find_calibration_images
+        from effseg.deploy.quantize import find_calibration_images
 
         find_calibration_images(tmp_path / "nope")
 
@@ -253,4 +246,4 @@ def test_cli_export(tmp_path, capsys) -> None:
     assert main(["export", "fcn_mobilenetv2", "--input-size", "96by64", "--out", str(out)]) == 2
     assert "--input-size '96by64'" in capsys.readouterr().err
     assert main(["export", "runs/nope.pt", "--out", str(out)]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "no such file" in capsys.readouterr().err

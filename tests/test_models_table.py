@@ -47,8 +47,10 @@ def test_parse_size() -> None:
 def test_count_flops_multiply_add_is_two() -> None:
     conv = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.ReLU())
     # 8 outputs x 3 inputs x 3x3 kernel x 10x12 pixels multiply-adds, 2 FLOPs each
-    assert count_flops(conv, (10, 12)) == 2 * 8 * 3 * 9 * 10 * 12
-    assert count_flops(conv, (10, 12), batch=3) == 3 * 2 * 8 * 3 * 9 * 10 * 12
+    assert count_flops(conv, (10, 12))["flops"] == 2 * 8 * 3 * 9 * 10 * 12
+    assert count_flops(conv, (10, 12), batch=3)["flops"] == 3 * 2 * 8 * 3 * 9 * 10 * 12
+    x = torch.zeros(2, 3, 10, 12)
+    assert count_flops(conv, x)["gflops"] == pytest.approx(2 * 2 * 8 * 3 * 9 * 10 * 12 / 1e9)
     assert conv.training  # mode restored
 
 
@@ -56,7 +58,7 @@ def test_meta_counting_equals_cpu_counting() -> None:
     stats = model_stats("lraspp", "mobilenetv3_small", input_size=(64, 96), num_classes=5)
     cpu = build_model("lraspp", "mobilenetv3_small", num_classes=5, aux=False)
     assert stats["params"] == sum(p.numel() for p in cpu.parameters())
-    assert stats["gflops"] * 1e9 == count_flops(cpu, (64, 96))
+    assert stats["gflops"] * 1e9 == count_flops(cpu, (64, 96))["flops"]
     # the aux FCN head is not part of the inference model
     with_aux = build_model("lraspp", "mobilenetv3_small", num_classes=5)
     assert sum(p.numel() for p in with_aux.parameters()) > stats["params"]
@@ -85,7 +87,9 @@ def test_cli_models(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert [r.split(" | ")[0] for r in rows[1:]] == ["| lraspp", "| fcn"]
     assert "input 1x3x64x96" in out.read_text()
     assert main(["models", "--input-size", "96by64"]) == 2
-    assert "effseg: error: input size '96by64'" in capsys.readouterr().err
+    assert "effseg: error: --input-size '96by64'" in capsys.readouterr().err
+    assert main(["models", "--head", "nohead"]) == 2
+    assert "--head 'nohead': expected one of" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("head", "backbone"), [("pspnet", "resnet18"), ("lraspp", "mobilenetv3_large")])

@@ -18,10 +18,11 @@ from effseg.errors import EffsegError
 
 # name -> (module under effseg.cli, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "models": ("models", "table of every backbone x head: parameters and GFLOPs"),
+    "models": ("models", "table of every backbone x head (params, GFLOPs), or the shipped trained models"),
+    "configs": ("configs", "list the training configs shipped with effseg (train one by name)"),
     "data": ("data", "synthesise a city, prepare Cityscapes, inspect datasets"),
-    "train": ("train", "train a model from a YAML config"),
-    "eval": ("evaluate", "evaluate a run, checkpoint or ONNX file (mIoU, confusion matrix)"),
+    "train": ("train", "train a model from a YAML config or a shipped config name"),
+    "eval": ("evaluate", "evaluate a run, checkpoint, ONNX file or shipped model (mIoU, confusion matrix)"),
     "bench": ("bench", "measure params, GFLOPs, latency and memory of models"),
     "export": ("export", "export a checkpoint to ONNX (optionally int8) or TorchScript"),
     "predict": ("predict", "segment images: colour masks, overlays, label ids"),
@@ -29,11 +30,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``effseg`` parser.  Every sub-command is listed; only ``only``'s module is imported and
+    given its options when set (``effseg --help`` then imports no torch), all of them otherwise."""
     parser = argparse.ArgumentParser(prog="effseg", description="Efficient semantic segmentation.")
     parser.add_argument("--version", action="version", version=f"effseg {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=help_text, description=help_text, add_help=False)
+            continue
         try:
             module = importlib.import_module(f"effseg.cli.{module_name}")
         except ModuleNotFoundError as err:
@@ -46,8 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The sub-command named in ``argv`` (the first argument not starting with ``-``), if any."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = _command_of(argv)
+    parser = build_parser(only=command) if command else build_parser(only="")
     args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)

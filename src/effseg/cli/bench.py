@@ -5,7 +5,8 @@
     effseg bench runs/pspnet_r18 --eval runs/pspnet_r18 --runtime eager,compile
 
 Models: names like ``pspnet_resnet18`` (``_os16`` suffix for output stride 16;
-random weights), config YAMLs, checkpoints / run folders, or exported ``.onnx``.
+random weights), config YAMLs, checkpoints / run folders, shipped model names
+(``camvid-<model>``) or exported ``.onnx`` files.
 Writes ``bench.json``, ``bench.md`` and ``pareto.png`` to ``--out``.
 """
 
@@ -18,7 +19,7 @@ from effseg.tools.bench import RUNTIMES
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "models", nargs="+", metavar="MODEL_OR_CONFIG", help="model names, configs, runs, .onnx"
+        "models", nargs="+", metavar="MODEL_OR_CONFIG", help="model names, configs, runs, .onnx, shipped"
     )
     parser.add_argument("--input-size", default="1024x512", metavar="WxH", help="default 1024x512")
     parser.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
@@ -48,15 +49,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effseg.tools.bench import bench_models, print_table, write_report
-    from effseg.tools.export import parse_input_size
+    from effseg.size import parse_size
+    from effseg.tools.bench import bench_models
+    from effseg.tools.bench_report import print_table, write_report
 
     calib = None
     if args.calib:
         from effseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-        from effseg.tools.quantize import find_calibration_images, load_calibration_batches
+        from effseg.deploy.quantize import find_calibration_images, load_calibration_batches
 
-        size = parse_input_size(args.input_size)
+        size = parse_size(args.input_size, "--input-size")
         calib = load_calibration_batches(
             find_calibration_images(args.calib), size, IMAGENET_MEAN, IMAGENET_STD, 16
         )

@@ -1,27 +1,27 @@
-"""``effseg eval RUN_OR_CHECKPOINT``: mIoU table, eval.json, markdown, confusion matrix PNG.
+"""``effseg eval MODEL``: mIoU table, eval.json, markdown, confusion matrix PNG.
 
-The dataset comes from the config stored in the checkpoint (or ``--config``), with
-``--set`` overrides, e.g. ``--set data.root=/data/cityscapes``. A ``.onnx`` file is
-run with ONNX Runtime (``effseg.tools.export.load_onnx_model``); it needs
-``--config`` unless its metadata carries one.
+``MODEL`` is anything :func:`effseg.deploy.artifact.load_artifact` takes: a run folder, a
+``.pt`` checkpoint, an ``.onnx`` file (run with ONNX Runtime) or a shipped model name. The
+dataset comes from the config stored in the model (or ``--config``), with ``--set``
+overrides, e.g. ``--set data.root=/data/cityscapes``; an ONNX file needs ``--config`` unless
+its metadata carries one.
 
     effseg eval runs/pspnet_r18 --tta flip,0.75,1.0,1.25
     effseg eval runs/pspnet_r18/best.pt --mode slide --save-label-ids preds/
+    effseg eval camvid-<model> --set data.root=/data/CamVid
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 from pathlib import Path
-from typing import Any
 
 from effseg.cli._options import add_set_option
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "checkpoint", metavar="RUN_OR_CHECKPOINT", help="run folder, .pt checkpoint or .onnx file"
+        "checkpoint", metavar="MODEL", help="run folder, .pt checkpoint, .onnx file or shipped model name"
     )
     parser.add_argument("--split", help="dataset split (default: the config's data.val_split)")
     parser.add_argument(
@@ -33,46 +33,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="test-time augmentation, e.g. flip or flip,0.75,1.0,1.25 (default: none)",
     )
     parser.add_argument("--save-label-ids", metavar="DIR", help="write Cityscapes label-id PNGs (0..33) here")
-    parser.add_argument("--out", metavar="DIR", help="output folder (default: <run>/eval)")
+    parser.add_argument(
+        "--out", metavar="DIR", help="output folder (default: <run>/eval; eval/<name> for a shipped model)"
+    )
     parser.add_argument(
         "--config", help="YAML config for the dataset (default: the one stored in the checkpoint)"
     )
     add_set_option(parser, "data.root=/data/cityscapes eval.resize=[512,1024]")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     parser.add_argument("--num-workers", type=int, help="data loading workers (default: the config's)")
-
-
-def _load(path: Path, device: Any) -> tuple[Any, dict[str, Any]]:
-    from effseg.errors import CheckpointError
-
-    if path.suffix.lower() == ".onnx":
-        try:
-            export = importlib.import_module("effseg.tools.export")
-            loader = export.load_onnx_model
-        except (ImportError, AttributeError) as err:
-            raise CheckpointError(
-                f"{path}: cannot run ONNX files here ({err}); pip install 'effseg[deploy]'"
-            ) from None
-        model, meta = loader(path)
-        return model, dict(meta)
-    from effseg.engine.checkpoint import load_model
-
-    return load_model(path, device)
 
 
 def run(args: argparse.Namespace) -> int:
     from effseg.config import apply_overrides, config_from_dict, load_config
     from effseg.data import build_dataset, build_eval_transform
+    from effseg.data.from_config import val_dataset_options
+    from effseg.deploy.artifact import load_artifact
     from effseg.engine import distributed as du
     from effseg.engine.evaluate import evaluate, parse_tta, print_eval_table, write_eval_outputs
-    from effseg.data.from_config import val_dataset_options
     from effseg.errors import ConfigError
 
     path = Path(args.checkpoint)
     overrides = [item for group in args.overrides for item in group]
     info = du.init_distributed(args.device)
     try:
-        model, meta = _load(path, info.device)
+        art = load_artifact(path, info.device)
+        model, meta = art.model, art.meta
         if args.config:
             cfg = load_config(args.config, overrides)
         elif meta.get("config"):
@@ -104,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             resize=e.resize,
             crop_size=e.crop_size,
             stride=e.stride,
-            device=info.device if path.suffix.lower() != ".onnx" else "cpu",
+            device="cpu" if art.is_onnx else info.device,
             num_workers=e.num_workers if args.num_workers is None else args.num_workers,
             save_label_ids=args.save_label_ids,
         )
@@ -112,7 +98,12 @@ def run(args: argparse.Namespace) -> int:
             result["checkpoint"] = str(path)
             result["split"] = args.split or cfg.data.val_split
             result["training"] = meta.get("training")  # steps, train/val seconds, time budget
-            out = Path(args.out) if args.out else (path if path.is_dir() else path.parent) / "eval"
+            if args.out:
+                out = Path(args.out)
+            elif art.kind == "shipped":  # the package folder is not ours to write into
+                out = Path("eval") / art.name
+            else:
+                out = (path if path.is_dir() else path.parent) / "eval"
             paths = write_eval_outputs(result, out)
             print_eval_table(result)
             print(f"wrote {paths['json']}, {paths['markdown']}, {paths['confusion']}")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import re
 import tempfile
 import time
@@ -35,9 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from effseg.deploy.artifact import load_artifact
 from effseg.errors import BenchError, EffsegError
-from effseg.tools.export import ExportError, parse_input_size
+from effseg.size import parse_size
+from effseg.tools.models_table import count_flops, count_params
 from effseg.tools.sysinfo import machine_info, peak_fp32_flops
+from effseg.tools.timing import latency_stats, peak_memory_mb, sync_for, time_call, time_callable
 
 RUNTIMES = ("eager", "channels_last", "compile", "onnxruntime", "onnxruntime-int8")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -46,106 +48,6 @@ MEMORY_METHOD = {
     True: "CUDA: torch.cuda.max_memory_allocated during one call minus memory allocated before",
 }
 FLOPS_CONVENTION = "torch.utils.flop_counter: 1 multiply-add = 2 FLOPs; GFLOPs = FLOPs / 1e9"
-
-
-
-# ----------------------------------------------------------------------------- statistics
-
-
-def latency_stats(times_ms: Sequence[float], batch: int = 1) -> dict[str, float]:
-    """Median, p90, mean, min, max (ms) and FPS of per-call latencies ``times_ms``."""
-    if not len(times_ms):
-        raise BenchError("no timings to summarise (runs must be >= 1)")
-    arr = np.asarray(times_ms, dtype=np.float64)
-    median = float(np.percentile(arr, 50))
-    return {
-        "latency_ms_median": median,
-        "latency_ms_p90": float(np.percentile(arr, 90)),
-        "latency_ms_mean": float(arr.mean()),
-        "latency_ms_min": float(arr.min()),
-        "latency_ms_max": float(arr.max()),
-        "fps": batch * 1000.0 / median if median > 0 else math.inf,
-        "runs": len(arr),
-    }
-
-
-def sync_for(device: torch.device | str) -> Callable[[], None] | None:
-    """The synchronisation call timings on ``device`` need (``torch.cuda.synchronize`` on CUDA)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return lambda: torch.cuda.synchronize(device)
-    return None
-
-
-def time_call(
-    fn: Callable[[], Any],
-    sync: Callable[[], None] | None = None,
-    timer: Callable[[], float] = time.perf_counter,
-) -> float:
-    """Wall time of one call of ``fn`` in ms; ``sync`` is called before both clock reads."""
-    if sync is not None:
-        sync()
-    t0 = timer()
-    fn()
-    if sync is not None:
-        sync()
-    return (timer() - t0) * 1000.0
-
-
-def time_callable(
-    fn: Callable[[], Any],
-    warmup: int = 3,
-    runs: int = 10,
-    sync: Callable[[], None] | None = None,
-    timer: Callable[[], float] = time.perf_counter,
-) -> list[float]:
-    """``warmup`` untimed calls, then ``runs`` timed ones: the list of latencies in ms."""
-    for _ in range(warmup):
-        fn()
-    if sync is not None:
-        sync()
-    return [time_call(fn, sync, timer) for _ in range(runs)]
-
-
-# ----------------------------------------------------------------------------- memory
-
-
-def _vm_kb(field_name: str) -> int | None:
-    try:
-        text = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    m = re.search(rf"^{field_name}:\s+(\d+)\s*kB", text, re.MULTILINE)
-    return int(m.group(1)) if m else None
-
-
-def peak_memory_mb(fn: Callable[[], Any], device: torch.device | str) -> tuple[float | None, str]:
-    """Peak memory of one call of ``fn`` in MB and the method used to measure it."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        fn()
-        torch.cuda.synchronize(device)
-        return (
-            torch.cuda.max_memory_allocated(device) - base
-        ) / 2**20, "cuda max_memory_allocated - allocated before"
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux)
-    except OSError:
-        import resource
-
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        fn()
-        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return (after - before) / 1024, "growth of ru_maxrss (lower bound: the process peak may predate)"
-    rss = _vm_kb("VmRSS")
-    fn()
-    hwm = _vm_kb("VmHWM")
-    if rss is None or hwm is None:
-        return None, "unavailable"
-    return max(0, hwm - rss) / 1024, "CPU peak RSS (VmHWM after clear_refs) - RSS before the call"
 
 
 # ----------------------------------------------------------------------------- models
@@ -161,88 +63,19 @@ class BenchModel:
     onnx_path: str | None = None
 
 
-def _split_name(spec: str) -> dict[str, Any]:
-    """``pspnet_resnet18`` / ``aspp_mobilenetv3_large_os16`` -> build_model kwargs."""
-    from effseg.models import list_backbones, list_heads
-
-    kwargs: dict[str, Any] = {}
-    m = re.fullmatch(r"(.+)_os(\d+)", spec)
-    if m:
-        spec, kwargs["output_stride"] = m.group(1), int(m.group(2))
-    head, _, backbone = spec.partition("_")
-    if head not in list_heads() or backbone not in list_backbones():
-        raise BenchError(
-            f"model {spec!r}: expected HEAD_BACKBONE[_osN] with head in {list_heads()} and "
-            f"backbone in {list_backbones()}, or a config .yaml, checkpoint, run folder or .onnx file"
-        )
-    kwargs.update(head=head, backbone=backbone)
-    return kwargs
-
-
 def resolve_model(spec: str, num_classes: int = 19, device: str = "cpu") -> BenchModel:
-    """Turn a CLI model argument into a :class:`BenchModel`.
+    """A CLI model argument -> :class:`BenchModel`, through the one artifact loader.
 
-    ``spec`` is a name like ``pspnet_resnet18`` (random weights; ``_os16`` suffix
-    for the output stride), a config YAML (its ``model`` section), a checkpoint /
-    run folder (``effseg.engine.checkpoint.load_model``) or an exported ``.onnx``.
+    ``spec``: a shipped model name, run folder, checkpoint, ``.onnx`` file (run by onnxruntime;
+    effseg metadata optional here), config YAML or a name like ``pspnet_resnet18`` (random
+    weights, ``num_classes`` classes; ``_os16`` suffix for output stride 16).
     """
-    from effseg.models import build_model
-
-    path = Path(spec)
-    if path.suffix.lower() in (".yaml", ".yml"):
-        if not path.is_file():
-            raise BenchError(f"config {path} does not exist")
-        from effseg.config import load_config
-
-        kwargs = load_config(path).model.build_kwargs()
-        return BenchModel(path.stem, build_model(**kwargs).eval().to(device), {"source": str(path)})
-    if path.suffix.lower() == ".onnx":
-        from effseg.tools.export import read_onnx_metadata
-
-        if not path.is_file():
-            raise BenchError(f"ONNX file {path} does not exist")
-        return BenchModel(path.stem, None, read_onnx_metadata(path), onnx_path=str(path))
-    if path.suffix.lower() in (".pt", ".pth") or path.is_dir():
-        if not path.exists():
-            raise BenchError(f"checkpoint {path} does not exist")
-        from effseg.engine.checkpoint import load_model
-
-        model, meta = load_model(path, device)
-        name = path.name if path.is_dir() else f"{path.parent.name}/{path.stem}"
-        return BenchModel(name, model.eval(), dict(meta))
-    if "/" in spec or "\\" in spec or path.suffix:
-        raise BenchError(
-            f"model {spec!r}: no such file (expected a config .yaml, .pt checkpoint, run folder, "
-            f".onnx or a name like pspnet_resnet18)"
-        )
-    return BenchModel(
-        spec,
-        build_model(num_classes=num_classes, **_split_name(spec)).eval().to(device),
-        {"source": "random weights"},
-    )
-
-
-def count_params(model: nn.Module) -> dict[str, float]:
-    """Parameters in millions: the inference path (no aux head) and the total."""
-    total = sum(p.numel() for p in model.parameters())
-    aux = getattr(model, "aux_head", None)
-    aux_n = sum(p.numel() for p in aux.parameters()) if isinstance(aux, nn.Module) else 0
-    return {"params_m": (total - aux_n) / 1e6, "params_total_m": total / 1e6}
-
-
-def count_flops(model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
-    """GFLOPs of one eval-mode forward of ``x`` (total, and per top-level child: backbone, head)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with torch.inference_mode(), FlopCounterMode(display=False, depth=2) as counter:
-        model(x)
-    per_module = counter.get_flop_counts()
-    stages = {}
-    for name, ops in per_module.items():
-        parts = name.split(".")
-        if len(parts) == 2:
-            stages[parts[1]] = sum(ops.values()) / 1e9
-    return {"gflops": counter.get_total_flops() / 1e9, "gflops_stages": stages}
+    art = load_artifact(spec, device, allow_untrained=True, num_classes=num_classes, require_metadata=False)
+    meta = dict(art.meta)
+    meta.setdefault("source", str(art.path) if art.path else "random weights")
+    if art.is_onnx:
+        return BenchModel(art.name, None, meta, onnx_path=str(art.path))
+    return BenchModel(art.name, art.model, meta)
 
 
 def miou_from_run(path: str | Path) -> float | None:
@@ -314,7 +147,8 @@ def _onnx_runner(
     opt_level: str,
     meta: dict[str, Any],
 ) -> Runner:
-    from effseg.tools.export import export_onnx, ort_session
+    from effseg.deploy.export import export_onnx
+    from effseg.deploy.onnx_io import ort_session
 
     info: dict[str, Any] = {"ort_opt_level": opt_level, "ort_threads": threads}
     size = tuple(x.shape[-2:])
@@ -328,7 +162,7 @@ def _onnx_runner(
             info["parity"] = rep.parity
         onnx_path = str(path)
     if runtime == "onnxruntime-int8":
-        from effseg.tools.quantize import quantize_onnx
+        from effseg.deploy.quantize import quantize_onnx
 
         q = Path(work) / (Path(onnx_path).stem + "_int8.onnx")
         if not q.exists():
@@ -419,7 +253,7 @@ def bench_models(
     relative to eager, per-stage ms (eager), and mIoU / mIoU per 10 ms when known.
     A runtime that fails for one model is recorded with its error and the rest go on.
     """
-    size = parse_input_size(input_size)
+    size = parse_size(input_size, "--input-size")
     rts = parse_runtimes(runtimes)
     if dtype not in DTYPES:
         raise BenchError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
@@ -638,188 +472,13 @@ def _int8_miou(row: dict[str, Any], bm: BenchModel) -> float | None:
     return float(v) if v is not None else None
 
 
-# ----------------------------------------------------------------------------- outputs
-
-
-def _fmt(v: Any, nd: int = 1) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "-"
-    return f"{v:.{nd}f}" if isinstance(v, float) else str(v)
-
-
-TABLE_COLUMNS = [
-    ("model", "model", None),
-    ("runtime", "runtime", None),
-    ("params_m", "params (M)", 2),
-    ("gflops", "GFLOPs", 1),
-    ("latency_ms_median", "median (ms)", 1),
-    ("latency_ms_p90", "p90 (ms)", 1),
-    ("fps", "FPS", 2),
-    ("vs_eager", "x eager", 2),
-    ("achieved_gflops_per_s", "GFLOP/s", 1),
-    ("peak_mem_mb", "peak mem (MB)", 0),
-    ("miou", "mIoU", 2),
-    ("miou_per_10ms", "mIoU/10ms", 3),
-]
-
-
-def markdown_table(report: dict[str, Any]) -> str:
-    """The result rows as a markdown table, with the machine and settings above it."""
-    from effseg.tools.sysinfo import describe
-
-    s = report["settings"]
-    lines = [
-        f"Machine: {describe(report['machine'])}.",
-        f"Input {s['input_size'][1]}x{s['input_size'][0]} (WxH), batch {s['batch']}, {s['device']}, "
-        f"{s['dtype']}, {s['threads']} threads, {s['warmup']} warm-up + {s['runs']} timed runs "
-        f"({s['timing']}). FLOPs: {report['flops_convention']}.",
-        "",
-        "| " + " | ".join(h for _, h, _ in TABLE_COLUMNS) + " |",
-        "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|",
-    ]
-    for row in report["results"]:
-        if "error" in row:
-            cells = [row["model"], row["runtime"], f"failed: {row['error']}"] + [""] * (
-                len(TABLE_COLUMNS) - 3
-            )
-        else:
-            cells = [
-                _fmt(row.get(k), nd) if nd is not None else str(row.get(k, "-")) for k, _, nd in TABLE_COLUMNS
-            ]
-        lines.append("| " + " | ".join(cells) + " |")
-    stage_rows = [r for r in report["results"] if r.get("stages")]
-    if stage_rows:
-        lines += [
-            "",
-            "Where eager time goes (median ms per stage, measured separately):",
-            "",
-            "| model | backbone | head | final upsample |",
-            "|---|---|---|---|",
-        ]
-        for r in stage_rows:
-            st = r["stages"]
-            lines.append(
-                f"| {r['model']} | {_fmt(st.get('backbone_ms'))} | {_fmt(st.get('head_ms'))} | "
-                f"{_fmt(st.get('upsample_ms'))} |"
-            )
-    return "\n".join(lines) + "\n"
-
-
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the points not dominated in (lower x, higher y), sorted by x."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    front, best = [], -math.inf
-    for i in order:
-        if points[i][1] > best:
-            front.append(i)
-            best = points[i][1]
-    return front
-
-
-def plot_pareto(report: dict[str, Any], path: str | Path) -> str:
-    """Scatter mIoU vs latency (GFLOPs vs latency when no mIoU is known), Pareto front drawn.
-
-    Returns the y metric used (``miou`` or ``gflops``).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in report["results"] if r.get("latency_ms_median") is not None]
-    use_miou = bool(rows) and all(r.get("miou") is not None for r in rows)
-    ykey, ylabel = ("miou", "mIoU (%)") if use_miou else ("gflops", "GFLOPs")
-    rows = [r for r in rows if r.get(ykey) is not None]
-    fig, ax = plt.subplots(figsize=(7, 5))
-    markers = dict(zip(RUNTIMES, "osD^v", strict=True))
-    for r in rows:
-        ax.scatter(r["latency_ms_median"], r[ykey], marker=markers.get(r["runtime"], "o"))
-        ax.annotate(
-            f"{r['model']} ({r['runtime']})",
-            (r["latency_ms_median"], r[ykey]),
-            fontsize=7,
-            xytext=(3, 3),
-            textcoords="offset points",
-        )
-    if use_miou and rows:
-        pts = [(r["latency_ms_median"], r[ykey]) for r in rows]
-        front = pareto_front(pts)
-        ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "k--", lw=1, label="Pareto front")
-        ax.legend()
-    s = report["settings"]
-    ax.set_xlabel(
-        f"latency median (ms), batch {s['batch']}, {s['input_size'][1]}x{s['input_size'][0]}, "
-        f"{s['device']}, {s['threads']} threads"
-    )
-    ax.set_ylabel(ylabel)
-    ax.set_title(("mIoU" if use_miou else "GFLOPs") + " vs latency")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return ykey
-
-
-def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
-    """Write ``bench.json``, ``bench.md`` and ``pareto.png`` into ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "bench.json", "markdown": out / "bench.md", "plot": out / "pareto.png"}
-    paths["json"].write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
-    paths["markdown"].write_text(markdown_table(report))
-    plot_pareto(report, paths["plot"])
-    return paths
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    return str(obj)
-
-
-def print_table(report: dict[str, Any], console: Any = None) -> None:
-    """The result rows as a rich table on the terminal."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from effseg.tools.sysinfo import describe
-
-    console = console or Console()
-    table = Table(title="effseg bench", caption=describe(report["machine"]))
-    for _, header, _ in TABLE_COLUMNS:
-        if header in ("model", "runtime"):
-            table.add_column(header, overflow="fold")
-        else:
-            table.add_column(header, justify="right")
-    for row in report["results"]:
-        if "error" in row:
-            table.add_row(row["model"], row["runtime"], f"[red]{row['error'][:80]}")
-        else:
-            table.add_row(
-                *[
-                    _fmt(row.get(k), nd) if nd is not None else str(row.get(k, "-"))
-                    for k, _, nd in TABLE_COLUMNS
-                ]
-            )
-    console.print(table)
-
-
 __all__ = [
-    "BenchError",
-    "ExportError",
+    "DTYPES",
     "RUNTIMES",
+    "BenchModel",
     "bench_models",
-    "latency_stats",
-    "markdown_table",
-    "parse_input_size",
-    "pareto_front",
-    "plot_pareto",
-    "print_table",
+    "miou_from_run",
+    "parse_runtimes",
     "resolve_model",
     "stage_breakdown",
-    "time_call",
-    "time_callable",
-    "write_report",
 ]

@@ -9,8 +9,7 @@ costs no compute and no memory (CPU fallback if an op has no meta kernel).
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,41 +17,51 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from effseg.errors import ConfigError
 from effseg.models import build_model, list_backbones, list_heads
+from effseg.size import Size
+from effseg.size import parse_size as _parse_size
 
 TABLE_START = "<!-- models-table:start -->"
 TABLE_END = "<!-- models-table:end -->"
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"1024x512"`` (width x height) -> ``(H, W)`` = ``(512, 1024)``."""
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
-    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
-        raise ConfigError(f"input size {text!r}: expected WIDTHxHEIGHT, e.g. 1024x512")
-    return int(m.group(2)), int(m.group(1))
+def parse_size(text: str) -> Size:
+    """``"1024x512"`` (WIDTHxHEIGHT) -> ``Size(h=512, w=1024)``."""
+    return _parse_size(text, "--input-size")
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameters (buffers excluded)."""
-    return sum(p.numel() for p in model.parameters())
+def count_params(model: nn.Module) -> dict[str, float]:
+    """Parameters in millions: ``params_m`` of the inference path (no aux head), ``params_total_m``."""
+    total = sum(p.numel() for p in model.parameters())
+    aux = getattr(model, "aux_head", None)
+    aux_n = sum(p.numel() for p in aux.parameters()) if isinstance(aux, nn.Module) else 0
+    return {"params_m": (total - aux_n) / 1e6, "params_total_m": total / 1e6}
 
 
-def count_flops(model: nn.Module, input_size: tuple[int, int], batch: int = 1) -> int:
-    """FLOPs of one eval-mode forward pass on a (batch, 3, H, W) input; 1 multiply-add = 2 FLOPs.
+def count_flops(model: nn.Module, x: torch.Tensor | Sequence[int], batch: int = 1) -> dict[str, Any]:
+    """FLOPs of one eval-mode forward (1 multiply-add = 2 FLOPs): ``flops`` (int), ``gflops`` and
+    ``gflops_stages`` (GFLOPs per top-level child: backbone, head, ...).
 
-    The input is created on the model's device (use a ``meta`` model for free counting).
+    ``x``: an input tensor ``(B, 3, H, W)``, or a size ``(H, W)`` for an empty ``(batch, 3, H, W)``
+    input on the model's device (use a ``meta`` model for free counting).
     """
-    device = next(model.parameters()).device
-    x = torch.empty(batch, 3, *input_size, device=device)
+    if not isinstance(x, torch.Tensor):
+        device = next(model.parameters()).device
+        x = torch.empty(batch, 3, *x, device=device)
     was_training = model.training
     model.eval()
     try:
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
+        with FlopCounterMode(display=False, depth=2) as counter, torch.no_grad():
             model(x)
     finally:
         model.train(was_training)
-    return int(counter.get_total_flops())
+    stages = {}
+    for name, ops in counter.get_flop_counts().items():
+        parts = name.split(".")
+        if len(parts) == 2:
+            stages[parts[1]] = sum(ops.values()) / 1e9
+    total = int(counter.get_total_flops())
+    return {"flops": total, "gflops": total / 1e9, "gflops_stages": stages}
 
 
 def model_stats(
@@ -66,11 +75,12 @@ def model_stats(
     try:
         with torch.device("meta"):
             model = build_model(head, backbone=backbone, num_classes=num_classes, **kwargs)
-        flops = count_flops(model, input_size)
+        flops = count_flops(model, input_size)["flops"]
     except (NotImplementedError, RuntimeError):  # an op without a meta kernel: count on the CPU
         model = build_model(head, backbone=backbone, num_classes=num_classes, **kwargs)
-        flops = count_flops(model, input_size)
-    return {"head": head, "backbone": backbone, "params": count_parameters(model), "gflops": flops / 1e9}
+        flops = count_flops(model, input_size)["flops"]
+    params = int(round(count_params(model)["params_total_m"] * 1e6))
+    return {"head": head, "backbone": backbone, "params": params, "gflops": flops / 1e9}
 
 
 def models_table(

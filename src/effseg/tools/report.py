@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 
 from effseg.data.visualize import colorize
+from effseg.tools.pareto import pareto_front as pareto_front  # re-exported for the demo
+from effseg.tools.pareto import plot_pareto as _plot_pareto
 
 
 @dataclass
@@ -63,18 +65,6 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower() or "model"
 
 
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of points not dominated (lower latency ``x`` and higher mIoU ``y`` are better),
-    sorted by ``x``."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    front, best = [], -np.inf
-    for i in order:
-        if points[i][1] > best:
-            front.append(i)
-            best = points[i][1]
-    return front
-
-
 # --------------------------------------------------------------------------- figures
 
 
@@ -90,32 +80,7 @@ def _plt():
 def plot_pareto(results: Sequence[ModelResult], path: Path) -> Path | None:
     """Latency (ms) vs mIoU (%) scatter with the Pareto front; ``None`` if nothing to plot."""
     pts = [(r.latency_ms, r.miou, r.name) for r in results if r.latency_ms and r.miou is not None]
-    if not pts:
-        return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=120)
-    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-    ax.scatter(xs, ys, s=40, zorder=3)
-    for x, y, name in pts:
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
-    front = pareto_front([(x, y) for x, y, _ in pts])
-    ax.step(
-        [xs[i] for i in front],
-        [ys[i] for i in front],
-        where="post",
-        color="tab:red",
-        alpha=0.6,
-        label="Pareto front",
-    )
-    ax.margins(x=0.3, y=0.2)  # room for the name labels
-    ax.set_xlabel("latency, median (ms, batch 1)")
-    ax.set_ylabel("mIoU (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _plot_pareto(pts, path)
 
 
 def plot_confusion(result: ModelResult, classes: Sequence[str], path: Path) -> Path | None:

@@ -1,0 +1,13 @@
+"""Deployment: load any model artifact, ONNX files and their metadata, export, onnxruntime, int8.
+
+- :mod:`effseg.deploy.artifact`: ``load_artifact(spec)`` -- the one loader for shipped model
+  names, run folders, ``.pt`` checkpoints and ``.onnx`` files (used by ``effseg.load``, ``eval``,
+  ``bench``, ``export`` and ``predict``).
+- :mod:`effseg.deploy.onnx_io`: effseg metadata in ONNX files, onnxruntime sessions, logit parity.
+- :mod:`effseg.deploy.export`: ONNX / TorchScript export with BatchNorm folding and checks.
+- :mod:`effseg.deploy.runtime`: ``OnnxSegmentor``, an ONNX file that behaves like a Segmentor.
+- :mod:`effseg.deploy.quantize`: static int8 QDQ quantization calibrated on real images.
+
+Imports flow one way: artifact -> runtime -> onnx_io; export -> onnx_io; quantize -> onnx_io.
+Nothing here imports ``effseg.api``, ``effseg.tools`` or ``effseg.cli``.
+"""

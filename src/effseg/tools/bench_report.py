@@ -1,0 +1,154 @@
+"""``effseg bench`` outputs: the terminal table, ``bench.md``, ``bench.json`` and ``pareto.png``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from effseg.tools.pareto import plot_pareto as _plot_points
+
+RUNTIME_MARKERS = {
+    "eager": "o",
+    "channels_last": "s",
+    "compile": "D",
+    "onnxruntime": "^",
+    "onnxruntime-int8": "v",
+}
+
+
+def _fmt(v: Any, nd: int = 1) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return f"{v:.{nd}f}" if isinstance(v, float) else str(v)
+
+
+TABLE_COLUMNS = [
+    ("model", "model", None),
+    ("runtime", "runtime", None),
+    ("params_m", "params (M)", 2),
+    ("gflops", "GFLOPs", 1),
+    ("latency_ms_median", "median (ms)", 1),
+    ("latency_ms_p90", "p90 (ms)", 1),
+    ("fps", "FPS", 2),
+    ("vs_eager", "x eager", 2),
+    ("achieved_gflops_per_s", "GFLOP/s", 1),
+    ("peak_mem_mb", "peak mem (MB)", 0),
+    ("miou", "mIoU", 2),
+    ("miou_per_10ms", "mIoU/10ms", 3),
+]
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """The result rows as a markdown table, with the machine and settings above it."""
+    from effseg.tools.sysinfo import describe
+
+    s = report["settings"]
+    lines = [
+        f"Machine: {describe(report['machine'])}.",
+        f"Input {s['input_size'][1]}x{s['input_size'][0]} (WxH), batch {s['batch']}, {s['device']}, "
+        f"{s['dtype']}, {s['threads']} threads, {s['warmup']} warm-up + {s['runs']} timed runs "
+        f"({s['timing']}). FLOPs: {report['flops_convention']}.",
+        "",
+        "| " + " | ".join(h for _, h, _ in TABLE_COLUMNS) + " |",
+        "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|",
+    ]
+    for row in report["results"]:
+        if "error" in row:
+            cells = [row["model"], row["runtime"], f"failed: {row['error']}"] + [""] * (
+                len(TABLE_COLUMNS) - 3
+            )
+        else:
+            cells = [
+                _fmt(row.get(k), nd) if nd is not None else str(row.get(k, "-")) for k, _, nd in TABLE_COLUMNS
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    stage_rows = [r for r in report["results"] if r.get("stages")]
+    if stage_rows:
+        lines += [
+            "",
+            "Where eager time goes (median ms per stage, measured separately):",
+            "",
+            "| model | backbone | head | final upsample |",
+            "|---|---|---|---|",
+        ]
+        for r in stage_rows:
+            st = r["stages"]
+            lines.append(
+                f"| {r['model']} | {_fmt(st.get('backbone_ms'))} | {_fmt(st.get('head_ms'))} | "
+                f"{_fmt(st.get('upsample_ms'))} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot_pareto(report: dict[str, Any], path: str | Path) -> str:
+    """Scatter mIoU vs latency with the Pareto front (GFLOPs vs latency, no front, when no mIoU is
+    known).  Returns the y metric used (``miou`` or ``gflops``)."""
+    rows = [r for r in report["results"] if r.get("latency_ms_median") is not None]
+    use_miou = bool(rows) and all(r.get("miou") is not None for r in rows)
+    ykey, ylabel = ("miou", "mIoU (%)") if use_miou else ("gflops", "GFLOPs")
+    rows = [r for r in rows if r.get(ykey) is not None]
+    s = report["settings"]
+    h, w = s["input_size"]
+    _plot_points(
+        [(r["latency_ms_median"], r[ykey], f"{r['model']} ({r['runtime']})") for r in rows],
+        path,
+        xlabel=f"latency median (ms), batch {s['batch']}, {w}x{h}, {s['device']}, {s['threads']} threads",
+        ylabel=ylabel,
+        title=("mIoU" if use_miou else "GFLOPs") + " vs latency",
+        front=use_miou,
+        markers=[RUNTIME_MARKERS.get(r["runtime"], "o") for r in rows],
+    )
+    return ykey
+
+
+def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """Write ``bench.json``, ``bench.md`` and ``pareto.png`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "bench.json", "markdown": out / "bench.md", "plot": out / "pareto.png"}
+    paths["json"].write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+    paths["markdown"].write_text(markdown_table(report))
+    plot_pareto(report, paths["plot"])
+    return paths
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)
+
+
+def print_table(report: dict[str, Any], console: Any = None) -> None:
+    """The result rows as a rich table on the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from effseg.tools.sysinfo import describe
+
+    console = console or Console()
+    table = Table(title="effseg bench", caption=describe(report["machine"]))
+    for _, header, _ in TABLE_COLUMNS:
+        if header in ("model", "runtime"):
+            table.add_column(header, overflow="fold")
+        else:
+            table.add_column(header, justify="right")
+    for row in report["results"]:
+        if "error" in row:
+            table.add_row(row["model"], row["runtime"], f"[red]{row['error'][:80]}")
+        else:
+            table.add_row(
+                *[
+                    _fmt(row.get(k), nd) if nd is not None else str(row.get(k, "-"))
+                    for k, _, nd in TABLE_COLUMNS
+                ]
+            )
+    console.print(table)
+
+
+__all__ = ["TABLE_COLUMNS", "markdown_table", "plot_pareto", "print_table", "write_report"]

@@ -1,0 +1,137 @@
+"""What ships inside the package: trained models and training configs, found by name.
+
+- Shipped models: ``models.yaml`` in this folder lists each weight file next to it with its
+  figures (val mIoU, budget, input size, CPU latency).  ``effseg.load("camvid-<name>")`` finds
+  the file here; nothing is downloaded.  ``EFFSEG_ZOO_DIR`` points to another folder holding a
+  ``models.yaml`` and its weight files (tests, or a site-wide model store).
+- Shipped configs: :mod:`effseg.zoo.configs` (``effseg train camvid/cpu_40min``).
+
+This module reads YAML and paths only; it imports no torch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from effseg.errors import ModelError
+
+ZOO_ENV = "EFFSEG_ZOO_DIR"
+REGISTRY = "models.yaml"
+_FIELDS = {
+    "name": str,
+    "file": str,
+    "dataset": str,
+    "classes": int,
+    "miou_val": float,
+    "budget": str,
+    "iterations": int,
+    "input_size": str,
+    "cpu_latency_ms": float,
+    "machine": str,
+    "card": str,
+}
+_REQUIRED = ("name", "file", "dataset", "input_size")
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """One shipped model: its registry entry and the weight file it names."""
+
+    name: str
+    file: str
+    dataset: str
+    input_size: str  # WIDTHxHEIGHT, the size the network sees by default
+    classes: int | None = None
+    miou_val: float | None = None  # percent, val split, no TTA
+    budget: str | None = None
+    iterations: int | None = None
+    cpu_latency_ms: float | None = None
+    machine: str | None = None
+    card: str | None = None
+    folder: str = ""
+
+    @property
+    def path(self) -> Path:
+        """The weight file."""
+        return Path(self.folder) / self.file
+
+    @property
+    def size_hw(self) -> tuple[int, int]:
+        """``input_size`` as ``(height, width)`` pixels."""
+        w, _, h = self.input_size.lower().partition("x")
+        return int(h), int(w)
+
+
+def zoo_dir() -> Path:
+    """The folder holding ``models.yaml`` and the weight files (``$EFFSEG_ZOO_DIR`` or this package)."""
+    env = os.environ.get(ZOO_ENV)
+    return Path(env) if env else Path(__file__).resolve().parent
+
+
+def _entry(raw: Any, index: int, registry: Path) -> ZooModel:
+    where = f"{registry}: models[{index}]"
+    if not isinstance(raw, dict):
+        raise ModelError(f"{where}: expected a mapping of {', '.join(_FIELDS)}")
+    unknown = sorted(set(raw) - set(_FIELDS))
+    if unknown:
+        raise ModelError(f"{where}: unknown field {unknown[0]!r}; expected {', '.join(_FIELDS)}")
+    missing = [k for k in _REQUIRED if raw.get(k) in (None, "")]
+    if missing:
+        raise ModelError(f"{where}: missing {', '.join(missing)}")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if value is None:
+            continue
+        try:
+            values[key] = _FIELDS[key](value)
+        except (TypeError, ValueError):
+            raise ModelError(f"{where}.{key}: {value!r} is not a {_FIELDS[key].__name__}") from None
+    w, sep, h = values["input_size"].lower().partition("x")
+    if not (sep and w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0):
+        raise ModelError(f"{where}.input_size: {values['input_size']!r}; expected WIDTHxHEIGHT, e.g. 480x360")
+    return ZooModel(folder=str(registry.parent), **values)
+
+
+def list_pretrained() -> list[ZooModel]:
+    """Every shipped model in the registry, in file order (empty when none ships)."""
+    import yaml
+
+    registry = zoo_dir() / REGISTRY
+    if not registry.is_file():
+        return []
+    try:
+        data = yaml.safe_load(registry.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ModelError(f"{registry}: not valid YAML ({str(err).splitlines()[0]})") from None
+    items = data.get("models") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        raise ModelError(f"{registry}: expected a top-level 'models:' list")
+    return [_entry(raw, i, registry) for i, raw in enumerate(items)]
+
+
+def looks_like_zoo_name(spec: str) -> bool:
+    """True for ``<dataset>-<model>`` names (no folder part, no file suffix), e.g. ``camvid-lraspp_mbv3``."""
+    return "-" in spec and "/" not in spec and "\\" not in spec and "." not in spec
+
+
+def known_names() -> str:
+    """The shipped model names, comma separated ("none" when nothing ships)."""
+    return ", ".join(m.name for m in list_pretrained()) or "none"
+
+
+def find_pretrained(name: str) -> ZooModel:
+    """The registry entry called ``name``; ModelError listing the known names otherwise."""
+    for model in list_pretrained():
+        if model.name == name:
+            if not model.path.is_file():
+                raise ModelError(
+                    f"shipped model {name!r}: its weight file {model.path} is missing (reinstall effseg)"
+                )
+            return model
+    raise ModelError(f"unknown shipped model {name!r}; known: {known_names()}")
+
+
+__all__ = ["ZOO_ENV", "ZooModel", "find_pretrained", "known_names", "list_pretrained", "looks_like_zoo_name"]
