@@ -1,13 +1,17 @@
-"""Segment files on disk: colour masks, overlays, class-id and Cityscapes label-id PNGs.
+"""Segment images, folders, globs, video files and cameras: ``effseg predict MODEL INPUT...``.
 
-``effseg predict MODEL INPUT... --out DIR`` calls :func:`predict_files`. Outputs mirror the
-input's relative path (so ``frankfurt/x.png`` and ``lindau/x.png`` do not collide)::
+:func:`predict` loads the model (:func:`effseg.load`), picks the runtime
+(:mod:`effseg.tools.runtime`) and runs the threaded pipeline (:mod:`effseg.tools.pipeline`).
+With ``--out DIR`` the outputs mirror each input's relative path (a video's frames go to
+``<video stem>/frame_000000``)::
 
     DIR/color/<rel>.png       palette colours (always)
-    DIR/overlay/<rel>.png     colours blended over the image (--overlay)
+    DIR/overlay/<rel>.png     colours blended over the image, legend below (--overlay)
     DIR/ids/<rel>.png         raw class ids, 8-bit grey (--class-ids)
     DIR/label_ids/<rel>.png   Cityscapes label ids for the test server (--label-ids)
 
+With ``--out x.mp4`` (``.avi``, ``.mov``, ``.mkv``) one video is written at the input's frame
+rate and size: colour masks, or overlays with ``--overlay`` (legend drawn in the corner).
 An unreadable input is reported by name and skipped; the others go on.
 """
 
@@ -15,33 +19,29 @@ from __future__ import annotations
 
 import glob
 import itertools
-import sys
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from PIL import Image
 from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from effseg.api import IMAGE_EXTENSIONS, Predictor, colorize, overlay, read_image
-from effseg.errors import DataError, EffsegError, ModelError
+from effseg.api import IMAGE_EXTENSIONS
+from effseg.data.visualize import add_legend, colorize, inset_legend, overlay
+from effseg.errors import DataError, ModelError
+from effseg.tools.pipeline import PipelineSummary, run_pipeline
+from effseg.tools.video import (
+    WRITE_CODECS,
+    Frame,
+    VideoSink,
+    image_frames,
+    is_video,
+    open_capture,
+    video_frames,
+)
 
 OUTPUT_KINDS = ("color", "overlay", "ids", "label_ids")
-
-
-@dataclass
-class PredictSummary:
-    """What :func:`predict_files` did: output paths per input and ``(input, reason)`` failures."""
-
-    written: dict[Path, list[Path]] = field(default_factory=dict)
-    failed: list[tuple[Path, str]] = field(default_factory=list)
-
-    @property
-    def total(self) -> int:
-        return len(self.written) + len(self.failed)
 
 
 def collect_inputs(inputs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
@@ -99,101 +99,173 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
     return found
 
 
+@dataclass
+class Outputs:
+    """What to write for each frame. ``overlay_alpha`` None: no overlay; ``legend`` None: on for
+    overlays, off for colour masks."""
+
+    out: Path
+    overlay_alpha: float | None = None
+    legend: bool | None = None
+    class_ids: bool = False
+    label_ids: bool = False
+    fps: float | None = None
+
+    @property
+    def is_video(self) -> bool:
+        return self.out.suffix.lower() in WRITE_CODECS
+
+
+class _Writer:
+    """``write(frame, labels) -> paths`` for the pipeline's writer thread: PNGs or one video."""
+
+    def __init__(self, predictor: Any, outputs: Outputs, fps: float) -> None:
+        self.p, self.o, self.fps = predictor, outputs, fps
+        self.video: VideoSink | None = None
+        self.to_label_ids = None
+        if outputs.label_ids:
+            from effseg.data.cityscapes import CITYSCAPES_CLASSES, train_ids_to_label_ids
+
+            if list(predictor.classes) != list(CITYSCAPES_CLASSES):
+                raise ModelError(
+                    f"--label-ids needs a model trained on the 19 Cityscapes classes; {predictor.source} "
+                    f"has {predictor.num_classes} classes ({', '.join(predictor.classes[:4])}, ...)"
+                )
+            self.to_label_ids = train_ids_to_label_ids
+
+    def picture(self, image: np.ndarray, labels: np.ndarray, color: np.ndarray) -> np.ndarray:
+        o = self.o
+        pic = color if o.overlay_alpha is None else overlay(image, color, o.overlay_alpha)
+        legend = o.legend if o.legend is not None else o.overlay_alpha is not None
+        if not legend:
+            return pic
+        if o.is_video:
+            return inset_legend(pic, self.p.classes, self.p.palette)
+        return add_legend(pic, self.p.classes, self.p.palette, labels)
+
+    def __call__(self, frame: Frame, labels: np.ndarray) -> list[Path]:
+        o, image = self.o, frame.image
+        assert image is not None
+        color = colorize(labels, self.p.palette)
+        if o.is_video:
+            if self.video is None:
+                self.video = VideoSink(o.out, self.fps, image.shape[:2])
+            self.video.write(self.picture(image, labels, color))
+            return []
+        written = [o.out / "color" / f"{frame.rel}.png"]
+        legend = o.legend is True and o.overlay_alpha is None
+        _save_png(add_legend(color, self.p.classes, self.p.palette, labels) if legend else color, written[-1])
+        if o.overlay_alpha is not None:
+            written.append(o.out / "overlay" / f"{frame.rel}.png")
+            _save_png(self.picture(image, labels, color), written[-1])
+        if o.class_ids:
+            written.append(o.out / "ids" / f"{frame.rel}.png")
+            _save_png(labels.astype(np.uint8), written[-1])
+        if self.to_label_ids is not None:
+            written.append(o.out / "label_ids" / f"{frame.rel}.png")
+            _save_png(np.asarray(self.to_label_ids(labels), dtype=np.uint8), written[-1])
+        return written
+
+    def close(self) -> None:
+        if self.video is not None:
+            self.video.close()
+
+
 def _save_png(array: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
+    Image.fromarray(array).save(path, compress_level=1)
 
 
-def predict_files(
-    predictor: Predictor,
-    inputs: Sequence[str | Path],
-    out_dir: str | Path,
-    *,
-    overlay_alpha: float | None = None,
-    class_ids: bool = False,
-    label_ids: bool = False,
-    batch_size: int = 1,
-    input_size: tuple[int, int] | None = None,
-    console: Console | None = None,
-    progress: bool = True,
-) -> PredictSummary:
-    """Run ``predictor`` over every image in ``inputs`` and write PNGs under ``out_dir``.
+def open_sources(
+    inputs: Sequence[str | Path], camera: int | None = None, max_frames: int | None = None
+) -> tuple[Iterator[Frame], int | None, float | None]:
+    """All inputs as one frame stream: ``(frames, total or None if unknown, fps of the first video)``.
 
-    ``overlay_alpha`` (0..1) also writes overlays; ``class_ids`` writes raw ids;
-    ``label_ids`` writes Cityscapes label ids (19-class Cityscapes models only).
+    Image files, folders and globs become image frames; video files are read frame by frame;
+    ``camera`` (an index) is read until ``max_frames`` or Ctrl-C.
     """
-    to_label_ids = None
-    if label_ids:
-        from effseg.data.cityscapes import CITYSCAPES_CLASSES, train_ids_to_label_ids
+    videos = [Path(str(i)) for i in inputs if is_video(i) and Path(str(i)).is_file()]
+    images = [i for i in inputs if not (is_video(i) and Path(str(i)).is_file())]
+    files = collect_inputs(images) if images else []
+    streams: list[Iterable[Frame]] = [image_frames(files)] if files else []
+    total: int | None = len(files)
+    fps = None
+    for v in videos:
+        cap, info = open_capture(v)
+        cap.release()  # type: ignore[attr-defined]
+        fps = fps or info.fps
+        total = total + info.frames if total is not None and info.frames else None
+        streams.append(video_frames(v, max_frames))
+    if camera is not None:
+        cap, info = open_capture(camera)
+        cap.release()  # type: ignore[attr-defined]
+        fps, total = fps or info.fps, max_frames if not streams and max_frames else None
+        streams.append(video_frames(camera, max_frames))
+    if not streams:
+        raise DataError("no input: give image files, folders, globs, video files or --camera N")
+    if max_frames is not None and total is not None:
+        total = min(total, max_frames)
+    return itertools.islice(itertools.chain.from_iterable(streams), max_frames), total, fps
 
-        if list(predictor.classes) != list(CITYSCAPES_CLASSES):
-            raise ModelError(
-                f"--label-ids needs a model trained on the 19 Cityscapes classes; {predictor.source} "
-                f"has {predictor.num_classes} classes ({', '.join(predictor.classes[:4])}, ...)"
-            )
-        to_label_ids = train_ids_to_label_ids
-    files = collect_inputs(inputs)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    console = console or Console(stderr=True, soft_wrap=True)  # never break a file name across lines
-    summary = PredictSummary()
-    columns = (
-        TextColumn("[bold]predict"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[name]}"),
+
+def predict(
+    model: str | Path,
+    inputs: Sequence[str | Path],
+    outputs: Outputs,
+    *,
+    runtime: str = "auto",
+    camera: int | None = None,
+    input_size: tuple[int, int] | None = None,
+    device: str = "cpu",
+    max_frames: int | None = None,
+    progress: bool = True,
+    console: Console | None = None,
+    predictor: Any = None,
+) -> PipelineSummary:
+    """Segment ``inputs`` (and ``camera``) with ``model`` and write ``outputs``.
+
+    ``input_size`` ``(W, H)`` is the size the network sees (outputs keep the input size);
+    ``runtime`` one of :data:`effseg.tools.runtime.RUNTIMES`. Returns the pipeline summary
+    (failed frames are listed in it, not raised).
+    """
+    from effseg.api import load
+    from effseg.tools.runtime import build_engine
+
+    console = console or Console(stderr=True, soft_wrap=True)
+    predictor = predictor or load(model, device=device, batch_size=1)
+    frames, total, fps = open_sources(inputs, camera, max_frames)
+    head: list[Frame] = []
+    for frame in frames:  # the first readable frames: auto's timing frame, int8 calibration
+        head.append(frame)
+        if sum(f.image is not None for f in head) >= 4:
+            break
+    samples = [f.image for f in head if f.image is not None]
+    if outputs.is_video and not samples:
+        raise DataError(f"--out {outputs.out}: no readable frame to write")
+    engine = build_engine(
+        predictor,
+        runtime,
+        model,
+        samples,
+        input_size=input_size,
+        log=lambda msg: console.print(msg, markup=False, highlight=False),
     )
-    with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
-        task = bar.add_task("predict", total=len(files), name="")
-        for chunk in _chunks(files, max(1, batch_size)):
-            images: list[np.ndarray] = []
-            ok: list[tuple[Path, Path]] = []
-            for path, rel in chunk:
-                try:
-                    images.append(read_image(path))
-                    ok.append((path, rel))
-                except EffsegError as err:
-                    summary.failed.append((path, str(err)))
-                    console.print(
-                        f"[red]skipped[/red] {escape(str(path))}: {escape(str(err))}", highlight=False
-                    )
-                    bar.advance(task)
-            if not images:
-                continue
-            bar.update(task, name=ok[-1][0].name)
-            preds = predictor.predict_arrays(images, input_size=input_size, batch_size=len(images))
-            for (path, rel), image, pred in zip(ok, images, preds, strict=True):
-                written = [out / "color" / f"{rel}.png"]
-                color = colorize(pred, predictor.palette)
-                _save_png(color, written[-1])
-                if overlay_alpha is not None:
-                    written.append(out / "overlay" / f"{rel}.png")
-                    _save_png(overlay(image, color, overlay_alpha), written[-1])
-                if class_ids:
-                    written.append(out / "ids" / f"{rel}.png")
-                    _save_png(pred.astype(np.uint8), written[-1])
-                if to_label_ids is not None:
-                    written.append(out / "label_ids" / f"{rel}.png")
-                    _save_png(np.asarray(to_label_ids(pred), dtype=np.uint8), written[-1])
-                summary.written[path] = written
-                bar.advance(task)
-    return summary
+    writer = _Writer(predictor, outputs, outputs.fps or fps or 30.0)
+    if not outputs.is_video:
+        outputs.out.mkdir(parents=True, exist_ok=True)
+    try:
+        return run_pipeline(
+            itertools.chain(head, frames), engine, writer, total=total, console=console, progress=progress
+        )
+    finally:
+        writer.close()
 
 
-def _chunks(items: Sequence, n: int) -> Iterable[Sequence]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
-
-
-def print_summary(summary: PredictSummary, out_dir: str | Path, console: Console | None = None) -> None:
-    """One line per failure and a closing count, on stderr."""
-    console = console or Console(stderr=True, file=sys.stderr, soft_wrap=True)
-    ok, bad = len(summary.written), len(summary.failed)
-    msg = f"wrote predictions for {ok} of {summary.total} image(s) to {out_dir}"
-    if bad:
-        console.print(f"[red]{msg}; {bad} failed:[/red]", highlight=False)
-        for path, reason in summary.failed:
-            console.print(f"  {path}: {reason}", highlight=False, markup=False)
-    else:
-        console.print(msg, highlight=False)
+def print_summary(summary: PipelineSummary, console: Console | None = None) -> None:
+    """The failures (one line each) and the closing line, on stderr."""
+    console = console or Console(stderr=True, soft_wrap=True)
+    for _name, reason in summary.failed:
+        console.print(f"  failed: {reason}", highlight=False, markup=False)
+    console.print(summary.line(), highlight=False, markup=False)

@@ -1,0 +1,432 @@
+"""Runtimes for the predict pipeline: eager, torch.compile, onnxruntime fp32 / int8, and ``auto``.
+
+An :class:`Engine` turns one ``(H, W, 3)`` uint8 RGB frame into ``(H, W)`` uint8 class ids.
+Preprocessing is the :class:`~effseg.api.Predictor`'s, op for op, so that the eager engine gives
+exactly ``Predictor.predict``'s answer. Exported files live in an :class:`ExportCache`:
+
+- a run folder ``RUN/`` -> ``RUN/runtime_cache/``; a checkpoint ``x.pt`` -> ``x.runtime_cache/``
+  beside it; a shipped model name (or an unwritable folder) -> the user cache
+  (``$EFFSEG_CACHE``, default ``~/.cache/effseg``) ``/<name>/``;
+- inside: ``<weights hash>/<W>x<H>/`` with ``fp32.onnx``, ``int8.onnx``, the derived graphs
+  (``*.labels.onnx``: argmax in the graph, uint8 out; ``*.lowres.onnx``: final upsample cut)
+  and ``choice.json`` (``auto``'s measurements and pick). The hash is over the weights, so a
+  changed checkpoint exports again (older hash folders are removed).
+
+``auto`` exports once, times each candidate briefly on a sample frame at the frame size and keeps
+the fastest; int8 is a candidate only when its argmax agreement with fp32 on the sample frames
+is >= 98% (recorded in ``choice.json``). ``torch.compile`` is not an ``auto`` candidate: its
+compilation (tens of seconds per input size) is not cached across processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from effseg.errors import EffsegError, ModelError
+from effseg.tools.postprocess import add_argmax_to_onnx, cut_final_resize, upsample_argmax
+
+RUNTIMES = ("auto", "eager", "compile", "onnxruntime", "onnxruntime-int8")
+MIN_INT8_AGREEMENT = 0.98
+CACHE_ENV = "EFFSEG_CACHE"
+POSTPROCESS = ("graph", "lowres")  # onnxruntime: ArgMax in the graph, or low-res logits + exact refine
+
+
+def _deploy() -> tuple[Callable, Callable, Callable]:
+    """``(export_onnx, ort_session, quantize_onnx)`` from wherever the deploy code lives."""
+    try:
+        from effseg.deploy.export import export_onnx
+        from effseg.deploy.onnx_io import ort_session
+        from effseg.deploy.quantize import quantize_onnx
+    except ImportError:
+        from effseg.tools.export import export_onnx, ort_session  # type: ignore[no-redef]
+        from effseg.tools.quantize import quantize_onnx  # type: ignore[no-redef]
+    return export_onnx, ort_session, quantize_onnx
+
+
+def user_cache_dir() -> Path:
+    """``$EFFSEG_CACHE`` or ``~/.cache/effseg``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "effseg")
+
+
+def cache_root(model_spec: str | Path) -> Path:
+    """Where exports of ``model_spec`` are kept (see the module docstring)."""
+    path = Path(str(model_spec))
+    if path.is_dir():
+        root = path / "runtime_cache"
+    elif path.is_file():
+        root = path.with_name(path.stem + ".runtime_cache")
+    else:
+        return user_cache_dir() / re.sub(r"[^A-Za-z0-9_.-]+", "_", str(model_spec))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root):
+            pass
+        return root
+    except OSError:
+        return user_cache_dir() / re.sub(r"[^A-Za-z0-9_.-]+", "_", str(path.resolve()).strip("/"))
+
+
+def weights_hash(model: torch.nn.Module) -> str:
+    """sha256 (hex) over the model's config and every state-dict tensor (name, dtype, shape, bytes)."""
+    h = hashlib.sha256(json.dumps(getattr(model, "config", None), sort_keys=True, default=str).encode())
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def machine_key() -> dict[str, Any]:
+    """What a timing depends on: CPU model, threads, onnxruntime and torch versions."""
+    try:
+        import onnxruntime as ort
+
+        ort_version = ort.__version__
+    except ImportError:
+        ort_version = None
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "onnxruntime": ort_version,
+    }
+
+
+class Engine:
+    """Frame -> class ids. ``model_seconds`` sums the time spent from the normalised tensor to the
+    ids (network, upsample, argmax); ``frames`` counts calls."""
+
+    name = "engine"
+
+    def __init__(self, predictor: Any, input_size: tuple[int, int] | None = None) -> None:
+        self.predictor = predictor
+        self.input_size = input_size  # (W, H) the network sees; None: the frame's own size
+        self.model_seconds = 0.0
+        self.frames = 0
+
+    def prepare(self, image: np.ndarray) -> torch.Tensor:
+        """``(H, W, 3)`` uint8 -> ``(1, 3, h, w)`` float32, exactly as ``Predictor._logits`` does."""
+        p = self.predictor
+        x = torch.from_numpy(image[None].copy()).permute(0, 3, 1, 2).float().div_(255.0)
+        if self.input_size is not None and x.shape[-2:] != (self.input_size[1], self.input_size[0]):
+            size = (self.input_size[1], self.input_size[0])
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+        return (x - p.mean) / p.std
+
+    def infer(self, x: torch.Tensor, out_size: tuple[int, int]) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = self.prepare(image)
+            t0 = time.perf_counter()
+            labels = self.infer(x, image.shape[:2])
+        self.model_seconds += time.perf_counter() - t0
+        self.frames += 1
+        return labels
+
+
+class TorchEngine(Engine):
+    """Eager PyTorch (or ``torch.compile``): logits at the network size -> exact fast upsample+argmax."""
+
+    def __init__(
+        self, predictor: Any, input_size: tuple[int, int] | None = None, compile: bool = False
+    ) -> None:
+        super().__init__(predictor, input_size)
+        self.name = "compile" if compile else "eager"
+        self.module = torch.compile(predictor.model) if compile else predictor.model
+
+    def infer(self, x: torch.Tensor, out_size: tuple[int, int]) -> np.ndarray:
+        logits = self.module(x.to(self.predictor.device))
+        if isinstance(logits, dict):
+            logits = logits["out"]
+        return upsample_argmax(logits.float().cpu(), tuple(out_size))
+
+
+class PredictorEngine(Engine):
+    """Any Predictor (e.g. an ``.onnx`` file given as MODEL), through ``predict_arrays``."""
+
+    def __init__(self, predictor: Any, input_size: tuple[int, int] | None = None, name: str = "onnxruntime"):
+        super().__init__(predictor, input_size)
+        self.name = name
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        labels = self.predictor.predict_arrays([image], input_size=self.input_size, batch_size=1)[0]
+        self.model_seconds += time.perf_counter() - t0
+        self.frames += 1
+        return labels.astype(np.uint8)
+
+
+class OrtEngine(Engine):
+    """onnxruntime on a cached export (``precision`` fp32 or int8); ``postprocess`` ``graph``
+    (ArgMax in the graph when the network runs at the frame size) or ``lowres`` (final upsample cut,
+    exact refine outside)."""
+
+    def __init__(
+        self,
+        predictor: Any,
+        cache: ExportCache,
+        precision: str = "fp32",
+        postprocess: str = "graph",
+        input_size: tuple[int, int] | None = None,
+        samples: Sequence[np.ndarray] = (),
+    ) -> None:
+        super().__init__(predictor, input_size)
+        self.cache, self.precision, self.postprocess = cache, precision, postprocess
+        self.samples = list(samples)
+        self.name = "onnxruntime" + ("-int8" if precision == "int8" else "") + f" ({postprocess})"
+        self._sessions: dict[tuple[int, int], tuple[Any, str, str]] = {}
+
+    def _session(self, net: tuple[int, int], out: tuple[int, int]) -> tuple[Any, str, str]:
+        key = (net, out == net)
+        if key not in self._sessions:
+            _, ort_session, _ = _deploy()
+            base = self.cache.onnx(net, self.precision, [self.prepare(s) for s in self.samples])
+            kind = "labels" if self.postprocess == "graph" and out == net else self.postprocess
+            path = self.cache.derived(base, kind) if kind != "graph" else base
+            if path is None:  # no final Resize to cut: logits at full size
+                path, kind = base, "logits"
+            session = ort_session(path)
+            self._sessions[key] = (session, session.get_inputs()[0].name, kind)
+        return self._sessions[key]
+
+    def infer(self, x: torch.Tensor, out_size: tuple[int, int]) -> np.ndarray:
+        net = (int(x.shape[-2]), int(x.shape[-1]))
+        session, name, kind = self._session(net, tuple(out_size))
+        result = session.run(None, {name: np.ascontiguousarray(x.numpy())})[0]
+        if kind == "labels":
+            return result[0]
+        return upsample_argmax(torch.from_numpy(result), tuple(out_size))
+
+
+class ExportCache:
+    """Exported ONNX files of one model, per network size, keyed by the weights' hash."""
+
+    def __init__(self, root: Path, model: torch.nn.Module, meta: dict[str, Any]) -> None:
+        self.root = Path(root)
+        self.model = model
+        self.meta = meta
+        self.hash = weights_hash(model)[:16]
+        self.exports = 0  # files exported (fp32 + int8) by this object: tests check reuse
+
+    def folder(self, net: tuple[int, int]) -> Path:
+        """``root/<hash>/<W>x<H>`` for network size ``net`` = (H, W); stale hash folders removed."""
+        base = self.root / self.hash
+        if not base.is_dir() and self.root.is_dir():
+            for old in self.root.iterdir():
+                if old.is_dir() and re.fullmatch(r"[0-9a-f]{16}", old.name):
+                    shutil.rmtree(old, ignore_errors=True)
+        d = base / f"{net[1]}x{net[0]}"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def onnx(self, net: tuple[int, int], precision: str, samples: Sequence[torch.Tensor] = ()) -> Path:
+        """The fp32 (or int8, calibrated on ``samples``) file for ``net`` = (H, W); exported if missing."""
+        export_onnx, _, quantize_onnx = _deploy()
+        d = self.folder(net)
+        fp32 = d / "fp32.onnx"
+        if not fp32.is_file():
+            with _atomic(fp32) as tmp, warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the exporter's deprecation chatter
+                export_onnx(self.model, tmp, input_size=net, meta=self.meta)
+            self.exports += 1
+        if precision == "fp32":
+            return fp32
+        int8 = d / "int8.onnx"
+        if not int8.is_file():
+            if not samples:
+                raise ModelError(f"{int8}: int8 quantization needs sample frames to calibrate on")
+            calib = [s.numpy().astype(np.float32) for s in samples[::2] or samples]
+            with _atomic(int8) as tmp:
+                quantize_onnx(fp32, tmp, calib, calibration_source="first frames of the input")
+            self.exports += 1
+            self.record(net, int8_agreement=self.agreement(fp32, int8, samples[1::2] or samples))
+        return int8
+
+    def derived(self, base: Path, kind: str) -> Path | None:
+        """``base`` with ArgMax in the graph (``labels``) or without its final Resize (``lowres``,
+        None when the graph has none to cut)."""
+        path = base.with_suffix(f".{kind}.onnx")
+        if path.is_file():
+            return path
+        if kind == "labels":
+            with _atomic(path) as tmp:
+                add_argmax_to_onnx(base, tmp)
+            return path
+        with _atomic(path) as tmp:
+            ok = cut_final_resize(base, tmp)
+            if not ok:
+                Path(tmp).write_bytes(b"")
+        if path.stat().st_size == 0:
+            return None
+        return path
+
+    def agreement(self, fp32: Path, int8: Path, samples: Sequence[torch.Tensor]) -> float:
+        """Fraction of pixels where int8 and fp32 argmax agree over ``samples`` (normalised inputs)."""
+        _, ort_session, _ = _deploy()
+        a, b = ort_session(fp32), ort_session(int8)
+        same = total = 0
+        for x in samples:
+            arr = np.ascontiguousarray(x.numpy())
+            la = a.run(None, {a.get_inputs()[0].name: arr})[0].argmax(1)
+            lb = b.run(None, {b.get_inputs()[0].name: arr})[0].argmax(1)
+            same += int((la == lb).sum())
+            total += la.size
+        return same / max(total, 1)
+
+    def choice_path(self, net: tuple[int, int]) -> Path:
+        return self.folder(net) / "choice.json"
+
+    def read(self, net: tuple[int, int]) -> dict[str, Any]:
+        path = self.choice_path(net)
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def record(self, net: tuple[int, int], **values: Any) -> dict[str, Any]:
+        data = self.read(net)
+        data.update(values)
+        with _atomic(self.choice_path(net)) as tmp:
+            Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True))
+        return data
+
+
+@contextlib.contextmanager
+def _atomic(path: Path):  # noqa: ANN202 - yields a temporary path, renamed onto ``path`` on success
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _time_engine(engine: Engine, image: np.ndarray, runs: int = 5, warmup: int = 2) -> float:
+    """Median model time (ms) of ``engine`` on ``image`` over ``runs`` calls after ``warmup``."""
+    for _ in range(warmup):
+        engine(image)
+    before = engine.model_seconds
+    times = []
+    for _ in range(runs):
+        start = engine.model_seconds
+        engine(image)
+        times.append(engine.model_seconds - start)
+    engine.model_seconds = before
+    return float(np.median(times) * 1000.0)
+
+
+def is_onnx_predictor(predictor: Any) -> bool:
+    """True when the Predictor runs an ONNX file (no PyTorch module to export)."""
+    return (
+        not isinstance(predictor.model, torch.nn.Module)
+        or getattr(predictor.model, "session", None) is not None
+    )
+
+
+def build_engine(
+    predictor: Any,
+    runtime: str,
+    model_spec: str | Path,
+    samples: Sequence[np.ndarray],
+    input_size: tuple[int, int] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Engine:
+    """The :class:`Engine` for ``runtime`` (one of :data:`RUNTIMES`); ``samples`` are the first
+    frames of the input (``auto``'s timing frame, int8 calibration and agreement)."""
+    if runtime not in RUNTIMES:
+        raise ModelError(f"--runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
+    if is_onnx_predictor(predictor):
+        if runtime not in ("auto", "onnxruntime", "onnxruntime-int8"):
+            raise ModelError(
+                f"{model_spec}: an ONNX file runs with onnxruntime only, not --runtime {runtime}"
+            )
+        return PredictorEngine(predictor, input_size)
+    if runtime in ("eager", "compile"):
+        return TorchEngine(predictor, input_size, compile=runtime == "compile")
+    meta = {
+        "classes": list(predictor.classes),
+        "palette": np.asarray(predictor.palette).tolist(),
+        "mean": predictor.mean.flatten().tolist(),
+        "std": predictor.std.flatten().tolist(),
+    }
+    cache = ExportCache(cache_root(model_spec), predictor.model, meta)
+    if runtime != "auto":
+        precision = "int8" if runtime == "onnxruntime-int8" else "fp32"
+        return OrtEngine(predictor, cache, precision, "graph", input_size, samples)
+    return _auto(predictor, cache, samples, input_size, log or (lambda _m: None))
+
+
+def _auto(
+    predictor: Any,
+    cache: ExportCache,
+    samples: Sequence[np.ndarray],
+    input_size: tuple[int, int] | None,
+    log: Callable[[str], None],
+) -> Engine:
+    if not samples:
+        raise ModelError("--runtime auto needs at least one readable input frame to measure on")
+    image = samples[0]
+    net = (input_size[1], input_size[0]) if input_size else tuple(image.shape[:2])
+    machine = machine_key()
+    done = cache.read(net)
+    if done.get("runtime") and done.get("machine") == machine:
+        return _make(predictor, cache, done["runtime"], done.get("postprocess", "graph"), input_size, samples)
+    candidates: list[tuple[str, str]] = [("eager", "graph")]
+    timings: dict[str, float] = {}
+    try:
+        cache.onnx(net, "fp32")
+        candidates += [("onnxruntime", p) for p in POSTPROCESS]
+        cache.onnx(net, "int8", [TorchEngine(predictor, input_size).prepare(s) for s in samples])
+        agreement = float(cache.read(net).get("int8_agreement", 0.0))
+        if agreement >= MIN_INT8_AGREEMENT:
+            candidates += [("onnxruntime-int8", p) for p in POSTPROCESS]
+        else:
+            log(f"int8 argmax agreement with fp32 {agreement:.2%} < {MIN_INT8_AGREEMENT:.0%}: int8 not used")
+    except (EffsegError, ImportError) as err:
+        log(f"auto: {str(err).splitlines()[0]}; measuring the runtimes that remain")
+    for runtime, post in candidates:
+        engine = _make(predictor, cache, runtime, post, input_size, samples)
+        timings[f"{runtime} ({post})" if runtime != "eager" else runtime] = round(
+            _time_engine(engine, image), 3
+        )
+    best = min(timings, key=timings.get)  # type: ignore[arg-type]
+    runtime, _, post = best.partition(" (")
+    record = cache.record(
+        net, runtime=runtime, postprocess=post.rstrip(")") or "graph", timings_ms=timings, machine=machine
+    )
+    log("auto: " + ", ".join(f"{k} {v:.1f} ms" for k, v in timings.items()) + f" -> {best}")
+    return _make(predictor, cache, record["runtime"], record["postprocess"], input_size, samples)
+
+
+def _make(
+    predictor: Any,
+    cache: ExportCache,
+    runtime: str,
+    postprocess: str,
+    input_size: tuple[int, int] | None,
+    samples: Sequence[np.ndarray],
+) -> Engine:
+    if runtime == "eager":
+        return TorchEngine(predictor, input_size)
+    precision = "int8" if runtime == "onnxruntime-int8" else "fp32"
+    return OrtEngine(predictor, cache, precision, postprocess, input_size, samples)
