@@ -1,6 +1,6 @@
-"""CamVid in SegNet's 11-class layout (360x480)::
+"""CamVid in SegNet's 11-class layout (480x360 images)::
 
-    ROOT/train/*.png   ROOT/trainannot/*.png
+    ROOT/train/*.png|jpg   ROOT/trainannot/*.png
     ROOT/val/*.png     ROOT/valannot/*.png
     ROOT/test/*.png    ROOT/testannot/*.png
 
@@ -11,13 +11,13 @@ Class names and colours are those of the SegNet tutorial (``Scripts/test_segment
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from effseg.data.base import IGNORE_INDEX, IMAGE_SUFFIXES, SegmentationDataset, Transform
 from effseg.errors import DataError
+from effseg.size import Size
 
 CAMVID_CLASSES: list[str] = [
     "sky", "building", "pole", "road", "pavement", "tree",
@@ -65,7 +65,7 @@ class CamVidDataset(SegmentationDataset):
     Args:
         root: folder holding ``train/ trainannot/ val/ valannot/ test/ testannot/``.
         split: ``train``, ``val``, ``test`` (or ``trainval``: both).
-        resize: optional ``(W, H)`` or ``"480x360"``.
+        resize: optional ``"WIDTHxHEIGHT"`` text such as ``"480x360"`` or a :class:`~effseg.size.Size`.
     """
 
     def __init__(
@@ -73,7 +73,7 @@ class CamVidDataset(SegmentationDataset):
         root: str | os.PathLike,
         split: str = "train",
         transform: Transform | None = None,
-        resize: str | Sequence[int] | None = None,
+        resize: str | Size | None = None,
     ) -> None:
         root = Path(root).expanduser()
         if not root.is_dir():

@@ -13,7 +13,6 @@ have a train id, every other id (and -1, the license plate) is ignored (255).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -21,6 +20,7 @@ import numpy as np
 
 from effseg.data.base import IGNORE_INDEX, SegmentationDataset, Transform
 from effseg.errors import DataError
+from effseg.size import Size
 
 
 class CityscapesLabel(NamedTuple):
@@ -223,7 +223,8 @@ class CityscapesDataset(SegmentationDataset):
         transform: joint transform ``(image uint8 HWC, label uint8 HW) -> (tensor, tensor)``;
             default: normalise only.
         split_file: optional list selecting a subset (see :func:`_read_split_list`).
-        resize: optional ``(W, H)`` or ``"1024x512"``: bilinear image, nearest label.
+        resize: optional ``"WIDTHxHEIGHT"`` text (``"1024x512"``) or a :class:`~effseg.size.Size`:
+            bilinear image, nearest label.
     """
 
     def __init__(
@@ -232,7 +233,7 @@ class CityscapesDataset(SegmentationDataset):
         split: str = "train",
         transform: Transform | None = None,
         split_file: str | os.PathLike | None = None,
-        resize: str | Sequence[int] | None = None,
+        resize: str | Size | None = None,
     ) -> None:
         root = Path(root).expanduser()
         samples = find_cityscapes_samples(root, split, split_file)

@@ -19,7 +19,6 @@ stems in ROOT, else split ``all`` (the whole folder).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ import yaml
 from effseg.data.base import IGNORE_INDEX, SegmentationDataset, Transform
 from effseg.data.camvid import match_by_stem
 from effseg.errors import DataError
+from effseg.size import Size
 
 LAYOUT_HINT = "expected ROOT/images/ and ROOT/masks/ (files matched by stem) and ROOT/classes.yaml"
 
@@ -82,7 +82,7 @@ class FolderDataset(SegmentationDataset):
         root: dataset folder.
         split: sub-folder name, ``<split>.txt`` stem list, or ``all``.
         classes_file: default ``ROOT/classes.yaml``.
-        resize: optional ``(W, H)`` or ``"WxH"``.
+        resize: optional ``"WIDTHxHEIGHT"`` text or a :class:`~effseg.size.Size`.
     """
 
     def __init__(
@@ -90,7 +90,7 @@ class FolderDataset(SegmentationDataset):
         root: str | os.PathLike,
         split: str = "all",
         transform: Transform | None = None,
-        resize: str | Sequence[int] | None = None,
+        resize: str | Size | None = None,
         classes_file: str | os.PathLike | None = None,
     ) -> None:
         root = Path(root).expanduser()
