@@ -25,14 +25,8 @@ from torch import nn
 
 from effseg.errors import ConfigError, ModelError
 from effseg.models.backbones import BACKBONES
+from effseg.models.realtime import REALTIME_MODELS
 from effseg.models.segmentor import HEAD_BUILDERS, build_segmentor, head_options
-
-try:  # the real-time networks (being written alongside; a plain import once they land)
-    from effseg.models.realtime import REALTIME_MODELS
-except ModuleNotFoundError as _err:
-    if _err.name != "effseg.models.realtime":
-        raise
-    REALTIME_MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 __all__ = [
     "MODELS",
