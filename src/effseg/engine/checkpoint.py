@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from effseg.errors import CheckpointError, EffsegError
+from effseg.errors import CheckpointError, EffsegError, refused_pickle_message
 
 __all__ = [
     "save_checkpoint",
@@ -75,10 +75,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise CheckpointError(
-            f"{path}: refused to load: not a plain weights file (weights_only=True); {first[:200]}"
-        ) from None
+        raise CheckpointError(refused_pickle_message(path, err)) from None
     except Exception as err:  # noqa: BLE001 - the unpickler raises anything (IndexError, KeyError...) on garbage
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first[:200]})") from None
