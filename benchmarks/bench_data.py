@@ -111,8 +111,8 @@ def capacity_check(root: str, iters: int = 200, seed: int = 0) -> list[tuple[str
     opts = {"n_train": 48, "n_val": 12, "size": "512x256", "seed": 0}
     tf = build_train_transform(crop_size=(128, 256), scale_range=(0.75, 1.25))
     tf.set_random_seed(seed)
-    train = build_dataset("synthetic", root, "train", transform=tf, resize=(256, 128), **opts)
-    val = build_dataset("synthetic", root, "val", transform=build_eval_transform(), resize=(256, 128))
+    train = build_dataset("synthetic", root, "train", transform=tf, resize="256x128", **opts)
+    val = build_dataset("synthetic", root, "val", transform=build_eval_transform(), resize="256x128")
 
     def block(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
         pad = dilation
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from effseg.data import build_dataset, build_train_transform
-    from effseg.data.synthetic import _forced, _job, render_scene
+    from effseg.data.synthetic import forced_classes, render_scene, write_scene
     from effseg.size import parse_size
 
     torch.set_num_threads(1)
@@ -187,9 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     results: list[tuple[str, str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        gen_render = rate(lambda i: render_scene([0, 1, i], size, _forced(i)), args.n, args.repeats)
+        gen_render = rate(lambda i: render_scene([0, 1, i], size, forced_classes(i)), args.n, args.repeats)
         results.append(("synthetic city: render", f"{w}x{h}, 1 process", gen_render))
-        gen_write = rate(lambda i: _job((0, "train", i, (w, h), tmp)), args.n, args.repeats)
+        gen_write = rate(lambda i: write_scene(tmp, "train", i, size), args.n, args.repeats)
         results.append(("synthetic city: render + PNG write", f"{w}x{h}, 1 process", gen_write))
         print(results[-2], results[-1], flush=True)
 

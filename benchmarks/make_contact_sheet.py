@@ -22,8 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", default="1024x512")
     args = parser.parse_args(argv)
-    w, h = (int(v) for v in args.size.split("x"))
-    print(contact_sheet(args.out, n=args.n, size=(w, h), seed=args.seed))
+    print(contact_sheet(args.out, n=args.n, size=args.size, seed=args.seed))
     return 0
 
 
