@@ -35,3 +35,22 @@ class BenchError(EffsegError, ValueError):
 
 class SizeError(ConfigError):
     """A size is not ``WIDTHxHEIGHT`` with two positive integers (e.g. ``480x360``)."""
+
+
+def refused_pickle_message(path: object, err: BaseException) -> str:
+    """The one-line message for a checkpoint that ``torch.load(weights_only=True)`` refused.
+
+    It says that the file was refused because it carries code (naming the Python object it would
+    have imported, when torch's message gives one) and never suggests turning the protection off.
+    """
+    import re
+
+    text = str(err)
+    found = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"global[: ]+([\w.]+)", text, re.IGNORECASE)
+    what = f" (it would import and run {found.group(1)})" if found else ""
+    return (
+        f"{path}: refused: the file carries code{what}, and effseg loads only plain weights "
+        "(tensors, numbers, strings, lists, dicts); use a checkpoint written by effseg or "
+        "torch.save(model.state_dict())"
+    )
+
