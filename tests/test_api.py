@@ -129,11 +129,11 @@ def test_colorize_and_overlay(bright: Predictor) -> None:
 @pytest.mark.parametrize(
     ("source", "match"),
     [
-        ("missing.png", "no such file"),
-        ("notes.txt", "not a readable image"),
+        ("missing.png", "not found"),
+        ("notes.txt", "cannot decode image"),
         (np.zeros((4, 4, 3), np.float32), "dtype float32"),
         (np.zeros((4, 4, 2), np.uint8), "shape"),
-        (torch.zeros(3, 4, 4), "torch.Tensor"),
+        (torch.zeros(3, 4, 4), "from Tensor"),
         (12, "int"),
     ],
 )
@@ -218,3 +218,56 @@ def test_load_onnx(tmp_path: Path) -> None:
     assert p.predict(img[:30, :50]).shape == (30, 50)
     with pytest.raises(EffsegError, match="fixed input size 64x48"):
         p.predict(img, input_size="32x32")
+
+
+class _Evil:
+    """A pickle that would run code when loaded (never actually run: weights_only refuses it)."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.getcwd, ())
+
+
+def test_refused_pickle_says_it_carries_code(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "model_config": {}, "x": _Evil()}, path)
+    with pytest.raises(CheckpointError) as info:
+        effseg.load(path)
+    msg = str(info.value)
+    assert msg.startswith(f"{path}: refused: the file carries code (it would import and run ")
+    assert "getcwd" in msg and "\n" not in msg
+    assert "weights_only" not in msg  # never advice to turn the protection off
+
+
+def test_onnx_without_effseg_metadata_is_refused(tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Identity", ["image"], ["logits"])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3, 4, 4])],
+    )
+    path = tmp_path / "plain.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    with pytest.raises(EffsegError) as info:
+        effseg.load(path)
+    assert str(info.value) == (
+        f"{path}: no effseg metadata (the 'effseg' entry with num_classes, mean, std); "
+        "export the model with `effseg export`"
+    )
+    from effseg.deploy.onnx_io import write_onnx_metadata
+
+    write_onnx_metadata(path, {"num_classes": 3, "classes": ["a", "b", "c"]})
+    with pytest.raises(EffsegError, match=r"plain.onnx: effseg metadata lacks mean, std; export"):
+        effseg.load(path)
+    write_onnx_metadata(path, {"num_classes": 3, "mean": [0.5] * 3, "std": [0.5] * 3})
+    p = effseg.load(path)  # complete: loads; an Identity "model" returns its 3-channel input
+    assert p.classes == ["class_0", "class_1", "class_2"] and p.num_classes == 3
+    img = np.zeros((5, 6, 3), np.uint8)
+    img[..., 2] = 255  # the blue channel wins the argmax of an Identity graph
+    out = p.predict(img)  # the static 4x4 graph: resized to it and back
+    assert out.shape == (5, 6) and (out == 2).all()

@@ -16,101 +16,31 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
 
+from effseg.config import IMAGENET_MEAN, IMAGENET_STD
+from effseg.data.image import IMAGE_SUFFIXES, ImageLike, read_image
 from effseg.data.visualize import colorize, overlay
+from effseg.device import resolve_device
 from effseg.errors import CheckpointError, DataError, ModelError
+from effseg.size import Size
+from effseg.size import parse_size as _parse_size
 
-ImageLike = str | Path | Image.Image | np.ndarray
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-
-
-
-# --------------------------------------------------------------------------- images
+# The one image reader and suffix list live in effseg.data.image; re-exported for API users.
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES
+__all__ = ["IMAGE_EXTENSIONS", "Predictor", "colorize", "load", "overlay", "parse_size", "read_image"]
 
 
-def read_image(source: ImageLike) -> np.ndarray:
-    """Any supported image input -> ``(H, W, 3)`` uint8 RGB array.
-
-    Accepts a path, a PIL image or an array (``(H, W)``, ``(H, W, 1|3|4)``; uint8, uint16 or
-    bool). EXIF orientation is applied, alpha is dropped, grayscale is replicated and 16-bit
-    values are scaled to 8 bits (``v * 255 / 65535``).
-    """
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.exists():
-            raise DataError(f"{path}: no such file")
-        if path.is_dir():
-            raise DataError(f"{path}: is a directory, expected an image file")
-        try:
-            with Image.open(path) as img:
-                img.load()
-                return _pil_to_rgb(img)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-            raise DataError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
-    if isinstance(source, Image.Image):
-        return _pil_to_rgb(source)
-    if isinstance(source, np.ndarray):
-        return _array_to_rgb(source)
-    if isinstance(source, torch.Tensor):
-        raise DataError(
-            "got a torch.Tensor; pass an (H, W, 3) uint8 numpy array, a PIL image or a path "
-            "(use Predictor.model for raw tensors)"
-        )
-    raise DataError(f"cannot read an image from {type(source).__name__}; expected a path, PIL image or array")
-
-
-def _pil_to_rgb(img: Image.Image) -> np.ndarray:
-    # Pillow knows every mode and the EXIF orientation tag; we only special-case the
-    # high-bit-depth integer/float modes, whose values Pillow would clip rather than scale.
-    img = ImageOps.exif_transpose(img)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img).astype(np.float64)
-        peak = 65535.0 if (img.mode.startswith("I;16") or arr.max(initial=0) > 255) else 255.0
-        return _array_to_rgb(np.clip(np.rint(arr * 255.0 / peak), 0, 255).astype(np.uint8))
-    if img.mode == "F":
-        arr = np.asarray(img).astype(np.float64)
-        scale = 255.0 if arr.max(initial=0) <= 1.0 else 1.0
-        return _array_to_rgb(np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8))
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
-
-
-def _array_to_rgb(arr: np.ndarray) -> np.ndarray:
-    if arr.ndim == 3 and arr.shape[2] in (1, 3, 4):
-        arr = arr[:, :, :3] if arr.shape[2] != 1 else arr[:, :, 0]
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise DataError(f"image array has shape {tuple(arr.shape)}; expected (H, W), (H, W, 3) or (H, W, 4)")
-    if arr.dtype == np.uint8:
-        return np.ascontiguousarray(arr)
-    if arr.dtype == np.uint16:
-        return np.clip(np.rint(arr.astype(np.float64) * 255.0 / 65535.0), 0, 255).astype(np.uint8)
-    if arr.dtype == np.bool_:
-        return arr.astype(np.uint8) * 255
-    raise DataError(
-        f"image array has dtype {arr.dtype}; expected uint8 (or uint16, scaled to 8 bits) - "
-        "convert floats with (x * 255).round().astype('uint8')"
-    )
-
-
-def parse_size(text: str | Sequence[int] | None) -> tuple[int, int] | None:
-    """``"1024x512"`` or ``(1024, 512)`` -> ``(W, H)``; ``None`` stays ``None``."""
+def parse_size(text: str | Size | Sequence[int] | None) -> tuple[int, int] | None:
+    """The network input size of the API: ``"1024x512"`` or a :class:`~effseg.size.Size` ->
+    ``(W, H)``; a plain pair is taken as ``(width, height)`` as in effseg 0.1; ``None`` stays ``None``."""
     if text is None:
         return None
-    if isinstance(text, str):
-        parts = text.lower().replace("*", "x").split("x")
-        try:
-            w, h = (int(p) for p in parts)
-        except ValueError:
-            raise DataError(f"input size {text!r}: expected WIDTHxHEIGHT, e.g. 1024x512") from None
-    else:
-        if len(text) != 2:
-            raise DataError(f"input size {tuple(text)}: expected (width, height)")
-        w, h = int(text[0]), int(text[1])
+    if isinstance(text, (str, Size)):
+        size = _parse_size(text, "input size")
+        return size.w, size.h
+    if len(text) != 2:
+        raise DataError(f"input size {tuple(text)}: expected (width, height) or WIDTHxHEIGHT text")
+    w, h = int(text[0]), int(text[1])
     if w <= 0 or h <= 0:
         raise DataError(f"input size {w}x{h}: width and height must be positive")
     return w, h
@@ -148,9 +78,7 @@ class Predictor:
         self.num_classes = len(self.classes)
         self.palette: np.ndarray = _as_palette(palette, self.num_classes)
         self.device = torch.device(device)
-        if mean is None or std is None:  # ImageNet statistics, defined once in effseg.data.transforms
-            from effseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
+        if mean is None or std is None:  # ImageNet statistics, defined once in effseg.config
             mean, std = IMAGENET_MEAN, IMAGENET_STD
         mean_arr, std_arr = np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32)
         if mean_arr.max() > 1.0 or std_arr.max() > 1.0:  # recorded in 0..255 units
@@ -264,23 +192,6 @@ def _as_palette(palette: Any, num_classes: int) -> np.ndarray:
 # --------------------------------------------------------------------------- loading
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ModelError(f"device {device!r}: expected 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"device {device!r}: CUDA is not available on this machine (use --device cpu)")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ModelError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
-    return dev
-
-
 def load(
     path: str | Path,
     device: str | torch.device = "cpu",
@@ -297,7 +208,7 @@ def load(
     """
     from effseg.deploy.artifact import load_artifact
 
-    dev = _resolve_device(device)
+    dev = resolve_device(device, what="device")
     size = parse_size(input_size)
     art = load_artifact(path, device=dev)
     meta = art.meta

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     calib = None
     if args.calib:
-        from effseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+        from effseg.config import IMAGENET_MEAN, IMAGENET_STD
         from effseg.deploy.quantize import find_calibration_images, load_calibration_batches
 
         size = parse_size(args.input_size, "--input-size")

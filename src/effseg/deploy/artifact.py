@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from effseg.config import IMAGENET_MEAN, IMAGENET_STD
 from effseg.errors import CheckpointError, ModelError
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -64,8 +65,6 @@ def _fill_meta(meta: dict[str, Any], model: nn.Module | None) -> dict[str, Any]:
     if not out.get("classes") and out["num_classes"]:
         out["classes"] = [f"class_{i}" for i in range(out["num_classes"])]
     if out.get("mean") is None or out.get("std") is None:
-        from effseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
         out["mean"], out["std"] = list(IMAGENET_MEAN), list(IMAGENET_STD)
     out.setdefault("palette", None)
     out.setdefault("config", None)

@@ -18,22 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from effseg.config import IMAGENET_MEAN, IMAGENET_STD
 from effseg.errors import ExportError
 
 DEFAULT_OPSET = 18
 META_KEY = "effseg"  # metadata_props key holding the JSON metadata
 # What effseg.load needs to turn logits into class ids (classes and palette are optional).
 REQUIRED_METADATA = ("num_classes", "mean", "std")
-
-
-def _imagenet_stats() -> tuple[tuple[float, ...], tuple[float, ...]]:
-    # The one definition lives in effseg.data.transforms; imported lazily (albumentations is slow).
-    from effseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
-    return IMAGENET_MEAN, IMAGENET_STD
-
-
-# ----------------------------------------------------------------------------- metadata
 
 
 def model_metadata(model: nn.Module, meta: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -48,7 +39,7 @@ def model_metadata(model: nn.Module, meta: dict[str, Any] | None = None) -> dict
     out["palette"] = np.asarray(palette).astype(int).tolist() if palette is not None else None
     mean, std = meta.get("mean"), meta.get("std")
     if mean is None or std is None:  # a model without checkpoint metadata (random weights)
-        mean, std = _imagenet_stats()
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
     out["mean"] = [float(v) for v in mean]
     out["std"] = [float(v) for v in std]
     config = getattr(model, "config", None) or meta.get("model_config")

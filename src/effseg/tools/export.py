@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from effseg.config import IMAGENET_MEAN, IMAGENET_STD
 from effseg.deploy.artifact import load_artifact
 from effseg.deploy.export import export_onnx, export_torchscript
 from effseg.deploy.onnx_io import DEFAULT_OPSET, compare_logits, read_onnx_metadata, write_onnx_metadata
@@ -42,8 +43,6 @@ def load_source(source: str | Path, num_classes: int = 19) -> tuple[nn.Module, d
 def _normalisation(meta: dict[str, Any]) -> tuple[list[float], list[float]]:
     mean, std = meta.get("mean"), meta.get("std")
     if mean is None or std is None:
-        from effseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
         return list(IMAGENET_MEAN), list(IMAGENET_STD)
     return list(mean), list(std)
 
