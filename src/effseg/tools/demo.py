@@ -111,7 +111,7 @@ def _overrides(budget: DemoBudget, data_root: Path, seed: int) -> list[str]:
     return [
         f"data.root={data_root.as_posix()}",
         f"data.options={{n_train: {budget.n_train}, n_val: {budget.n_val}, size: {w}x{h}, seed: {seed}}}",
-        f"data.crop_size=[{budget.crop_size[0]}, {budget.crop_size[1]}]",
+        f"data.crop_size={budget.crop_size[1]}x{budget.crop_size[0]}",
         "data.num_workers=0",  # 2 cores: worker processes would only compete with the model for them
         f"train.iterations={it}",
         f"train.batch_size={budget.batch_size}",
@@ -242,7 +242,7 @@ def run_demo(
     marker = data_root / MARKER
     wanted = {"n_train": budget.n_train, "n_val": budget.n_val, "size": [w, h], "seed": seed}
     if not (marker.is_file() and all(json.loads(marker.read_text()).get(k) == v for k, v in wanted.items())):
-        generate_city(data_root, budget.n_train, budget.n_val, (w, h), seed=seed, progress=True)
+        generate_city(data_root, budget.n_train, budget.n_val, f"{w}x{h}", seed=seed, progress=True)
     timings["data_s"] = time.perf_counter() - t0
 
     if iterations is not None:
