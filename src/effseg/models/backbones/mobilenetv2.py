@@ -15,6 +15,9 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from effseg.errors import ModelError
+from effseg.models.layers import ConvBNAct
+
+__all__ = ["ConvBNAct", "InvertedResidual", "MobileNetV2", "init_mobilenet_weights", "make_divisible"]
 
 
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -26,32 +29,6 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> 
     return new_v
 
 
-class ConvBNAct(nn.Sequential):
-    """torchvision's ``Conv2dNormActivation``: keys ``0`` (conv), ``1`` (BN), ``2`` (activation)."""
-
-    def __init__(
-        self,
-        cin: int,
-        cout: int,
-        kernel_size: int = 3,
-        stride: int = 1,
-        groups: int = 1,
-        dilation: int = 1,
-        activation: type[nn.Module] | None = nn.ReLU6,
-        bn_eps: float = 1e-5,
-        bn_momentum: float = 0.1,
-    ) -> None:
-        padding = (kernel_size - 1) // 2 * dilation
-        layers: list[nn.Module] = [
-            nn.Conv2d(cin, cout, kernel_size, stride, padding, dilation=dilation, groups=groups, bias=False),
-            nn.BatchNorm2d(cout, eps=bn_eps, momentum=bn_momentum),
-        ]
-        if activation is not None:
-            layers.append(activation(inplace=True))
-        super().__init__(*layers)
-        self.out_channels = cout
-
-
 class InvertedResidual(nn.Module):
     """torchvision's MobileNetV2 block: keys ``conv.0`` ... ``conv.3``."""
 
@@ -61,11 +38,10 @@ class InvertedResidual(nn.Module):
         self.use_res_connect = stride == 1 and inp == oup
         layers: list[nn.Module] = []
         if expand_ratio != 1:
-            layers.append(ConvBNAct(inp, hidden, kernel_size=1))
+            layers.append(ConvBNAct(inp, hidden, kernel_size=1, activation=nn.ReLU6))
         layers += [
-            ConvBNAct(hidden, hidden, stride=stride, groups=hidden, dilation=dilation),
-            nn.Conv2d(hidden, oup, 1, bias=False),
-            nn.BatchNorm2d(oup),
+            ConvBNAct(hidden, hidden, stride=stride, groups=hidden, dilation=dilation, activation=nn.ReLU6),
+            *ConvBNAct(hidden, oup, 1, activation=None),  # keys conv.2 (conv), conv.3 (BN)
         ]
         self.conv = nn.Sequential(*layers)
         self.out_channels = oup
@@ -118,7 +94,7 @@ class MobileNetV2(nn.Module):
             raise ModelError(f"width_mult={width_mult!r} must be > 0")
         self.output_stride = output_stride
         input_channel = make_divisible(32 * width_mult)
-        layers: list[nn.Module] = [ConvBNAct(3, input_channel, stride=2)]
+        layers: list[nn.Module] = [ConvBNAct(3, input_channel, stride=2, activation=nn.ReLU6)]
         current_stride, dilation = 2, 1
         self._taps: dict[str, int] = {}
         for t, c, n, s in _SETTING:
@@ -140,7 +116,7 @@ class MobileNetV2(nn.Module):
         self.pretrained_ignore: tuple[str, ...] = (f"features.{len(layers)}.", "classifier.")
         last_channel = make_divisible(1280 * max(1.0, width_mult))
         if classifier:
-            layers.append(ConvBNAct(input_channel, last_channel, kernel_size=1))
+            layers.append(ConvBNAct(input_channel, last_channel, kernel_size=1, activation=nn.ReLU6))
         self.features = nn.Sequential(*layers)
         if classifier:  # registered after features, as in torchvision (same state_dict order)
             self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(last_channel, 1000))

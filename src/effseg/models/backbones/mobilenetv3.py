@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from effseg.errors import ModelError
-from effseg.models.backbones.mobilenetv2 import ConvBNAct, init_mobilenet_weights, make_divisible
+from effseg.models.backbones.mobilenetv2 import init_mobilenet_weights, make_divisible
+from effseg.models.layers import ConvBNAct
 
 
 class SqueezeExcitation(nn.Module):

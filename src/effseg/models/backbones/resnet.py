@@ -13,6 +13,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from effseg.errors import ModelError
+from effseg.models.layers import conv_bn
 
 # name -> (block type, blocks per stage); torchvision's resnet18/34/50/101.
 RESNET_SPECS: dict[str, tuple[str, list[int]]] = {
@@ -153,10 +154,7 @@ class ResNet(nn.Module):
             stride = 1
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
-            downsample = nn.Sequential(
-                nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(planes * block.expansion),
-            )
+            downsample = conv_bn(self.inplanes, planes * block.expansion, 1, stride)  # keys 0, 1
         layers = [block(self.inplanes, planes, stride, downsample, previous_dilation, self.dilation)]
         self.inplanes = planes * block.expansion
         for _ in range(1, blocks):

@@ -8,17 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from effseg.models.layers import ConvBNAct
+
 # DeepLabV3's rates at output stride 16 (6, 12, 18), scaled to the output stride.
 DEEPLAB_RATES = {8: [12, 24, 36], 16: [6, 12, 18], 32: [3, 6, 9]}
-
-
-def _conv_bn_relu(cin: int, cout: int, kernel: int = 1, dilation: int = 1) -> nn.Sequential:
-    pad = (kernel - 1) // 2 * dilation
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel, padding=pad, dilation=dilation, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    )
 
 
 class ASPPPooling(nn.Module):
@@ -51,17 +44,12 @@ class ASPP(nn.Module):
         dropout: float = 0.5,
     ) -> None:
         super().__init__()
-        branches: list[nn.Module] = [_conv_bn_relu(in_channels, channels)]
-        branches += [_conv_bn_relu(in_channels, channels, 3, int(r)) for r in rates]
+        branches: list[nn.Module] = [ConvBNAct(in_channels, channels, 1)]
+        branches += [ConvBNAct(in_channels, channels, 3, dilation=int(r)) for r in rates]
         if image_pooling:
             branches.append(ASPPPooling(in_channels, channels))
         self.convs = nn.ModuleList(branches)
-        self.project = nn.Sequential(
-            nn.Conv2d(len(branches) * channels, channels, 1, bias=False),
-            nn.BatchNorm2d(channels),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-        )
+        self.project = nn.Sequential(*ConvBNAct(len(branches) * channels, channels, 1), nn.Dropout(dropout))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.project(torch.cat([conv(x) for conv in self.convs], dim=1))
@@ -85,7 +73,7 @@ class ASPPHead(nn.Module):
     ) -> None:
         super().__init__()
         self.aspp = ASPP(in_channels, rates, channels, image_pooling, dropout)
-        self.conv = _conv_bn_relu(channels, channels, 3)
+        self.conv = ConvBNAct(channels, channels, 3)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 
     def forward(self, feats: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from effseg.models.layers import ConvBNAct
+
 
 class FCNHead(nn.Module):
     """``forward(feats)`` -> ``{out_name: logits (B, num_classes, h, w)}`` from ``feats[in_key]``
@@ -27,12 +29,8 @@ class FCNHead(nn.Module):
         inter = channels or in_channels // 4
         self.in_key = in_key
         self.out_name = out_name or in_key
-        self.block = nn.Sequential(
-            nn.Conv2d(in_channels, inter, 3, padding=1, bias=False),
-            nn.BatchNorm2d(inter),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Conv2d(inter, num_classes, 1),
+        self.block = nn.Sequential(  # keys block.0 (conv), .1 (BN), .2 (ReLU), .3, .4 (classifier)
+            *ConvBNAct(in_channels, inter, 3), nn.Dropout(dropout), nn.Conv2d(inter, num_classes, 1)
         )
 
     def forward(self, feats: dict[str, Tensor]) -> dict[str, Tensor]:

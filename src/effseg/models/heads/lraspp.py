@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from effseg.models.layers import ConvBNAct
+
 
 class LRASPPHead(nn.Module):
     """``forward(feats)`` -> ``{"out": logits (B, num_classes, h_low, w_low)}`` at the ``"low"``
@@ -21,11 +23,7 @@ class LRASPPHead(nn.Module):
         self, low_channels: int, high_channels: int, num_classes: int, inter_channels: int = 128
     ) -> None:
         super().__init__()
-        self.cbr = nn.Sequential(
-            nn.Conv2d(high_channels, inter_channels, 1, bias=False),
-            nn.BatchNorm2d(inter_channels),
-            nn.ReLU(inplace=True),
-        )
+        self.cbr = ConvBNAct(high_channels, inter_channels, 1)
         self.scale = nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Conv2d(high_channels, inter_channels, 1, bias=False), nn.Sigmoid()
         )

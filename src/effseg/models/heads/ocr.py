@@ -15,13 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-def _conv_bn_relu(cin: int, cout: int, kernel: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    )
+from effseg.models.layers import ConvBNAct
 
 
 class SpatialGather(nn.Module):
@@ -48,14 +42,14 @@ class SpatialOCR(nn.Module):
         super().__init__()
         self.key_channels = key_channels
         self.f_pixel = nn.Sequential(
-            _conv_bn_relu(in_channels, key_channels), _conv_bn_relu(key_channels, key_channels)
+            ConvBNAct(in_channels, key_channels, 1), ConvBNAct(key_channels, key_channels, 1)
         )
         self.f_object = nn.Sequential(
-            _conv_bn_relu(in_channels, key_channels), _conv_bn_relu(key_channels, key_channels)
+            ConvBNAct(in_channels, key_channels, 1), ConvBNAct(key_channels, key_channels, 1)
         )
-        self.f_down = _conv_bn_relu(in_channels, key_channels)
-        self.f_up = _conv_bn_relu(key_channels, in_channels)
-        self.fuse = nn.Sequential(_conv_bn_relu(2 * in_channels, out_channels), nn.Dropout2d(dropout))
+        self.f_down = ConvBNAct(in_channels, key_channels, 1)
+        self.f_up = ConvBNAct(key_channels, in_channels, 1)
+        self.fuse = nn.Sequential(ConvBNAct(2 * in_channels, out_channels, 1), nn.Dropout2d(dropout))
 
     def forward(self, feats: Tensor, context: Tensor) -> Tensor:
         b, _, h, w = feats.shape
@@ -88,11 +82,11 @@ class OCRHead(nn.Module):
         super().__init__()
         self.return_aux = return_aux
         self.region_head = nn.Sequential(  # openseg's dsn_head: soft object regions from C4
-            _conv_bn_relu(aux_channels, mid_channels, 3),
+            ConvBNAct(aux_channels, mid_channels, 3),
             nn.Dropout2d(dropout),
             nn.Conv2d(mid_channels, num_classes, 1),
         )
-        self.conv3x3 = _conv_bn_relu(in_channels, mid_channels, 3)
+        self.conv3x3 = ConvBNAct(in_channels, mid_channels, 3)
         self.gather = SpatialGather()
         self.ocr = SpatialOCR(mid_channels, key_channels, mid_channels, dropout)
         self.classifier = nn.Conv2d(mid_channels, num_classes, 1)

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from effseg.models.layers import ConvBNAct
+
 
 def pooled_branch(in_channels: int, out_channels: int, bins: int) -> nn.Sequential:
     """Adaptive average pooling to ``bins x bins`` -> 1x1 conv -> norm -> ReLU.
@@ -23,12 +25,7 @@ def pooled_branch(in_channels: int, out_channels: int, bins: int) -> nn.Sequenti
         return nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_channels, out_channels, 1, bias=True), nn.ReLU(inplace=True)
         )
-    return nn.Sequential(
-        nn.AdaptiveAvgPool2d(bins),
-        nn.Conv2d(in_channels, out_channels, 1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
+    return nn.Sequential(nn.AdaptiveAvgPool2d(bins), *ConvBNAct(in_channels, out_channels, 1))
 
 
 class PPMHead(nn.Module):
@@ -52,10 +49,7 @@ class PPMHead(nn.Module):
         reduction = in_channels // len(bins)
         self.branches = nn.ModuleList(pooled_branch(in_channels, reduction, int(b)) for b in bins)
         self.bottleneck = nn.Sequential(
-            nn.Conv2d(in_channels + reduction * len(bins), channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(channels),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
+            *ConvBNAct(in_channels + reduction * len(bins), channels, 3), nn.Dropout(dropout)
         )
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 
