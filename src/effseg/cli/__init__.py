@@ -25,7 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("evaluate", "evaluate a run, checkpoint, ONNX file or shipped model (mIoU, confusion matrix)"),
     "bench": ("bench", "measure params, GFLOPs, latency and memory of models"),
     "export": ("export", "export a checkpoint to ONNX (optionally int8) or TorchScript"),
-    "predict": ("predict", "segment images: colour masks, overlays, label ids"),
+    "predict": ("predict", "segment images, folders, videos or a camera: masks, overlays, label ids, video"),
+    "serve": ("serve", "a local web page: drop an image, see its segmentation, class shares and latency"),
     "demo": ("demo", "synthetic data -> train -> eval -> bench -> report, no download"),
 }
 
