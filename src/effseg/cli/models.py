@@ -47,7 +47,9 @@ def _print_pretrained() -> int:
     )
     numeric = ("val mIoU (%)", "iterations", "CPU ms")
     for name in ("name", "dataset", "val mIoU (%)", "budget", "iterations", "input", "CPU ms", "machine"):
-        table.add_column(name, justify="right" if name in numeric else "left")
+        table.add_column(
+            name, justify="right" if name in numeric else "left", no_wrap=name in ("name", "input")
+        )
 
     def fmt(v: object, spec: str = "") -> str:
         return "-" if v is None else format(v, spec)

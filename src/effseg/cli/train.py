@@ -1,9 +1,11 @@
 """``effseg train CONFIG``: train a model from a YAML config (alone or under torchrun).
 
-``CONFIG`` is a YAML file, or a run folder (its ``config.yaml`` is used and the run
-continues there with ``--resume``). Default run folder: ``runs/<config stem>``.
+``CONFIG`` is a YAML file, a shipped config name (``camvid/cpu_40min``; list them with
+``effseg configs``), or a run folder (its ``config.yaml`` is used and the run continues there
+with ``--resume``). Default run folder: ``runs/<config stem>``.
 
     effseg train configs/cityscapes/pspnet_r18.yaml --set data.root=/data/cityscapes
+    effseg train camvid/lraspp_mbv3 --set data.root=/data/CamVid
     effseg train configs/synthetic/pspnet_mbv2.yaml --resume
     torchrun --nproc-per-node 4 -m effseg train configs/cityscapes/pspnet_r50.yaml
 """
@@ -17,7 +19,9 @@ from effseg.cli._options import add_set_option
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", metavar="CONFIG", help="YAML config file, or a run folder to resume")
+    parser.add_argument(
+        "config", metavar="CONFIG", help="YAML file, shipped config name (effseg configs), or a run folder"
+    )
     add_set_option(parser, "train.lr=0.02 data.root=/data/cityscapes (values are YAML)")
     parser.add_argument(
         "--run-dir", help="output folder (default: runs/<config stem>, or CONFIG if a folder)"
@@ -39,7 +43,10 @@ def resolve(config: str, run_dir: str | None) -> tuple[Path, Path]:
         if not cfg_file.is_file():
             raise ConfigError(f"{path} is a folder without config.yaml; expected a YAML file or a run folder")
         return cfg_file, Path(run_dir) if run_dir else path
-    return path, Path(run_dir) if run_dir else Path("runs") / path.stem
+    from effseg.zoo.configs import find_config  # a path as given, else a shipped config by name
+
+    cfg_file = find_config(config)
+    return cfg_file, Path(run_dir) if run_dir else Path("runs") / cfg_file.stem
 
 
 def run(args: argparse.Namespace) -> int:
