@@ -140,7 +140,9 @@ def test_shipped_configs_by_name(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         find_config("camvid/lraspp_mvb3")
     msg = str(info.value)
-    assert msg.startswith("config 'camvid/lraspp_mvb3': no such file or shipped config; near: camvid/lraspp_mbv3")
+    assert msg.startswith(
+        "config 'camvid/lraspp_mvb3': no such file or shipped config; near: camvid/lraspp_mbv3"
+    )
     assert "\n" not in msg
 
 
