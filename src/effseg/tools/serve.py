@@ -16,10 +16,11 @@ A bad upload (not an image, larger than ``max_upload_mb``, a decompression bomb)
 with status 400 or 413 and ``{"error": "<one line>"}``; the server keeps serving.
 """
 
-from __future__ import annotations
 
+# No `from __future__ import annotations`: FastAPI reads the route annotations at run time.
 import base64
 import io
+import re
 import threading
 import time
 import warnings
@@ -49,13 +50,13 @@ def decode_upload(data: bytes, max_bytes: int) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
-            w, h = img.size
             img.load()
             return read_image(img)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        declared = re.search(r"\((\d+) pixels\)", str(err))
         raise DataError(
-            f"the image declares {w}x{h} pixels, more than the {Image.MAX_IMAGE_PIXELS} allowed: "
-            "refused as a possible decompression bomb"
+            f"the image declares {declared.group(1) if declared else 'too many'} pixels, more than the "
+            f"{Image.MAX_IMAGE_PIXELS} allowed: refused as a possible decompression bomb"
         ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"the upload is not a readable image ({type(err).__name__}: {err})") from None
