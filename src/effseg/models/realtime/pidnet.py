@@ -21,8 +21,9 @@ Training outputs (``aux=True``): ``out`` (loss weight 1.0), ``p`` (the P-branch 
 stage 3; 0.4), ``boundary`` (the boundary head's (B, 1, H, W) logits; kind ``boundary``,
 20.0) and ``out_bas``: **the same tensor as** ``out``, declared a second time with kind
 ``boundary_seg`` (1.0) so that the boundary-aware cross-entropy (CE on the pixels where
-``sigmoid(boundary) > 0.8``) has its own output name and weight.  In the reference code the
-P-branch loss is plain CE and the others OHEM; here every ``seg`` term uses the run's loss.
+``sigmoid(boundary) > 0.8``) has its own output name and weight.  As in the reference code,
+effseg's criterion scores ``p`` with plain CE and ``out`` / ``out_bas`` with the run's loss (OHEM
+in the published recipe).
 
 Deviation from the paper, for batch-1 training: the PAPPM's BatchNorms run before the
 pooling (see :mod:`effseg.models.realtime.ddrnet`); the global branch is ``torch.mean``.
