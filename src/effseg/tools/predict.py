@@ -252,6 +252,9 @@ def predict(
         input_size=input_size,
         log=lambda msg: console.print(msg, markup=False, highlight=False),
     )
+    if samples:  # warm up (first-call allocations, onnxruntime session) outside the timed pipeline
+        engine(samples[0])
+        engine.model_seconds, engine.frames = 0.0, 0
     writer = _Writer(predictor, outputs, outputs.fps or fps or 30.0)
     if not outputs.is_video:
         outputs.out.mkdir(parents=True, exist_ok=True)
