@@ -24,6 +24,7 @@ _LAZY = {
     "load_pretrained": "effseg.models",
     "Segmentor": "effseg.models",
     "load": "effseg.api",
+    "sample_images": "effseg.samples",
     "EffsegError": "effseg.errors",
 }
 
