@@ -78,7 +78,8 @@ class PlainCamVid:
             img, lab = img[:, ::-1], lab[:, ::-1]
         img = np.clip(img.astype(np.float32) * rng.uniform(0.75, 1.25), 0, 255) / 255.0
         img = (img - (0.485, 0.456, 0.406)) / (0.229, 0.224, 0.225)
-        return torch.from_numpy(img.transpose(2, 0, 1).astype(np.float32)), torch.from_numpy(lab.astype(np.int64))
+        image = torch.from_numpy(img.transpose(2, 0, 1).astype(np.float32))
+        return image, torch.from_numpy(lab.astype(np.int64))
 
 
 def plain_loop(cfg, data: Path, iters: int, warmup: int, workers: int) -> float:
@@ -157,8 +158,10 @@ def main() -> None:
     ours = effseg_trainer(args.config, args.data, args.iters, args.warmup, args.set)
     crop = cfg.data.crop_size
     h, w = (crop.h, crop.w) if hasattr(crop, "h") else tuple(crop)
-    print(f"machine: {cpu_model()}; load {os.getloadavg()[0]:.2f}; torch threads {__import__('torch').get_num_threads()}")
-    print(f"model {cfg.model.build_kwargs()}, crop {w}x{h}, batch {cfg.train.batch_size}, amp {cfg.train.amp}")
+    threads = __import__("torch").get_num_threads()
+    print(f"machine: {cpu_model()}; load {os.getloadavg()[0]:.2f}; torch threads {threads}")
+    print(f"model {cfg.model.build_kwargs()}, crop {w}x{h}, batch {cfg.train.batch_size}")
+    print(f"amp {cfg.train.amp}, channels_last {cfg.train.channels_last}")
     print("| loop | images/s | Mpixel/s | vs plain |\n|---|---:|---:|---:|")
     for name, ips in (("plain PyTorch loop", plain), ("effseg train", ours)):
         print(f"| {name} | {ips:.2f} | {ips * h * w / 1e6:.3f} | {ips / plain:.2f}x |")
