@@ -42,11 +42,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from effseg.size import parse_size
     from effseg.tools.bench import bench_models
-    from effseg.tools.export import parse_input_size, run_export
+    from effseg.tools.export import run_export
 
     torch.set_num_threads(args.threads)
-    h, w = parse_input_size(args.input_size)
+    h, w = parse_size(args.input_size, "--input-size")
     out = Path(args.out)
     data = json.loads(out.read_text()) if out.is_file() else {}
     for run in args.runs_dirs:

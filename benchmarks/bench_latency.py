@@ -1,6 +1,6 @@
 """Latency of every shipped model under every runtime: CPU, batch 1, 3x512x1024.
 
-    python benchmarks/bench_latency.py                      # all configs/cityscapes/*.yaml
+    python benchmarks/bench_latency.py                      # every shipped Cityscapes architecture
     python benchmarks/bench_latency.py --models configs/cityscapes/pspnet_r18.yaml --runs 5
 
 One ``effseg.tools.bench.bench_models`` call per model (its runtimes timed
@@ -22,7 +22,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # must precede the first torch import
 
 import argparse  # noqa: E402
-import glob  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -36,21 +35,9 @@ FEW_RUNS = ("r50", "r101")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    order = [
-        "pspnet_mbv2",
-        "lraspp_mbv3",
-        "pspnet_r18",
-        "aspp_r18",
-        "aspp_r18_deeplab",
-        "ocr_r18",
-        "pspnet_r50",
-        "pspnet_r101",
-    ]  # small first: a cut-short run still covers most models
-    found = {Path(p).stem: p for p in glob.glob(str(ROOT / "configs/cityscapes/*.yaml"))}
-    default = [found[k] for k in order if k in found] + [
-        p for k, p in sorted(found.items()) if k not in order
-    ]
-    parser.add_argument("--models", nargs="+", default=default)
+    parser.add_argument(
+        "--models", nargs="+", help="configs or names (default: benchmarks/models.py's list, cheapest first)"
+    )
     parser.add_argument("--runtime", default=DEFAULT_RUNTIMES)
     parser.add_argument("--input-size", default="1024x512")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -64,13 +51,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from effseg.tools.bench import bench_models
     from effseg.tools.sysinfo import measured_gemm_gflops
+    from models import benchmark_configs
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     data = {} if args.fresh or not out.is_file() else json.loads(out.read_text())
     data.setdefault("runs", {})
     data["gemm_gflops_measured"] = measured_gemm_gflops()
-    for spec in args.models:
+    for spec in args.models or [str(p) for p in benchmark_configs()]:
         name = Path(spec).stem
         runs = max(3, args.runs // 2) if any(k in name for k in FEW_RUNS) else args.runs
         t0 = time.perf_counter()

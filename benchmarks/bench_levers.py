@@ -36,14 +36,17 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from effseg.tools.bench import latency_stats, resolve_model
-    from effseg.tools.export import export_onnx, ort_session, parse_input_size
-    from effseg.tools.quantize import quantize_onnx
+    from effseg.deploy.export import export_onnx
+    from effseg.deploy.onnx_io import ort_session
+    from effseg.deploy.quantize import quantize_onnx
+    from effseg.size import parse_size
+    from effseg.tools.bench import resolve_model
     from effseg.tools.sysinfo import machine_info
+    from effseg.tools.timing import latency_stats
 
     cores = os.cpu_count() or 1
     torch.set_num_threads(cores)
-    h, w = parse_input_size(args.input_size)
+    h, w = parse_size(args.input_size, "--input-size")
     x = np.random.default_rng(0).standard_normal((1, 3, h, w)).astype(np.float32)
     calib = [np.random.default_rng(i).standard_normal((1, 3, h, w)).astype(np.float32) for i in range(4)]
     result: dict = {

@@ -1,4 +1,4 @@
-"""Where inference time goes, measured on effseg's own models.
+"""Where inference time goes, measured on effseg's own models (used by efficiency_report.py).
 
 - :func:`layer_type_times`: eager time per layer type from ``torch.profiler``
   (self CPU time of each aten op, grouped into convolution / BatchNorm /
@@ -128,7 +128,7 @@ def onnxruntime_op_times(
 ) -> dict[str, float]:
     """ms per ONNX op type per run, from onnxruntime's profiler (after one unprofiled warm-up run
     is excluded by dropping the first run's events)."""
-    from effseg.tools.export import ort_session
+    from effseg.deploy.onnx_io import ort_session
 
     sess = ort_session(onnx_path, threads=threads, profile=True)
     name = sess.get_inputs()[0].name

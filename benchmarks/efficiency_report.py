@@ -28,23 +28,19 @@ DOC = ROOT / "docs" / "efficiency.md"
 IMG = ROOT / "docs" / "efficiency"
 DATA = IMG / "efficiency.json"
 LATENCY = ROOT / "docs" / "bench" / "latency.json"
-MODELS = ["pspnet_mbv2", "lraspp_mbv3", "pspnet_r18", "aspp_r18", "ocr_r18", "pspnet_r50", "pspnet_r101"]
 ORT_PROFILED = ["pspnet_r18", "aspp_r18", "pspnet_r50"]
 
 
 def measure(size: tuple[int, int], models: list[str], threads: int, dilation_runs: int) -> dict:
     import torch
+    from efficiency import conv_kind_stats, depthwise_separable_table, layer_type_times, onnxruntime_op_times
 
+    from effseg.deploy.export import export_onnx
     from effseg.models import build_model
-    from effseg.tools.bench import count_flops, count_params, resolve_model, stage_breakdown, time_callable
-    from effseg.tools.efficiency import (
-        conv_kind_stats,
-        depthwise_separable_table,
-        layer_type_times,
-        onnxruntime_op_times,
-    )
-    from effseg.tools.export import export_onnx
+    from effseg.tools.bench import resolve_model, stage_breakdown
+    from effseg.tools.models_table import count_flops, count_params
     from effseg.tools.sysinfo import machine_info, peak_fp32_flops
+    from effseg.tools.timing import time_callable
 
     torch.set_num_threads(threads)
     x = torch.randn(1, 3, *size)
@@ -52,7 +48,7 @@ def measure(size: tuple[int, int], models: list[str], threads: int, dilation_run
     out["peak_fp32"] = peak_fp32_flops(out["machine"])
     for name in models:
         print(f"== {name}", flush=True)
-        bm = resolve_model(str(ROOT / "configs" / "cityscapes" / f"{name}.yaml"))
+        bm = resolve_model(name if "/" in name else f"cityscapes/{name}")  # a shipped config name
         m = bm.model
         rec = {**count_params(m), **count_flops(m, x), "config": m.config}
         rec["conv_kinds"] = conv_kind_stats(m, x)
@@ -360,17 +356,23 @@ def render(data: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input-size", default="1024x512")
-    parser.add_argument("--models", nargs="+", default=MODELS)
+    parser.add_argument("--models", nargs="+", help="config stems (default: benchmarks/models.py's list)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--dilation-runs", type=int, default=3)
     parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args(argv)
-    from effseg.tools.export import parse_input_size
+    from effseg.size import parse_size
+    from models import benchmark_names
 
     data = (
         json.loads(DATA.read_text())
         if args.render_only
-        else measure(parse_input_size(args.input_size), args.models, args.threads, args.dilation_runs)
+        else measure(
+            parse_size(args.input_size, "--input-size"),
+            args.models or benchmark_names(),
+            args.threads,
+            args.dilation_runs,
+        )
     )
     DOC.write_text(render(data))
     print(f"wrote {DOC}")

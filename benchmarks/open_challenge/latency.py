@@ -1,7 +1,7 @@
 """Interleaved CPU latency of several models at one input size (batch 1, eval, inference mode).
 
 Same method as ``effseg.tools.bench`` (warm-up calls, then the median of N timed calls with
-``effseg.tools.bench.time_call``), but the models are timed *interleaved* (one call of each
+``effseg.tools.timing.time_call``), but the models are timed *interleaved* (one call of each
 in turn, N rounds), so on a machine shared with other jobs a slow spell hits every model
 alike and their ratios stay honest.  Each model is a config YAML, checkpoint / run folder
 or a name like ``lraspp_mobilenetv3_large_os16`` (resolved by ``effseg.tools.bench.resolve_model``).
@@ -18,7 +18,10 @@ import json
 import numpy as np
 import torch
 
-from effseg.tools.bench import count_flops, latency_stats, resolve_model, time_call
+from effseg.size import parse_size
+from effseg.tools.bench import resolve_model
+from effseg.tools.models_table import count_flops, count_params
+from effseg.tools.timing import latency_stats, time_call
 
 
 def main() -> None:
@@ -31,7 +34,7 @@ def main() -> None:
     p.add_argument("--json", help="write the results here")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    w, h = (int(v) for v in a.input_size.lower().split("x"))
+    h, w = parse_size(a.input_size, "--input-size")
     x = torch.randn(1, 3, h, w)
     models = {spec: resolve_model(spec).model.eval() for spec in a.models}
     times: dict[str, list[float]] = {spec: [] for spec in models}
@@ -46,7 +49,7 @@ def main() -> None:
     for spec, m in models.items():
         st = latency_stats(times[spec])
         fl = count_flops(m, x)
-        params = sum(p.numel() for p in m.parameters()) / 1e6
+        params = count_params(m)["params_total_m"]
         rows.append({"model": spec, "params_m": params, **fl, **st})
         print(
             f"{spec:55s} {params:6.2f} M  {fl['gflops']:7.2f} GFLOPs  "

@@ -6,9 +6,9 @@
 - a run folder (its ``best.pt``, else ``last.pt``) or a ``.pt`` / ``.pth`` / ``.ckpt`` checkpoint
   (read with ``weights_only=True``);
 - an exported ``.onnx`` file carrying effseg metadata (run with onnxruntime);
-- with ``allow_untrained=True`` (``effseg bench`` / ``effseg export`` only): a config YAML
-  (its ``model`` section) or a model name such as ``pspnet_resnet18`` (``_os16`` suffix for
-  output stride 16), both with random weights.
+- with ``allow_untrained=True`` (``effseg bench`` / ``effseg export`` only): a config YAML or a
+  shipped config name such as ``cityscapes/pspnet_r18`` (its ``model`` section), or a model name
+  such as ``pspnet_resnet18`` (``_os16`` suffix for output stride 16), all with random weights.
 
 It returns an :class:`Artifact` whose ``meta`` always holds ``num_classes``, ``classes``,
 ``palette``, ``mean``, ``std`` (0..1 units), ``input_size`` (``(H, W)`` pixels the network sees
@@ -146,7 +146,8 @@ def _build_untrained(spec: str, path: Path, num_classes: int, device: str | torc
 def describe_accepted(allow_untrained: bool) -> str:
     """What a model argument may be, for error messages."""
     base = "a run folder, .pt checkpoint, .onnx file or shipped model name"
-    return base + (", config .yaml or a name like pspnet_resnet18" if allow_untrained else "")
+    extra = ", config .yaml, shipped config name or a name like pspnet_resnet18"
+    return base + (extra if allow_untrained else "")
 
 
 def load_artifact(
@@ -181,7 +182,11 @@ def load_artifact(
     if any(m.name == text for m in list_pretrained()) or looks_like_zoo_name(text):
         find_pretrained(text)  # the one-line "unknown shipped model ...; known: ..." error
         return _load_shipped(text, device)
-    if allow_untrained and not suffix and "/" not in text and "\\" not in text:
+    if allow_untrained and (suffix in CONFIG_SUFFIXES or ("/" in text and not suffix)):  # config name
+        from effseg.zoo.configs import find_config
+
+        return _build_untrained(text, find_config(text), num_classes, device)
+    if allow_untrained and not suffix and "\\" not in text:
         return _build_untrained(text, path, num_classes, device)
     raise CheckpointError(
         f"{path}: no such file or directory (expected {describe_accepted(allow_untrained)}; "
