@@ -135,7 +135,7 @@ def time_postprocess(predictor, frame: np.ndarray, cache_dir: Path, runs: int) -
     methods = {
         "torch: full bilinear upsample + argmax (reference)": lambda: reference_argmax(low, (h, w)),
         "torch: exact boundary-only upsample + argmax": lambda: upsample_argmax(low, (h, w)),
-        "numpy argmax of full-size logits (already computed)": lambda: (
+        "numpy argmax of onnxruntime full-size logits (no network)": lambda: (
             full_logits[0].argmax(0).astype(np.uint8)
         ),
         "onnxruntime graph, logits out + torch argmax": lambda: torch.from_numpy(
@@ -149,6 +149,9 @@ def time_postprocess(predictor, frame: np.ndarray, cache_dir: Path, runs: int) -
         methods["onnxruntime graph cut before the final Resize (low-res out)"] = lambda: sessions[
             "lowres"
         ].run(None, feed)[0]
+        methods["onnxruntime low-res graph + exact boundary-only upsample + argmax"] = lambda: (
+            upsample_argmax(torch.from_numpy(sessions["lowres"].run(None, feed)[0]), (h, w))
+        )
     out = {}
     for name, fn in methods.items():
         fn()
