@@ -121,17 +121,8 @@ def test_shipped_config_loads_and_builds(path: Path) -> None:
     from effseg.models import build_model
 
     cfg = load_config(path)
-    m = cfg.model
-    model = build_model(
-        m.head,
-        backbone=m.backbone,
-        num_classes=m.num_classes,
-        output_stride=m.output_stride,
-        aux=m.aux,
-        width_mult=m.width_mult,
-        **m.head_options,
-    )
-    assert model.num_classes == m.num_classes
+    model = build_model(**cfg.model.build_kwargs())
+    assert model.num_classes == cfg.model.num_classes
 
 
 def test_every_reference_row_has_the_project_recipe() -> None:
