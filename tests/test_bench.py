@@ -265,3 +265,13 @@ def test_bf16_eager_runs_and_onnxruntime_refuses_it() -> None:
         bench_models(
             ["fcn_mobilenetv2"], input_size="64x32", dtype="bf16", runtimes="onnxruntime", progress=False
         )
+
+
+def test_resolve_model_by_shipped_config_name() -> None:
+    """`effseg bench cityscapes/lraspp_mbv3`: a shipped config by name, random weights."""
+    bm = resolve_model("cityscapes/lraspp_mbv3")
+    assert bm.name == "lraspp_mbv3" and bm.onnx_path is None
+    assert bm.meta["source"].endswith("cityscapes/lraspp_mbv3.yaml")
+    assert bm.model.num_classes == 19 and not bm.model.training
+    with pytest.raises(EffsegError, match="near: cityscapes/lraspp_mbv3"):
+        resolve_model("cityscapes/lraspp_mbv4")
