@@ -177,11 +177,14 @@ def load_artifact(
         raise CheckpointError(
             f"{path}: unknown model file type {path.suffix!r}; expected {describe_accepted(allow_untrained)}"
         )
-    from effseg.zoo import find_pretrained, known_names, list_pretrained, looks_like_zoo_name
+    from effseg.zoo import known_names, list_pretrained, looks_like_zoo_name
 
-    if any(m.name == text for m in list_pretrained()) or looks_like_zoo_name(text):
-        find_pretrained(text)  # the one-line "unknown shipped model ...; known: ..." error
+    if any(m.name == text for m in list_pretrained()):
         return _load_shipped(text, device)
+    if looks_like_zoo_name(text):
+        raise ModelError(
+            f"unknown shipped model {text!r} (and no file or folder of that name); known: {known_names()}"
+        )
     if allow_untrained and (suffix in CONFIG_SUFFIXES or ("/" in text and not suffix)):  # config name
         from effseg.zoo.configs import find_config
 
