@@ -48,14 +48,11 @@ POSTPROCESS = ("graph", "lowres")  # onnxruntime: ArgMax in the graph, or low-re
 
 
 def _deploy() -> tuple[Callable, Callable, Callable]:
-    """``(export_onnx, ort_session, quantize_onnx)`` from wherever the deploy code lives."""
-    try:
-        from effseg.deploy.export import export_onnx
-        from effseg.deploy.onnx_io import ort_session
-        from effseg.deploy.quantize import quantize_onnx
-    except ImportError:
-        from effseg.tools.export import export_onnx, ort_session  # type: ignore[no-redef]
-        from effseg.tools.quantize import quantize_onnx  # type: ignore[no-redef]
+    """``(export_onnx, ort_session, quantize_onnx)`` from :mod:`effseg.deploy` (onnx is an extra)."""
+    from effseg.deploy.export import export_onnx
+    from effseg.deploy.onnx_io import ort_session
+    from effseg.deploy.quantize import quantize_onnx
+
     return export_onnx, ort_session, quantize_onnx
 
 
