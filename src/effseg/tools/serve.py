@@ -186,6 +186,7 @@ def load_segmenter(model: str, runtime: str = "eager", device: str = "cpu") -> S
     predictor = load(model, device=device, batch_size=1)
     sample = np.full((360, 480, 3), 128, np.uint8)
     engine = build_engine(predictor, runtime, model, [sample])
+    engine(sample)  # warm-up: the first call's allocations are not a user's latency
     return Segmenter(predictor, engine)
 
 

@@ -10,7 +10,8 @@ PAGE = """<!doctype html>
   body { font-family: system-ui, sans-serif; margin: 1.5rem auto; max-width: 980px; color: #222; }
   h1 { font-size: 1.3rem; margin-bottom: .2rem; }
   .sub { color: #666; margin-top: 0; }
-  #drop { border: 2px dashed #999; border-radius: 8px; padding: 1.5rem; text-align: center; cursor: pointer; }
+  #drop { display: block; margin-top: .8rem; border: 2px dashed #999; border-radius: 8px;
+          padding: 1.5rem; text-align: center; cursor: pointer; }
   #drop.over { border-color: #2a7; background: #efe; }
   #result { display: none; margin-top: 1rem; gap: 1.2rem; align-items: flex-start; }
   #result.shown { display: flex; flex-wrap: wrap; }
