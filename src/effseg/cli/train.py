@@ -28,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
-        "--resume", action="store_true", help="continue the run in the run folder from last.pt"
+        "--resume",
+        action="store_true",
+        help="continue the run in the run folder from last.pt (starts it if it has no checkpoint yet)",
     )
     group.add_argument("--force", action="store_true", help="delete an existing run folder and start over")
 

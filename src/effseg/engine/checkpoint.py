@@ -13,11 +13,13 @@ is refused, so everything in it must be tensors and plain Python containers.
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import pickle
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
@@ -26,6 +28,8 @@ from effseg.errors import CheckpointError, EffsegError, refused_pickle_message
 
 __all__ = [
     "save_checkpoint",
+    "remove_temp_files",
+    "nonfinite_entries",
     "load_checkpoint",
     "load_model",
     "resolve_checkpoint",
@@ -33,25 +37,58 @@ __all__ = [
 ]
 
 
+def _write_bytes(f: BinaryIO, data: bytes) -> None:
+    """Write ``data`` to ``f`` and flush it to the disk (a separate step so tests can fail it)."""
+    f.write(data)
+    f.flush()
+    os.fsync(f.fileno())
+
+
 def save_checkpoint(path: str | Path, obj: dict[str, Any]) -> None:
     """Write ``obj`` to ``path`` atomically: a temp file in the same folder, fsync, ``os.replace``.
 
     A crash or kill mid-write leaves the previous file intact (and at worst a stray
-    ``.tmp`` file, which is ignored).
+    ``.<name>.*.tmp`` file, which :func:`remove_temp_files` cleans at resume). The
+    checkpoint is serialised in memory first, so a full disk is an ``OSError`` of the
+    file write, reported as one line.
+
+    Raises:
+        CheckpointError: no space left on the device (or another OS error writing the file).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
+            _write_bytes(f, buffer.getbuffer().tobytes())
         os.replace(tmp, path)
-    except BaseException:
+    except OSError as err:
+        kept = f"the previous {path.name} is intact" if path.is_file() else f"no earlier {path.name}"
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise CheckpointError(f"{path}: no space left on device while writing it ({kept})") from None
+        raise CheckpointError(f"{path}: cannot write it: {err.strerror or err} ({kept})") from None
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+
+
+def remove_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the half-written ``.<name>.pt.*.tmp`` files that killed writers left in ``folder``."""
+    removed = []
+    for tmp in Path(folder).glob(".*.pt.*.tmp"):
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def nonfinite_entries(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors of a state dict holding a NaN or an infinity."""
+    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def resolve_checkpoint(path_or_run_dir: str | Path) -> Path:

@@ -22,13 +22,16 @@ spatial-softmax KD loss; ``F.kl_div`` with ``log_target=True`` does the KL itsel
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from effseg.errors import ConfigError, ModelError
 
-__all__ = ["PixelKDLoss", "ChannelWiseDistillLoss", "build_distill_loss", "match_teacher"]
+__all__ = ["PixelKDLoss", "ChannelWiseDistillLoss", "Distiller", "build_distill_loss", "match_teacher"]
 
 
 def match_teacher(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -132,3 +135,45 @@ def build_distill_loss(distill_cfg) -> nn.Module:
     if kind == "cwd":
         return ChannelWiseDistillLoss(distill_cfg.temperature)
     raise ConfigError(f"distill.type: expected 'kd' or 'cwd', got {kind!r}")
+
+
+class Distiller:
+    """The distillation term of a training step, for the trainer.
+
+    Loads the teacher of ``cfg.distill.teacher`` (eval mode, frozen, never in DDP) and checks
+    that it was trained on images normalised as this run's (``data.mean`` / ``data.std``).
+    ``distiller(images, student_logits, target)`` returns ``(distill.weight x loss, loss
+    detached)``; ``per_image`` says whether the loss is a mean over images (CWD) rather
+    than over valid pixels (KD), which the trainer needs to rescale it under torchrun.
+    """
+
+    def __init__(self, cfg: Any, device: torch.device):
+        from effseg.engine.checkpoint import load_model
+
+        d = cfg.distill
+        self.weight, self.per_image = d.weight, d.type == "cwd"
+        self.loss = build_distill_loss(d).to(device)
+        self.teacher, meta = load_model(d.teacher, device, num_classes=cfg.model.num_classes)
+        for key in ("mean", "std"):  # the teacher must see images normalised as in its training
+            want, got = getattr(cfg.data, key), meta.get(key)
+            if got is not None and not np.allclose(got, want, atol=1e-6):
+                raise ConfigError(
+                    f"distill.teacher {d.teacher} was trained with data.{key}={list(got)}, "
+                    f"this run uses {want}; train the student with the teacher's normalisation"
+                )
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+
+    @classmethod
+    def from_config(cls, cfg: Any, device: torch.device) -> Distiller | None:
+        """A distiller, or None when ``distill.teacher`` is not set."""
+        return cls(cfg, device) if cfg.distill.teacher is not None else None
+
+    def __call__(
+        self, images: torch.Tensor, student: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``images`` (B, 3, H, W), ``student`` logits (B, C, H, W), ``target`` (B, H, W)."""
+        with torch.no_grad():
+            teacher_logits = self.teacher(images)
+        kd = self.loss(student.float(), teacher_logits.float(), target)
+        return self.weight * kd, kd.detach()

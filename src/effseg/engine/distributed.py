@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -18,6 +19,9 @@ from effseg.errors import ConfigError
 
 __all__ = [
     "DistInfo",
+    "broadcast_float",
+    "check_setup",
+    "scale_to_global_batch",
     "init_distributed",
     "cleanup",
     "get_rank",
@@ -122,3 +126,32 @@ def broadcast_float(value: float, device: torch.device) -> float:
 def convert_sync_bn(model: nn.Module) -> nn.Module:
     """Replace every BatchNorm by SyncBatchNorm (statistics over the whole global batch)."""
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+def check_setup(t: Any, info: DistInfo) -> None:
+    """What a ``TrainConfig`` cannot check alone: the batch split, SyncBN and fp16 on this device."""
+    world = info.world_size
+    if t.batch_size % world:
+        raise ConfigError(f"train.batch_size={t.batch_size} is not divisible by the {world} processes")
+    if t.sync_bn and info.distributed and info.device.type != "cuda":
+        raise ConfigError("train.sync_bn needs CUDA: torch's SyncBatchNorm does not run on CPU")
+    if t.amp == "fp16" and info.device.type == "cpu":
+        raise ConfigError("train.amp=fp16 is for CUDA; use train.amp=bf16 on CPU")
+
+
+def scale_to_global_batch(
+    loss: torch.Tensor, distill_loss: torch.Tensor | None, labels: torch.Tensor, per_image: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Rescale this rank's loss terms so that DDP's gradient average over N ranks equals one
+    process with the whole batch: per-pixel means (cross-entropy, pixel KD) by the rank's
+    share of the valid pixels (label != 255), per-image means (CWD: ``per_image``) by its
+    share of the images. ``labels``: (b, H, W) of this rank. Collective (all ranks call it)."""
+    world = get_world_size()
+    n_images = torch.full((), labels.shape[0], dtype=torch.float32, device=labels.device)
+    counts = torch.stack([(labels != 255).sum().to(torch.float32), n_images])
+    totals = all_reduce_sum(counts.clone()).clamp(min=1)
+    pixel_scale, image_scale = (counts * world / totals).unbind()
+    loss = loss * pixel_scale
+    if distill_loss is not None:
+        distill_loss = distill_loss * (image_scale if per_image else pixel_scale)
+    return loss, distill_loss
