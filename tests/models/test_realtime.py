@@ -15,6 +15,7 @@ from effseg.engine.losses import build_criterion
 from effseg.errors import ModelError
 from effseg.models.contract import LossTerm
 from effseg.models.realtime import REALTIME_MODELS
+from effseg.models.realtime._base import AffineBatchNorm2d
 from effseg.models.realtime.ddrnet import DAPPM
 
 NAMES = list(REALTIME_MODELS)
@@ -165,6 +166,20 @@ def test_dappm_batchnorm_before_pooling_matches_pool_then_bn_in_eval() -> None:
     got = branch(x)
     want = branch.conv(torch.relu(branch.bn(x.mean(dim=(2, 3), keepdim=True))))
     torch.testing.assert_close(got, want)
+
+
+def test_affine_batchnorm_is_batchnorm() -> None:
+    # eval mode: x * scale + shift (exports as Mul/Add) equals BatchNorm; training: BatchNorm
+    ref, bn = nn.BatchNorm2d(6), AffineBatchNorm2d(6)
+    for m in (ref, bn):
+        m.train()(torch.randn(4, 6, 3, 5) * 3 + 1)
+    bn.load_state_dict(ref.state_dict())
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 2)
+        ref.weight.copy_(bn.weight)
+    x = torch.randn(2, 6, 4, 4)
+    torch.testing.assert_close(bn.eval()(x), ref.eval()(x))
+    torch.testing.assert_close(bn.train()(x), ref.train()(x))
 
 
 def _calibrate_batchnorm(model: nn.Module) -> None:

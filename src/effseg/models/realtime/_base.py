@@ -12,18 +12,45 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from effseg.errors import ModelError
 from effseg.models.contract import LossTerm
 
-__all__ = ["RealtimeNet", "conv_bn", "conv_bn_relu", "check_bool", "check_int", "init_weights", "resize"]
+__all__ = [
+    "AffineBatchNorm2d",
+    "RealtimeNet",
+    "conv_bn",
+    "conv_bn_relu",
+    "check_bool",
+    "check_int",
+    "init_weights",
+    "resize",
+]
 
 
 def resize(x: Tensor, size: Sequence[int]) -> Tensor:
     """Bilinear resize of ``x`` (B, C, h, w) to ``size`` = (H, W), ``align_corners=False``."""
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+class AffineBatchNorm2d(nn.BatchNorm2d):
+    """A BatchNorm that no convolution precedes (pre-activation, or before a pool).
+
+    Training is plain BatchNorm. In eval mode it computes ``x * scale + shift`` from the
+    running statistics (the same affine map), so an exported ONNX graph holds a Mul and an
+    Add, not a ``BatchNormalization`` node that cannot be folded into a preceding convolution
+    (effseg's ONNX export refuses unfolded BatchNorm nodes).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training or self.running_var is None or self.running_mean is None:
+            return super().forward(x)
+        scale = self.weight * torch.rsqrt(self.running_var + self.eps)
+        shift = self.bias - self.running_mean * scale
+        return x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
 
 
 def conv_bn(

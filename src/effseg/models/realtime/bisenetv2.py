@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from effseg.models.contract import LossTerm
 from effseg.models.realtime._base import (
+    AffineBatchNorm2d,
     RealtimeNet,
     check_bool,
     check_int,
@@ -109,7 +110,7 @@ class ContextEmbedding(nn.Module):
 
     def __init__(self, channels: int = 128) -> None:
         super().__init__()
-        self.bn = nn.BatchNorm2d(channels)
+        self.bn = AffineBatchNorm2d(channels)
         self.conv_gap = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.ReLU(inplace=True))
         self.conv_last = conv_bn_relu(channels, channels)
 

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from effseg.models.contract import LossTerm
 from effseg.models.realtime._base import (
+    AffineBatchNorm2d,
     RealtimeNet,
     check_bool,
     check_int,
@@ -97,7 +98,7 @@ def make_layer(
 def bn_relu_conv(cin: int, cout: int, kernel: int = 1, groups: int = 1) -> nn.Sequential:
     """Pre-activation unit: BatchNorm -> ReLU -> conv (no bias)."""
     return nn.Sequential(
-        nn.BatchNorm2d(cin),
+        AffineBatchNorm2d(cin),
         nn.ReLU(inplace=True),
         nn.Conv2d(cin, cout, kernel, padding=kernel // 2, groups=groups, bias=False),
     )
@@ -109,7 +110,7 @@ class PooledBranch(nn.Module):
 
     def __init__(self, cin: int, cout: int, kernel: int) -> None:
         super().__init__()
-        self.bn = nn.BatchNorm2d(cin)
+        self.bn = AffineBatchNorm2d(cin)
         self.pool = nn.AvgPool2d(kernel, kernel // 2, kernel // 2) if kernel else None
         self.conv = nn.Conv2d(cin, cout, 1, bias=False)
 

@@ -58,21 +58,26 @@ class SqueezeExcitation(nn.Module):
 
 
 class DilatedGroupConv(nn.Module):
-    """Grouped 3x3 conv whose channels are split in ``len(dilations)`` equal parts, one dilation each."""
+    """Grouped 3x3 conv whose channels are split in ``len(dilations)`` equal parts, one dilation
+    each, then BatchNorm: (B, C, H, W) -> (B, C, H/stride, W/stride).
+
+    Each part has its own BatchNorm (per-channel, so the same as one BatchNorm after the
+    concatenation, with the same parameters), so that every BatchNorm folds into its conv.
+    """
 
     def __init__(self, channels: int, dilations: Sequence[int], group_width: int, stride: int) -> None:
         super().__init__()
         part = channels // len(dilations)
         self.splits = [part] * len(dilations)
         self.convs = nn.ModuleList(
-            nn.Conv2d(part, part, 3, stride, d, dilation=d, groups=part // group_width, bias=False)
-            for d in dilations
+            conv_bn(part, part, stride=stride, groups=part // group_width, dilation=d) for d in dilations
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.cat(
-            [conv(t) for conv, t in zip(self.convs, torch.split(x, self.splits, dim=1), strict=True)], dim=1
-        )
+        if len(self.convs) == 1:
+            return self.convs[0](x)
+        parts = torch.split(x, self.splits, dim=1)
+        return torch.cat([conv(t) for conv, t in zip(self.convs, parts, strict=True)], dim=1)
 
 
 class DBlock(nn.Module):
@@ -84,9 +89,7 @@ class DBlock(nn.Module):
         super().__init__()
         self.conv1 = conv_bn_relu(cin, cout, kernel=1)
         self.conv2 = nn.Sequential(
-            DilatedGroupConv(cout, dilations, group_width, stride),
-            nn.BatchNorm2d(cout),
-            nn.ReLU(inplace=True),
+            DilatedGroupConv(cout, dilations, group_width, stride), nn.ReLU(inplace=True)
         )
         self.se = SqueezeExcitation(cout, cin // 4)
         self.conv3 = conv_bn(cout, cout, kernel=1)
