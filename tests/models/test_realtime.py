@@ -22,9 +22,9 @@ NAMES = list(REALTIME_MODELS)
 NUM_CLASSES = 4
 
 #: published parameter counts of the inference networks at 19 classes, and half their last digit:
-#: BiSeNetV2 "3.4M" (two significant digits, e.g. the DDRNet and PIDNet papers' comparison
-#: tables), DDRNet-23-slim 5.7M (DDRNet paper, Table 4), PIDNet-S 7.6M (PIDNet paper, Table 6),
-#: RegSeg 3.34M (RegSeg paper, Table 5). See docs/models.md.
+#: BiSeNetV2 "3.4M" (as later papers' comparison tables quote it, two significant digits),
+#: DDRNet-23-slim 5.7M (DDRNet paper), PIDNet-S 7.6M (PIDNet paper), RegSeg 3.34M (RegSeg paper).
+#: Sources in docs/models.md.
 PUBLISHED_PARAMS = {
     "bisenetv2": (3.4e6, 0.05e6),
     "ddrnet23_slim": (5.7e6, 0.05e6),
