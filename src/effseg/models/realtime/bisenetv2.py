@@ -229,7 +229,7 @@ def build_bisenetv2(
     head_channels: int = 1024,
     booster_channels: int = 128,
 ) -> BiSeNetV2:
-    """BiSeNetV2 (3.35M inference parameters at 19 classes).
+    """BiSeNetV2 (3.36M inference parameters at 19 classes).
 
     ``aux``: build the four booster heads (training only); ``expansion``: the gather-and-expansion
     ratio (paper: 6); ``head_channels``: the main segment head's width (1024);

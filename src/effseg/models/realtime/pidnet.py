@@ -186,7 +186,7 @@ def build_pidnet_s(
     ppm_planes: int = 96,
     head_planes: int = 128,
 ) -> PIDNet:
-    """PIDNet-S (7.62M inference parameters at 19 classes).
+    """PIDNet-S (7.63M inference parameters at 19 classes).
 
     ``aux``: build the P-branch and boundary heads (training only); ``planes``: base width
     (32; PIDNet-M: 64); ``ppm_planes``: PAPPM branch width (96); ``head_planes``: head width (128).
