@@ -169,3 +169,34 @@ def test_onnxruntime_engine_equals_logits_argmax(tmp_path: Path, post: str) -> N
         assert agree == 1.0 if post == "graph" else agree > 0.999
     names = sorted(p.name for p in (cache.root / cache.hash / "64x48").iterdir())
     assert f"fp32.{'labels' if post == 'graph' else 'lowres'}.onnx" in names
+
+
+def test_onnx_model_file_runs_with_onnxruntime(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """An .onnx MODEL: auto runs the file itself; eager is refused with one line."""
+    ckpt = _checkpoint(tmp_path / "m.pt")
+    export_onnx, _, _ = rt._deploy()
+    predictor = effseg.load(ckpt)
+    meta = {"classes": predictor.classes, "palette": PALETTE.tolist(), "mean": [0.485, 0.456, 0.406],
+            "std": [0.229, 0.224, 0.225]}  # fmt: skip
+    export_onnx(predictor.model, tmp_path / "m.onnx", input_size=(48, 64), meta=meta)
+    frames = _clip(tmp_path / "clip.mkv", frames=2)
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "m.onnx"), str(tmp_path / "clip.mkv"), "--out", str(out)]
+                + ["--class-ids", "--no-progress"]) == 0  # fmt: skip
+    assert "runtime onnxruntime" in capsys.readouterr().err
+    onnx_predictor = effseg.load(tmp_path / "m.onnx")
+    for i, frame in enumerate(frames):
+        ids = cv2.imread(str(out / "ids" / "clip" / f"frame_{i:06d}.png"), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(ids, onnx_predictor.predict(frame))
+    code = main(
+        [
+            "predict",
+            str(tmp_path / "m.onnx"),
+            str(tmp_path / "clip.mkv"),
+            "--out",
+            str(out),
+            "--runtime",
+            "eager",
+        ]
+    )
+    assert code == 2 and "onnxruntime only" in capsys.readouterr().err
