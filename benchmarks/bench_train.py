@@ -3,14 +3,16 @@
     python benchmarks/bench_train.py                               # print the table
     python benchmarks/bench_train.py --write docs/bench/training.md
 
-One training step = forward in train mode (main + aux logits), the trainer's loss
-(cross-entropy, ignore 255, aux weight 0.4), backward and an SGD step with the
-backbone/head parameter groups: what ``effseg train`` does per iteration, minus data
-loading (random tensors, so the data pipeline is not measured here: see
-benchmarks/bench_data.py). Each model runs in a fresh child process so its peak
-resident memory (``ru_maxrss``) is its own; on CUDA ``torch.cuda.max_memory_allocated``
-is reported instead. The machine may be shared: images/s are given per wall-clock
-second and per CPU-second of the process (the latter is what idle cores would do).
+One training step = the trainer's own ``train_step`` (``effseg.engine.train``) on each
+config's model and training settings: forward in train mode, the losses the model declares,
+backward, the optimiser with its parameter groups, AMP and the LR schedule -- what
+``effseg train`` does per iteration, minus data loading (random tensors, so the data
+pipeline is not measured here: see benchmarks/bench_data.py). The models are
+benchmarks/models.py's list (every shipped Cityscapes architecture). Each model runs in a
+fresh child process so its peak resident memory (``ru_maxrss``) is its own; on CUDA
+``torch.cuda.max_memory_allocated`` is reported instead. The machine may be shared:
+images/s are given per wall-clock second and per CPU-second of the process (the latter is
+what idle cores would do).
 """
 
 from __future__ import annotations
@@ -24,65 +26,72 @@ import sys
 import time
 from pathlib import Path
 
-MODELS = [
-    ("pspnet", "resnet18"),
-    ("pspnet", "resnet50"),
-    ("pspnet", "resnet101"),
-    ("aspp", "resnet18"),
-    ("ocr", "resnet18"),
-    ("pspnet", "mobilenetv2"),
-    ("lraspp", "mobilenetv3_large"),
-]
 
+def measure_one(config: str, crop: tuple[int, int], batch: int, steps: int, warmup: int) -> dict:
+    """Time the trainer's own step (``effseg.engine.train``) on the model and training settings
+    of ``config`` (a shipped config name or a YAML path), fed random ``(batch, 3, H, W)`` crops.
 
-def measure_one(head: str, backbone: str, crop: tuple[int, int], batch: int, steps: int, warmup: int) -> dict:
+    The trainer is built on a tiny synthetic dataset (it needs one to start); the timed calls are
+    its ``train_step``: forward, the model's declared losses, backward, optimiser, AMP scaler, LR
+    schedule -- everything ``effseg train`` does per iteration except loading data.
+    """
+    import tempfile
+
     import torch
 
-    from effseg.config import TrainConfig
-    from effseg.engine.losses import build_criterion
-    from effseg.models import build_model
+    from effseg.config import load_config
+    from effseg.engine import distributed as du
+    from effseg.engine.train import _Trainer  # the trainer itself: its step is what is measured
+    from effseg.tools.models_table import count_params
+    from effseg.zoo.configs import find_config
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(0)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    model = build_model(head, backbone=backbone, num_classes=19).to(device).train()
-    groups = model.parameter_groups()
-    opt = torch.optim.SGD(
-        [{"params": groups["backbone"], "lr": 0.01}, {"params": groups["head"], "lr": 0.1}],
-        lr=0.01,
-        momentum=0.9,
-        weight_decay=1e-4,
-    )
-    criterion = build_criterion(TrainConfig(), model.loss_terms).to(device)
-    x = torch.randn(batch, 3, *crop, device=device)
-    y = torch.randint(0, 19, (batch, *crop), device=device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    h, w = crop
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(
+            find_config(config),
+            [
+                "data.dataset=synthetic",
+                f"data.root={tmp}/city",
+                f"data.options={{n_train: {batch}, n_val: 1, size: 128x64, workers: 1}}",
+                "data.num_workers=0",
+                f"train.batch_size={batch}",
+                "train.iterations=100000",
+                f"train.device={device}",
+                "train.tensorboard=false",
+            ],
+        )
+        info = du.init_distributed(device)
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        trainer = _Trainer(cfg, Path(tmp) / "run", info, resume=False)
+        trainer.model.train()
+        x = torch.randn(batch, 3, h, w)
+        y = torch.randint(0, cfg.model.num_classes, (batch, h, w))
+        if trainer.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
 
-    def step() -> None:
-        loss, _ = criterion(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        def step() -> None:
+            trainer.train_step(x, y)
+            if trainer.device.type == "cuda":
+                torch.cuda.synchronize()
 
-    for _ in range(warmup):
-        step()
-    wall0, cpu0 = time.perf_counter(), time.process_time()
-    for _ in range(steps):
-        step()
-    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        for _ in range(warmup):
+            step()
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        for _ in range(steps):
+            step()
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        model = trainer.model
     return {
-        "model": f"{head}_{backbone}",
-        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "model": Path(config).stem,
+        "params_m": count_params(model)["params_total_m"],
         "s_per_step": wall / steps,
         "img_per_s": batch * steps / wall,
         "img_per_cpu_s": batch * steps / cpu if cpu > 0 else None,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_before_model_mb": rss_before,
-        "cuda_max_allocated_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
-        "device": str(device),
+        "cuda_max_allocated_mb": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,
+        "device": device,
         "threads": torch.get_num_threads(),
         "load_avg_1m": os.getloadavg()[0],
     }
@@ -93,9 +102,9 @@ def markdown(rows: list[dict], args: argparse.Namespace, machine: str) -> str:
     lines = [
         "# Training throughput",
         "",
-        f"Measured by `benchmarks/bench_train.py`: one training step (forward with aux, CE + 0.4 aux loss, "
-        f"backward, SGD) on random {h}x{w} (HxW) crops, batch {args.batch}, {args.warmup} warm-up + "
-        f"{args.steps} timed steps, no data loading. Each model in its own process.",
+        f"Measured by `benchmarks/bench_train.py`: the trainer's step (forward, the model's losses, "
+        f"backward, the config's optimiser) on random {w}x{h} crops, batch {args.batch}, "
+        f"{args.warmup} warm-up + {args.steps} timed steps, no data loading. Each model in its own process.",
         "",
         f"Machine: {machine}",
         "",
@@ -126,7 +135,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--models", nargs="*", help="head:backbone pairs (default: the reference rows)")
+    parser.add_argument(
+        "--models", nargs="*", help="config names or paths (default: benchmarks/models.py's list)"
+    )
     parser.add_argument("--crop", type=int, nargs=2, default=[512, 512], metavar=("H", "W"))
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3)
@@ -136,7 +147,7 @@ def main() -> int:
     )
     parser.add_argument("--write", metavar="MD", help="write the markdown table here")
     parser.add_argument("--json", metavar="FILE", help="write the raw results here")
-    parser.add_argument("--one", help=argparse.SUPPRESS)  # child mode: head:backbone
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # child mode: one config
     args = parser.parse_args()
 
     if args.one:
@@ -144,18 +155,19 @@ def main() -> int:
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        head, backbone = args.one.split(":")
-        print(json.dumps(measure_one(head, backbone, tuple(args.crop), args.batch, args.steps, args.warmup)))
+        print(json.dumps(measure_one(args.one, tuple(args.crop), args.batch, args.steps, args.warmup)))
         return 0
 
-    models = [tuple(m.split(":")) for m in args.models] if args.models else MODELS
+    from models import benchmark_configs
+
+    models = args.models or [str(p) for p in benchmark_configs()]
     rows = []
-    for head, backbone in models:
+    for config in models:
         cmd = [
             sys.executable,
             __file__,
             "--one",
-            f"{head}:{backbone}",
+            config,
             "--crop",
             *map(str, args.crop),
             "--batch",
@@ -169,7 +181,7 @@ def main() -> int:
             cmd += ["--threads", str(args.threads)]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
-            rows.append({"model": f"{head}_{backbone}", "error": out.stderr.strip().splitlines()[-1][:80]})
+            rows.append({"model": Path(config).stem, "error": out.stderr.strip().splitlines()[-1][:80]})
         else:
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
