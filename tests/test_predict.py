@@ -196,3 +196,10 @@ def test_upsample_argmax_equals_reference(low: tuple[int, int], high: tuple[int,
         np.testing.assert_array_equal(upsample_argmax(logits, high), reference_argmax(logits, high))
     ref = F.interpolate(logits, size=high, mode="bilinear", align_corners=False).argmax(1)[0]
     np.testing.assert_array_equal(upsample_argmax(logits, high), ref.numpy())
+
+
+def test_cli_runtime_choices_match_the_runtimes() -> None:
+    from effseg.cli.predict import RUNTIME_CHOICES
+    from effseg.tools.runtime import RUNTIMES
+
+    assert RUNTIME_CHOICES == RUNTIMES

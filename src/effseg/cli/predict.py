@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+# effseg.tools.runtime.RUNTIMES, repeated here so that parsing imports no torch (a test checks they agree).
 RUNTIME_CHOICES = ("auto", "eager", "compile", "onnxruntime", "onnxruntime-int8")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-RUNTIME_CHOICES = ("auto", "eager", "compile", "onnxruntime", "onnxruntime-int8")
+from effseg.cli.predict import RUNTIME_CHOICES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
