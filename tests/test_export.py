@@ -247,3 +247,18 @@ def test_cli_export(tmp_path, capsys) -> None:
     assert "--input-size '96by64'" in capsys.readouterr().err
     assert main(["export", "runs/nope.pt", "--out", str(out)]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_missing_onnx_packages_are_one_line(tmp_path, monkeypatch) -> None:
+    """Without the `deploy` extra, ONNX work stops with one line naming what to install."""
+    import sys
+
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"x")
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` now raises ImportError
+    want = r"^ONNX files need the onnx package: pip install 'effseg\[deploy\]'$"
+    with pytest.raises(ExportError, match=want):
+        read_onnx_metadata(path)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(ExportError, match=r"need the onnxruntime package"):
+        ort_session(path)

@@ -33,6 +33,7 @@ from effseg.deploy.onnx_io import (
     model_metadata,
     onnx_op_types,
     ort_session,
+    require,
     write_onnx_metadata,
 )
 from effseg.errors import ExportError
@@ -46,7 +47,7 @@ def _fold_batchnorm_with_ort(path: Path) -> None:
     Basic level only does constant folding and Conv+BN / Conv+Add fusions, which
     keep the graph in the standard ONNX domain (the extended level would not).
     """
-    import onnxruntime as ort
+    ort = require("onnxruntime")
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
@@ -130,7 +131,7 @@ def export_onnx(
     work.  Raises :class:`ExportError` when fp32 argmax agreement with PyTorch is
     below ``min_agreement``.
     """
-    import onnx
+    onnx = require("onnx")
 
     if opset < 17:
         raise ExportError(f"opset {opset}: expected >= 17 (LayerNorm/Resize semantics effseg relies on)")

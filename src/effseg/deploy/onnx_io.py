@@ -9,6 +9,7 @@ config), ``input_size`` ``[H, W]``, ``fixed_input_size`` ``[W, H]`` or ``null`` 
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from pathlib import Path
@@ -25,6 +26,14 @@ DEFAULT_OPSET = 18
 META_KEY = "effseg"  # metadata_props key holding the JSON metadata
 # What effseg.load needs to turn logits into class ids (classes and palette are optional).
 REQUIRED_METADATA = ("num_classes", "mean", "std")
+
+
+def require(module: str) -> Any:
+    """Import ``onnx`` / ``onnxruntime`` (the optional ``deploy`` extra) or raise a one-line ExportError."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ExportError(f"ONNX files need the {module} package: pip install 'effseg[deploy]'") from None
 
 
 def model_metadata(model: nn.Module, meta: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -51,7 +60,7 @@ def model_metadata(model: nn.Module, meta: dict[str, Any] | None = None) -> dict
 
 def write_onnx_metadata(path: str | Path, meta: dict[str, Any]) -> None:
     """Replace the metadata_props of an ONNX file with ``meta`` (JSON under the key ``effseg``)."""
-    import onnx
+    onnx = require("onnx")
 
     proto = onnx.load(str(path))
     del proto.metadata_props[:]
@@ -65,7 +74,7 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
 
     Raises :class:`ExportError` (one line) when ``path`` is missing or is not an ONNX file.
     """
-    import onnx
+    onnx = require("onnx")
 
     path = Path(path)
     if not path.is_file():
@@ -107,7 +116,7 @@ def check_onnx_metadata(path: str | Path, meta: dict[str, Any]) -> None:
 
 def onnx_op_types(path: str | Path) -> dict[str, int]:
     """Count of each operator type in an ONNX graph (top level)."""
-    import onnx
+    onnx = require("onnx")
 
     counts: dict[str, int] = {}
     for node in onnx.load(str(path), load_external_data=False).graph.node:
@@ -129,7 +138,7 @@ def ort_session(
     ``OMP_WAIT_POLICY``: ``PASSIVE`` turns spinning off, so that onnxruntime and PyTorch's OpenMP
     threads wait the same way when they are compared on a busy machine.
     """
-    import onnxruntime as ort
+    ort = require("onnxruntime")
 
     levels = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from effseg.data.base import IMAGE_SUFFIXES, read_image
-from effseg.deploy.onnx_io import read_onnx_metadata, write_onnx_metadata
+from effseg.deploy.onnx_io import read_onnx_metadata, require, write_onnx_metadata
 from effseg.errors import ExportError
 
 # Folder names that hold labels in the layouts effseg reads (Cityscapes, CamVid, folder datasets).
@@ -119,7 +119,8 @@ def quantize_onnx(
     file's effseg metadata is copied, with ``precision="int8"`` and the settings.
     Returns the settings and the calibration time (s).
     """
-    import onnx
+    onnx = require("onnx")
+    require("onnxruntime")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
