@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from effseg.data.base import IMAGE_SUFFIXES, read_image
+from effseg.data.image import IMAGE_SUFFIXES, read_image
 from effseg.deploy.onnx_io import read_onnx_metadata, require, write_onnx_metadata
 from effseg.errors import ExportError
 
