@@ -6,12 +6,15 @@ network) takes a float image batch ``x`` of shape ``(B, 3, H, W)`` and
 - in **eval mode** returns one logits tensor ``(B, C, H, W)`` at the input size;
 - in **training mode** returns a ``dict[str, Tensor]`` of named outputs at the input size:
   ``"out"`` (the main logits, always present) plus the model's auxiliary outputs
-  (``"aux"``, BiSeNetV2's ``"aux2"``..``"aux5"`` boosters, PIDNet's ``"p"`` and ``"boundary"``);
-  segmentation outputs are ``(B, C, H, W)``, a boundary output is ``(B, 1, H, W)`` logits.
+  (``"aux"``, BiSeNetV2's ``"aux2"``..``"aux5"`` boosters, PIDNet's ``"p"``, ``"boundary"``
+  and ``"out_bas"``); segmentation outputs are ``(B, C, H, W)``, a boundary output is
+  ``(B, 1, H, W)`` logits. One output has one loss: a tensor scored twice is returned under
+  two names (PIDNet's ``"out_bas"`` is its ``"out"`` logits again, for the boundary-aware term).
 
 and declares, in its attribute ``loss_terms: dict[str, LossTerm]``, the loss and the weight
 of every training output (the keys are exactly the training-mode output names). The trainer
-and :mod:`effseg.engine.losses` read only this declaration: no per-model branches.
+and :mod:`effseg.engine.losses` (``build_criterion(train_cfg, model.loss_terms)``) read only
+this declaration: no per-model branches. ``tests/models/base.py`` checks every registered model.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ __all__ = ["LossTerm", "LOSS_KINDS"]
 
 #: ``seg``: the run's segmentation loss (``train.loss``: CE or OHEM) against the label map;
 #: ``boundary``: weighted binary CE against boundary targets derived from the labels (PIDNet's l_1);
-#: ``boundary_seg``: CE restricted to pixels where the model's ``"boundary"`` output is confident
-#: (PIDNet's boundary-aware CE, l_3).
+#: ``boundary_seg``: the segmentation loss restricted to pixels where the model's ``"boundary"``
+#: output is confident, ``sigmoid > 0.8`` (PIDNet's boundary-aware CE, l_3).
 LOSS_KINDS = ("seg", "boundary", "boundary_seg")
 
 
