@@ -26,7 +26,7 @@ def tiny_config(root: Path, **sections: dict[str, Any]) -> dict[str, Any]:
             "dataset": "synthetic",
             "root": str(root),
             "options": dict(CITY_OPTIONS),
-            "crop_size": [64, 64],
+            "crop_size": "64x64",
             "scale_range": [0.75, 1.25],
             "num_workers": 0,
         },

@@ -13,11 +13,14 @@ pixels, so the average equals the single-process gradient) and float summation o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -158,3 +161,135 @@ def test_confusion_matrix_all_reduce_over_gloo(tmp_path: Path) -> None:
     expected[0, 0] = 1
     expected[2, 1] = 1
     assert torch.equal(torch.load(out, weights_only=True), expected)
+
+
+# ----------------------------------------------------------------------------- two "nodes" under torchrun
+
+
+def _two_nodes(args: list[str], logs: Path, max_restarts: int = 0) -> list[subprocess.Popen]:
+    """Start torchrun twice on this machine as two nodes of one process each (c10d rendezvous,
+    gloo); their output goes to ``logs/node{0,1}.txt``."""
+    port = _free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=2",
+        "--nproc-per-node=1",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=127.0.0.1:{port}",
+        f"--rdzv-id=effseg-test-{port}",
+        f"--max-restarts={max_restarts}",
+        "--monitor-interval=0.5",
+        "-m",
+        "effseg",
+        *args,
+    ]
+    logs.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for node in range(2):
+        out = (logs / f"node{node}.txt").open("w")
+        procs.append(subprocess.Popen(cmd, env=subprocess_env(), stdout=out, stderr=subprocess.STDOUT))
+    return procs
+
+
+def _wait_all(procs: list[subprocess.Popen], logs: Path, timeout: float = 1500) -> str:
+    try:
+        for p in procs:
+            p.wait(timeout=timeout)  # generous: each start is a rendezvous, slow on a loaded machine
+    finally:
+        for p in procs:
+            _end(p)
+    text = "".join((logs / f"node{i}.txt").read_text() for i in range(len(procs)))
+    assert all(p.returncode == 0 for p in procs), text[-3000:]
+    return text
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _end(agent: subprocess.Popen) -> None:
+    """Kill a still running torchrun agent and its workers."""
+    if agent.poll() is None:
+        for pid in _children(agent.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        agent.kill()
+        agent.wait()
+
+
+def _ddp_config(city: Path, **train: object) -> dict:
+    return tiny_config(
+        city,
+        model={"aux": False, "head_options": {"dropout": 0.0}},
+        train={"batch_size": 4, "freeze_bn": True, "log_interval": 1, **train},
+    )
+
+
+@pytest.mark.slow
+def test_two_nodes_equal_one_process(city: Path, tmp_path: Path) -> None:
+    """torchrun --nnodes 2 --nproc-per-node 1 started twice (c10d rendezvous) == one process."""
+    path = write_config(tmp_path / "exp.yaml", _ddp_config(city, iterations=3, val_interval=3))
+    single = run_effseg(["train", str(path), "--run-dir", str(tmp_path / "single")])
+    assert single.returncode == 0, single.stderr
+    nodes = _two_nodes(["train", str(path), "--run-dir", str(tmp_path / "nodes")], tmp_path / "logs")
+    _wait_all(nodes, tmp_path / "logs")
+    a, b = load_checkpoint(tmp_path / "single" / "last.pt"), load_checkpoint(tmp_path / "nodes" / "last.pt")
+    assert b["world_size"] == 2 and a["iteration"] == b["iteration"] == 3
+    assert_same_state(a["model"], b["model"], atol=2e-5)
+    lines = (tmp_path / "nodes" / "log.jsonl").read_text().splitlines()
+    assert len([ln for ln in lines if '"loss"' in ln]) == 3  # one writer for the job
+    assert not (tmp_path / "nodes" / ".lock").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_restarted_and_resumes_from_last_pt(city: Path, tmp_path: Path) -> None:
+    """--max-restarts 1: SIGKILL one node's worker mid-training; the job restarts every worker,
+    which resume from last.pt (the same command line: --resume starts a run that has none)
+    and ends with the weights of an uninterrupted run."""
+    cfg = _ddp_config(city, iterations=10, checkpoint_interval=2, val_interval=10, deterministic=True)
+    path = write_config(tmp_path / "exp.yaml", cfg)
+    ref = _two_nodes(
+        ["train", str(path), "--run-dir", str(tmp_path / "ref"), "--resume"], tmp_path / "ref_logs"
+    )
+    _wait_all(ref, tmp_path / "ref_logs")
+
+    run = tmp_path / "killed"
+    nodes = _two_nodes(
+        ["train", str(path), "--run-dir", str(run), "--resume"], tmp_path / "logs", max_restarts=1
+    )
+    workers_killed = False
+    try:
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline and all(p.poll() is None for p in nodes):
+            if (run / "last.pt").exists() and load_checkpoint(run / "last.pt")["iteration"] >= 4:
+                break
+            time.sleep(0.05)
+        workers = _children(nodes[0].pid)
+        assert workers and all(p.poll() is None for p in nodes), (
+            "the job ended before a worker could be killed"
+        )
+        killed_at = load_checkpoint(run / "last.pt")["iteration"]
+        assert killed_at < 10
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        workers_killed = True
+    finally:
+        if not workers_killed:  # the test failed before the kill: end the job here
+            for p in nodes:
+                _end(p)
+    out = _wait_all(nodes, tmp_path / "logs")
+    assert f"effseg: resuming {run} at iteration" in out
+    a, b = load_checkpoint(tmp_path / "ref" / "last.pt"), load_checkpoint(run / "last.pt")
+    assert a["iteration"] == b["iteration"] == 10
+    assert_same_state(a["model"], b["model"])  # exact
+    assert not (run / ".lock").exists()

@@ -106,8 +106,8 @@ def test_two_concurrent_trainings_the_second_is_refused(city: Path, tmp_path: Pa
     )
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
-    assert second.returncode == 2
-    lines = second.stderr.strip().splitlines()
+    assert second.returncode == 2 and "Traceback" not in second.stderr
+    lines = [ln for ln in second.stderr.strip().splitlines() if ln.startswith("effseg: error:")]
     assert len(lines) == 1 and lines[0].startswith(
         f"effseg: error: run folder {run} is in use by process {first.pid}"
     )

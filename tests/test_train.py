@@ -387,6 +387,7 @@ def test_time_budget_stops_by_the_clock_and_the_lr_reaches_zero(
     end = records[-1]
     assert end["event"] == "end" and end["iterations"] == 5 and end["stopped_by"] == "time_budget"
     assert end["time_budget_min"] == 0.01 and end["val_time_s"] == pytest.approx(0.125)
+    assert 0 < end["process_wall_time_s"] <= end["wall_time_s"]  # the real clock, not the fake one
     ckpt = load_checkpoint(run / "last.pt")
     assert ckpt["iteration"] == 5 and ckpt["training"]["stopped_by"] == "time_budget"
     assert ckpt["training"]["train_time_s"] == pytest.approx(end["train_time_s"])

@@ -137,7 +137,7 @@ class _Trainer:
         self.stopped_by: str | None = None  # "iterations" | "time_budget" once finished
         self.best_miou = -1.0
         self.last_val: dict[str, Any] | None = None
-        self.last_loss = math.nan
+        self.last_loss, self.wall_before = math.nan, 0.0
         if resume:
             self.load_resume()
 
@@ -374,26 +374,24 @@ class _Trainer:
         w.reset()
 
     def _log_end(self, wall_s: float) -> None:
-        record = {
-            "iteration": self.iteration,
-            "event": "end",
-            **self.training_record(),
-            "wall_time_s": wall_s,
-        }
-        self.log.log(record, "end")
+        record = {"iteration": self.iteration, "event": "end", **self.training_record()}
+        self.log.log({**record, "process_wall_time_s": wall_s}, "end")
         if self.main:
             print(
                 f"effseg: stopped by {self.stopped_by} after {self.iteration} iterations: "
                 f"{self.clock.spent_s / 60:.2f} min of training, {self.clock.val_s / 60:.2f} min of "
-                f"validation (not counted), {wall_s / 60:.2f} min wall time in this process"
+                f"validation (not counted), {record['wall_time_s'] / 60:.2f} min wall time"
             )
 
     def training_record(self) -> dict[str, Any]:
-        """How much training a checkpoint / the log records: steps, seconds, budget, stop reason."""
+        """How much training a checkpoint / the log records: steps, seconds (training, validation,
+        wall clock since the run started, over resumes), budget, stop reason."""
+        wall = self.wall_before + time.perf_counter() - getattr(self, "started", time.perf_counter())
         return {
             "iterations": self.iteration,
             "train_time_s": self.clock.spent_s,
             "val_time_s": self.clock.val_s,
+            "wall_time_s": wall,
             "time_budget_min": self.cfg.train.time_budget,
             "stopped_by": self.stopped_by,
         }
@@ -473,6 +471,7 @@ class _Trainer:
         done = ckpt.get("training") or {}
         self.clock.spent_s = float(done.get("train_time_s", 0.0))  # the budget clock continues
         self.clock.val_s = float(done.get("val_time_s", 0.0))
+        self.wall_before = float(done.get("wall_time_s", 0.0))
         rng = ckpt["rng"]
         if len(rng) == self.info.world_size:
             set_rng_state(rng[self.info.rank])
