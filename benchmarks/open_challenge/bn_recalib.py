@@ -21,10 +21,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from effseg.config import config_from_dict
+from effseg.data.from_config import build_datasets
 from effseg.engine.batchnorm import recompute_batchnorm_stats
 from effseg.engine.checkpoint import load_model
 from effseg.engine.evaluate import evaluate
-from effseg.data.from_config import build_datasets
 
 
 def main() -> None:

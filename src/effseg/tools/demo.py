@@ -215,10 +215,10 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the whole demo into ``out_dir``; returns the results dict also saved as
     ``report/results.json`` (mIoU and pixel accuracy in percent, latency in ms)."""
+    from effseg.data.from_config import build_datasets
     from effseg.data.synthetic import MARKER, generate_city
     from effseg.engine.checkpoint import load_model
     from effseg.engine.evaluate import evaluate
-    from effseg.data.from_config import build_datasets
     from effseg.engine.train import train
     from effseg.tools.bench import bench_models
     from effseg.tools.report import ModelResult, Sample, write_report
