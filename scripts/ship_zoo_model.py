@@ -50,6 +50,7 @@ def main() -> None:
     if size > MAX_BYTES:
         Path(tmp).unlink()
         raise SystemExit(f"{out}: {size / 2**20:.1f} MB is over the 20 MB limit for shipped weights")
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; installed package data must be readable
     os.replace(tmp, out)
 
     ref, ours = effseg.load(src), effseg.load(out)
