@@ -200,3 +200,15 @@ def test_onnx_model_file_runs_with_onnxruntime(tmp_path: Path, capsys: pytest.Ca
         ]
     )
     assert code == 2 and "onnxruntime only" in capsys.readouterr().err
+
+
+def test_auto_skips_int8_below_98_percent_agreement(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ckpt = _checkpoint(tmp_path / "m.pt")
+    _clip(tmp_path / "clip.mkv", frames=2)
+    monkeypatch.setattr(rt.ExportCache, "agreement", lambda self, fp32, int8, samples: 0.975)
+    summary = predict(ckpt, [tmp_path / "clip.mkv"], Outputs(tmp_path / "a.mkv"), progress=False)
+    choice = rt.ExportCache(tmp_path / "m.runtime_cache", effseg.load(ckpt).model, {}).read((48, 64))
+    assert choice["int8_agreement"] == 0.975
+    assert not any(k.startswith("onnxruntime-int8") for k in choice["timings_ms"])
+    assert set(choice["timings_ms"]) == {"eager", "onnxruntime (graph)", "onnxruntime (lowres)"}
+    assert "int8" not in summary.runtime
