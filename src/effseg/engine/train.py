@@ -122,6 +122,7 @@ class _Trainer:
             None if self.budget_s is not None else t.iterations or t.epochs * self.iters_per_epoch
         )
         self.clock = TrainClock(self.budget_s, clock or time.perf_counter)
+        self.stop_reason = "iterations" if self.max_iters is not None else "time_budget"
         self.val_interval = t.val_interval or self.iters_per_epoch
         self.ckpt_interval = t.checkpoint_interval or self.val_interval
         self._build_model()
@@ -207,6 +208,7 @@ class _Trainer:
                 self.clock.start()
                 while not self.done():
                     self.train_one_epoch()
+            self.stopped_by = self.stop_reason  # also when resuming a run that had finished
             self._log_end(time.perf_counter() - start)
         finally:
             self.log.close()
@@ -242,7 +244,7 @@ class _Trainer:
             self.progress.position(it, self.clock.spent_s)
             is_best = self.evaluate(epoch) if it % self.val_interval == 0 or finished else False
             if finished:
-                self.stopped_by = "iterations" if self.max_iters is not None else "time_budget"
+                self.stopped_by = self.stop_reason
             if is_best or it % self.ckpt_interval == 0 or finished:
                 self.save(best=is_best)
             if finished:
