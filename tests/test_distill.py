@@ -175,7 +175,7 @@ def _config(tmp_path: Path, city: Path) -> Path:
             "dataset": "synthetic",
             "root": str(city),
             "options": {"n_train": 2, "n_val": 1, "size": "64x32", "seed": 0},
-            "crop_size": [32, 64],
+            "crop_size": "64x32",
             "num_workers": 0,
         },
         "train": {

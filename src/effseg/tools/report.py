@@ -108,9 +108,14 @@ def plot_confusion(result: ModelResult, classes: Sequence[str], path: Path) -> P
 
 
 def plot_samples(
-    samples: Sequence[Sample], palette: np.ndarray, model_names: Sequence[str], path: Path
+    samples: Sequence[Sample],
+    palette: np.ndarray,
+    model_names: Sequence[str],
+    path: Path,
+    classes: Sequence[str] | None = None,
 ) -> Path | None:
-    """Grid: one row per sample, columns input | each model's prediction | ground truth."""
+    """Grid: one row per sample, columns input | each model's prediction | ground truth; with
+    ``classes``, a colour legend of the classes that occur is stacked below the grid."""
     if not samples:
         return None
     plt = _plt()
@@ -137,6 +142,16 @@ def plot_samples(
     fig.tight_layout(pad=0.3)
     fig.savefig(path)
     plt.close(fig)
+    if classes is not None:
+        from PIL import Image
+
+        from effseg.data.visualize import add_legend
+
+        shown = [s.label for s in samples if s.label is not None]
+        shown += [p for s in samples for p in s.predictions.values()]
+        present = np.concatenate([a.ravel() for a in shown]) if shown else None
+        grid = np.asarray(Image.open(path).convert("RGB"))
+        Image.fromarray(add_legend(grid, classes, palette, present, font_size=14)).save(path)
     return path
 
 
@@ -218,11 +233,13 @@ def write_report(
     title: str = "effseg report",
     notes: Sequence[str] = (),
     settings: dict[str, Any] | None = None,
+    street: Any | None = None,
 ) -> dict[str, Path]:
     """Write ``report.md``, ``report.html`` and the PNG figures into ``out_dir``.
 
     Returns ``{"md": ..., "html": ..., <figure name>: ...}``. ``notes`` are free-text lines
-    (e.g. how mIoU is computed); ``settings`` a key -> value table (machine, input size, ...).
+    (e.g. how mIoU is computed); ``settings`` a key -> value table (machine, input size, ...);
+    ``street`` a :class:`effseg.tools.street_demo.StreetResult`, shown first.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -231,7 +248,7 @@ def write_report(
     if (p := plot_pareto(results, out / "pareto.png")) is not None:
         figures["pareto"] = p
     model_names = [r.name for r in results]
-    if (p := plot_samples(samples, palette, model_names, out / "samples.png")) is not None:
+    if (p := plot_samples(samples, palette, model_names, out / "samples.png", classes)) is not None:
         figures["samples"] = p
     for r in results:
         if (p := plot_confusion(r, classes, out / f"confusion_{_slug(r.name)}.png")) is not None:
@@ -244,6 +261,8 @@ def write_report(
     # ---- markdown
     md = [f"# {title}", ""]
     md += [f"- {n}" for n in notes] + ([""] if notes else [])
+    street_md, street_html = _street_section(street, out)
+    md += street_md
     md += ["## Models", "", _md_table(model_header, model_rows), ""]
     if "pareto" in figures:
         md += ["## Accuracy vs latency", "", "![Pareto plot](pareto.png)", ""]
@@ -280,6 +299,7 @@ def write_report(
     ]
     if notes:
         parts.append("<ul class='note'>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
+    parts += street_html
     parts += ["<h2>Models</h2>", _html_table(model_header, model_rows)]
     if "pareto" in figures:
         parts += [
@@ -307,6 +327,36 @@ def write_report(
     html_path = out / "report.html"
     html_path.write_text("\n".join(parts), encoding="utf-8")
     return {"md": md_path, "html": html_path, **figures}
+
+
+def _street_section(street: Any | None, out: Path) -> tuple[list[str], list[str]]:
+    """Markdown and HTML of the shipped model on real street photos (empty without ``street``)."""
+    if street is None:
+        return [], []
+    title = f"Real street photos: the shipped model {street.model}"
+    miou = "no val mIoU recorded"
+    if street.miou_val is not None:
+        miou = f"{street.miou_val:.2f} mIoU on CamVid val"
+    intro = (
+        f"{street.model} ({miou}; trained by effseg on a CPU, docs/camvid.md) on the sample photos that "
+        "ship with effseg (CamVid val): photo | overlay with the legend of the classes found."
+    )
+    header = ["runtime", "latency ms (480x360, batch 1, median)", "images/s"]
+    rows = [
+        [r["runtime"], _fmt(r["median_ms"], ".1f"), _fmt(r["fps"], ".1f")]
+        if not r.get("error")
+        else [r["runtime"], f"failed: {r['error']}", "-"]
+        for r in street.latency
+    ]
+    grid = Path(street.grid)
+    rel = grid.name if grid.parent == out else str(grid)
+    md = [f"## {title}", "", intro, "", f"![street photos]({rel})", ""]
+    parts = [f"<h2>{html.escape(title)}</h2>", f"<p>{html.escape(intro)}</p>"]
+    parts.append(f"<img alt='street photos' src='{_img_data_uri(grid)}'>")
+    if rows:
+        md += [_md_table(header, rows), ""]
+        parts.append(_html_table(header, rows))
+    return md, parts
 
 
 def referenced_files(document: str | Path) -> list[str]:
