@@ -193,16 +193,33 @@ def _two_nodes(args: list[str], logs: Path, max_restarts: int = 0) -> list[subpr
     return procs
 
 
-def _wait_all(procs: list[subprocess.Popen], logs: Path, timeout: float = 1500) -> str:
+def _wait_all(procs: list[subprocess.Popen], logs: Path, timeout: float = 600) -> str:
+    """Wait for every agent; the first that fails ends the others at once (a node left alone
+    would wait for its peer's rendezvous until the timeout)."""
+    deadline = time.monotonic() + timeout
     try:
-        for p in procs:
-            p.wait(timeout=timeout)  # generous: each start is a rendezvous, slow on a loaded machine
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            if any(p.poll() not in (None, 0) for p in procs):
+                break
+            time.sleep(0.2)
     finally:
         for p in procs:
             _end(p)
     text = "".join((logs / f"node{i}.txt").read_text() for i in range(len(procs)))
     assert all(p.returncode == 0 for p in procs), text[-3000:]
     return text
+
+
+def _run_two_nodes(args: list[str], logs: Path) -> str:
+    """Two nodes to the end; retried once when gloo's first connection attempt loses its race
+    ("connectFullMesh failed": a peer not yet listening on a loaded machine), a start-up flake
+    of gloo's TCP transport, not of effseg."""
+    try:
+        return _wait_all(_two_nodes(args, logs), logs)
+    except AssertionError as err:
+        if "connectFullMesh failed" not in str(err):
+            raise
+        return _wait_all(_two_nodes(args, logs), logs)
 
 
 def _children(pid: int) -> list[int]:
@@ -241,8 +258,7 @@ def test_two_nodes_equal_one_process(city: Path, tmp_path: Path) -> None:
     path = write_config(tmp_path / "exp.yaml", _ddp_config(city, iterations=3, val_interval=3))
     single = run_effseg(["train", str(path), "--run-dir", str(tmp_path / "single")])
     assert single.returncode == 0, single.stderr
-    nodes = _two_nodes(["train", str(path), "--run-dir", str(tmp_path / "nodes")], tmp_path / "logs")
-    _wait_all(nodes, tmp_path / "logs")
+    _run_two_nodes(["train", str(path), "--run-dir", str(tmp_path / "nodes")], tmp_path / "logs")
     a, b = load_checkpoint(tmp_path / "single" / "last.pt"), load_checkpoint(tmp_path / "nodes" / "last.pt")
     assert b["world_size"] == 2 and a["iteration"] == b["iteration"] == 3
     assert_same_state(a["model"], b["model"], atol=2e-5)
@@ -253,19 +269,20 @@ def test_two_nodes_equal_one_process(city: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_killed_worker_is_restarted_and_resumes_from_last_pt(city: Path, tmp_path: Path) -> None:
-    """--max-restarts 1: SIGKILL one node's worker mid-training; the job restarts every worker,
+    """--max-restarts 3: SIGKILL one node's worker mid-training; the job restarts every worker,
     which resume from last.pt (the same command line: --resume starts a run that has none)
-    and ends with the weights of an uninterrupted run."""
+    and ends with the weights of an uninterrupted run. Three restarts, not one: a restarted round
+    can lose gloo's connection race ("connectFullMesh failed", seen on a loaded 2-core machine)
+    and needs another restart, which resumes from last.pt just the same."""
     cfg = _ddp_config(city, iterations=10, checkpoint_interval=2, val_interval=10, deterministic=True)
     path = write_config(tmp_path / "exp.yaml", cfg)
-    ref = _two_nodes(
+    _run_two_nodes(
         ["train", str(path), "--run-dir", str(tmp_path / "ref"), "--resume"], tmp_path / "ref_logs"
     )
-    _wait_all(ref, tmp_path / "ref_logs")
 
     run = tmp_path / "killed"
     nodes = _two_nodes(
-        ["train", str(path), "--run-dir", str(run), "--resume"], tmp_path / "logs", max_restarts=1
+        ["train", str(path), "--run-dir", str(run), "--resume"], tmp_path / "logs", max_restarts=3
     )
     workers_killed = False
     try:
