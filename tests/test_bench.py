@@ -116,6 +116,8 @@ def test_parse_runtimes_and_errors(tmp_path) -> None:
         parse_runtimes("eager,tensorrt")
     with pytest.raises(EffsegError, match="HEAD_BACKBONE"):
         resolve_model("pspnet_resnet19")
+    with pytest.raises(EffsegError, match="pidnet_s"):  # the error lists the whole networks too
+        resolve_model("pidnet_m")
     with pytest.raises(EffsegError, match="no such file"):
         resolve_model(str(tmp_path / "missing.pt"))
     with pytest.raises(EffsegError, match="no such file"):
@@ -275,3 +277,22 @@ def test_resolve_model_by_shipped_config_name() -> None:
     assert bm.model.num_classes == 19 and not bm.model.training
     with pytest.raises(EffsegError, match="near: cityscapes/lraspp_mbv3"):
         resolve_model("cityscapes/lraspp_mbv4")
+
+
+def test_resolve_model_accepts_whole_network_names() -> None:
+    bm = resolve_model("regseg", num_classes=11)
+    assert bm.name == "regseg" and bm.meta["model_config"]["name"] == "regseg"
+    with torch.no_grad():
+        assert bm.model(torch.zeros(1, 3, 64, 64)).shape == (1, 11, 64, 64)
+
+
+def test_shipped_model_reports_its_eval_miou_not_the_training_best() -> None:
+    """The zoo's miou_val (what `effseg eval` measured) labels a shipped model's rows; the
+    checkpoint's best_miou (a bf16 validation during training) would disagree with the docs."""
+    from effseg.zoo import find_pretrained
+
+    report = bench_models(
+        ["camvid-ddrnet23_slim"], input_size="64x64", warmup=0, runs=1, stages=False, progress=False
+    )
+    (row,) = report["results"]
+    assert row["miou"] == pytest.approx(find_pretrained("camvid-ddrnet23_slim").miou_val)

@@ -110,9 +110,13 @@ def _load_shipped(name: str, device: str | torch.device) -> Artifact:
 
 
 def _split_name(spec: str) -> dict[str, Any]:
-    """``pspnet_resnet18`` / ``aspp_mobilenetv3_large_os16`` -> build_model kwargs, or ModelError."""
+    """``pspnet_resnet18`` / ``aspp_mobilenetv3_large_os16`` / ``pidnet_s`` -> build_model kwargs,
+    or ModelError."""
     from effseg.models import list_backbones, list_heads
+    from effseg.models.realtime import REALTIME_MODELS
 
+    if spec in REALTIME_MODELS:  # a whole network: its name is the model
+        return {"name": spec}
     kwargs: dict[str, Any] = {}
     m = re.fullmatch(r"(.+)_os(\d+)", spec)
     if m:
@@ -120,9 +124,9 @@ def _split_name(spec: str) -> dict[str, Any]:
     head, _, backbone = spec.partition("_")
     if head not in list_heads() or backbone not in list_backbones():
         raise ModelError(
-            f"model {spec!r}: expected HEAD_BACKBONE[_osN] with head in {', '.join(list_heads())} and "
-            f"backbone in {', '.join(list_backbones())}, or a config .yaml, checkpoint, run folder, "
-            f".onnx file or shipped model name"
+            f"model {spec!r}: expected one of {', '.join(REALTIME_MODELS)}, HEAD_BACKBONE[_osN] with head "
+            f"in {', '.join(list_heads())} and backbone in {', '.join(list_backbones())}, or a config "
+            f".yaml, checkpoint, run folder, .onnx file or shipped model name"
         )
     kwargs.update(head=head, backbone=backbone)
     return kwargs

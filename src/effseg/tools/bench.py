@@ -379,7 +379,10 @@ def _bench_one(
         base["gflops"] *= batch
         base["model_config"] = getattr(bm.model, "config", None)
     miou_fp32 = miou_eval
-    if miou_fp32 is None and bm.meta.get("best_miou") is not None:
+    zoo_miou = (bm.meta.get("zoo") or {}).get("miou_val")
+    if miou_fp32 is None and zoo_miou is not None:  # a shipped model: its `effseg eval` figure
+        miou_fp32 = float(zoo_miou)
+    if miou_fp32 is None and bm.meta.get("best_miou") is not None:  # a run: its best validation
         v = float(bm.meta["best_miou"])
         miou_fp32 = v * 100 if v <= 1 else v
     runners: list[Runner] = []
