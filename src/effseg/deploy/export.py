@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,12 +61,14 @@ def _fold_batchnorm_with_ort(path: Path) -> None:
 
 @contextlib.contextmanager
 def _quiet_exporter():
-    """Silence the exporter's progress prints and torchvision-registration warnings."""
+    """Silence the exporter's progress prints, torchvision-registration warnings and torch's own
+    deprecation notice about its internal pytree classes (nothing a user can act on)."""
     logger = logging.getLogger("torch.onnx")
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
             yield
     finally:
         logger.setLevel(level)

@@ -1,0 +1,117 @@
+"""The CamVid frontier of docs/camvid.md: val mIoU of each architecture under one training budget
+beside its latency on this CPU, as one table and one Pareto plot (mIoU vs onnxruntime latency).
+
+    python benchmarks/camvid/frontier.py --study runs/camvid_study \\
+        --bench runs/bench/480x360/bench.json runs/bench/1024x512/bench.json \\
+        --plot docs/img/camvid_pareto.png
+
+Inputs are what other commands wrote, nothing is re-measured here:
+
+- ``--study``: the folder of ``benchmarks/camvid/study.py`` rows; each architecture row's
+  ``eval/eval.json`` (``effseg eval`` on CamVid val, 101 images at 480x360) gives the mIoU and
+  the training record (iterations, minutes);
+- ``--bench``: ``bench.json`` files of one ``effseg bench`` run each (params, GFLOPs and median
+  latency per runtime); the first one's input size is the plot's.
+
+An architecture row's latency is its bench row's: latency does not depend on the weights, so
+the bench may time random weights (or the shipped model for DDRNet-23-slim).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from effseg.tools.pareto import plot_pareto
+
+# study row -> (label, name of its `effseg bench` row)
+ARCHITECTURES = {
+    "ddrnet23_slim": ("DDRNet-23-slim", "camvid-ddrnet23_slim"),
+    "pidnet_s": ("PIDNet-S", "pidnet_s"),
+    "regseg": ("RegSeg", "regseg"),
+    "bisenetv2": ("BiSeNetV2", "bisenetv2"),
+    "lraspp_mbv3_large_os16": ("LR-ASPP-MobileNetV3-Large OS16", "lraspp_mobilenetv3_large_os16"),
+    "pspnet_mbv2": ("PSPNet-MobileNetV2 OS8", "pspnet_mobilenetv2"),
+}
+RUNTIMES = ("eager", "onnxruntime", "onnxruntime-int8")
+
+
+def load_bench(path: Path) -> tuple[str, dict[str, dict[str, dict]]]:
+    """``(WIDTHxHEIGHT, {model: {runtime: row}})`` of one bench.json."""
+    report = json.loads(path.read_text())
+    h, w = report["settings"]["input_size"]
+    rows: dict[str, dict[str, dict]] = {}
+    for r in report["results"]:
+        rows.setdefault(r["model"], {})[r["runtime"]] = r
+    return f"{w}x{h}", rows
+
+
+def _ms(rows: dict[str, dict], runtime: str) -> float | None:
+    return (rows.get(runtime) or {}).get("latency_ms_median")
+
+
+def _fmt(v: float | None, nd: int = 1) -> str:
+    return "-" if v is None else f"{v:.{nd}f}"
+
+
+def frontier(study: Path, benches: list[Path]) -> tuple[str, list[tuple[float, float, str]], list[str]]:
+    """Markdown table, plot points ``(ms, mIoU, label)`` and their markers."""
+    loaded = [load_bench(p) for p in benches]
+    head = ["model", "params (M)", f"GFLOPs {loaded[0][0]}", "val mIoU", "iterations", "train min"]
+    for size, _ in loaded:
+        head += [f"{rt} ms {size}" for rt in RUNTIMES]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    points: list[tuple[float, float, str]] = []
+    markers: list[str] = []
+    for row, (label, bench_name) in ARCHITECTURES.items():
+        path = study / row / "eval" / "eval.json"
+        if not path.is_file():
+            continue
+        ev = json.loads(path.read_text())
+        miou, tr = ev["miou"] * 100, ev.get("training") or {}
+        first = loaded[0][1].get(bench_name, {})
+        any_row = next(iter(first.values()), {})
+        cells = [
+            label, _fmt(any_row.get("params_m"), 2), _fmt(any_row.get("gflops"), 2), f"{miou:.2f}",
+            str(tr.get("iterations", "-")), _fmt(tr.get("train_time_s", 0) / 60),
+        ]  # fmt: skip
+        for _, rows in loaded:
+            cells += [_fmt(_ms(rows.get(bench_name, {}), rt)) for rt in RUNTIMES]
+        lines.append("| " + " | ".join(cells) + " |")
+        for rt, marker in (("onnxruntime", "o"), ("onnxruntime-int8", "s")):
+            ms = _ms(first, rt)
+            if ms is not None:
+                points.append((ms, miou, f"{label} ({'int8' if rt.endswith('int8') else 'fp32'})"))
+                markers.append(marker)
+    return "\n".join(lines), points, markers
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--study", type=Path, required=True, help="folder of benchmarks/camvid/study.py rows")
+    ap.add_argument("--bench", type=Path, nargs="+", required=True, help="bench.json of `effseg bench`")
+    ap.add_argument("--plot", type=Path, default=None, help="Pareto plot PNG to write")
+    ap.add_argument("--title", default=None)
+    args = ap.parse_args()
+    for p in args.bench:
+        if not p.is_file():
+            sys.exit(f"--bench {p}: no such file (expected the bench.json of an `effseg bench` run)")
+    table, points, markers = frontier(args.study, args.bench)
+    print(table)
+    if args.plot and points:
+        size = load_bench(args.bench[0])[0]
+        plot_pareto(
+            points,
+            args.plot,
+            xlabel=f"onnxruntime latency, median (ms, batch 1, {size}); circle fp32, square int8",
+            ylabel="CamVid val mIoU (%)",
+            title=args.title,
+            markers=markers,
+        )
+        print(f"plot: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
