@@ -131,8 +131,8 @@ def effseg_trainer(config: str, data: Path, iters: int, warmup: int, extra: list
         run = Path(tmp) / "run"
         cmd = [
             sys.executable, "-m", "effseg", "train", config, "--run-dir", str(run), "--set",
-            f"data.root={data}", f"train.iterations={warmup + iters}", "train.time_budget=null", "train.warmup_fraction=0",
-            "train.val_interval=0", "train.log_interval=5", *extra,
+            f"data.root={data}", f"train.iterations={warmup + iters}", "train.time_budget=null",
+            "train.warmup_fraction=0", "train.val_interval=0", "train.log_interval=5", *extra,
         ]  # fmt: skip
         subprocess.run(cmd, check=True)
         rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
