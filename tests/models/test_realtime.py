@@ -17,6 +17,7 @@ from effseg.models.contract import LossTerm
 from effseg.models.realtime import REALTIME_MODELS
 from effseg.models.realtime._base import AffineBatchNorm2d
 from effseg.models.realtime.ddrnet import DAPPM
+from effseg.tools.models_table import count_params
 
 NAMES = list(REALTIME_MODELS)
 NUM_CLASSES = 4
@@ -107,6 +108,9 @@ def test_published_parameter_count(name: str) -> None:
     assert abs(count - published) <= max(0.01 * published, half_unit), (name, count)
     with_aux = build(name, num_classes=19, aux=True)
     assert with_aux.inference_parameters() == count
+    # what `effseg bench` and `effseg models` print is the inference network's count
+    assert count_params(with_aux)["params_m"] == count / 1e6
+    assert count_params(with_aux)["params_total_m"] == sum(p.numel() for p in with_aux.parameters()) / 1e6
     groups = with_aux.parameter_groups()
     ids = [id(p) for g in groups.values() for p in g]
     assert len(ids) == len(set(ids)) == len(list(with_aux.parameters()))

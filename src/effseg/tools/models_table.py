@@ -33,6 +33,8 @@ def parse_size(text: str) -> Size:
 def count_params(model: nn.Module) -> dict[str, float]:
     """Parameters in millions: ``params_m`` of the inference path (no aux head), ``params_total_m``."""
     total = sum(p.numel() for p in model.parameters())
+    if callable(getattr(model, "inference_parameters", None)):  # real-time nets declare theirs
+        return {"params_m": model.inference_parameters() / 1e6, "params_total_m": total / 1e6}
     aux = getattr(model, "aux_head", None)
     aux_n = sum(p.numel() for p in aux.parameters()) if isinstance(aux, nn.Module) else 0
     return {"params_m": (total - aux_n) / 1e6, "params_total_m": total / 1e6}
