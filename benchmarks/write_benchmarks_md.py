@@ -6,12 +6,17 @@ Inputs: ``docs/bench/latency.json`` (bench_latency.py), ``docs/bench/export.json
 (bench_export.py), ``docs/efficiency/efficiency.json`` (efficiency_report.py, for the
 profiler findings).  Every target of issue 5 is checked against the figures and
 marked met / missed; nothing here is typed in by hand except the explanations.
+
+Sections written by hand from other benchmark runs (the CamVid tables, the int8 study) sit in
+docs/benchmarks.md between ``<!-- kept: begin -->`` and ``<!-- kept: end -->``: they are carried
+over unchanged, before the generated latency table.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -383,8 +388,23 @@ def _reasons(best: dict, eff: dict, peak: dict) -> list[str]:
     return out
 
 
+KEPT = re.compile(r"<!-- kept: begin -->.*?<!-- kept: end -->\n", re.S)
+KEPT_BEFORE = "## Latency, every model and runtime"
+
+
+def with_kept_sections(text: str, previous: str) -> str:
+    """``text`` with ``previous``'s hand-written (kept) sections inserted before the latency table."""
+    kept = "".join(m.group(0) + "\n" for m in KEPT.finditer(previous))
+    if not kept:
+        return text
+    if KEPT_BEFORE not in text:
+        return text.rstrip("\n") + "\n\n" + kept
+    return text.replace(KEPT_BEFORE, kept + KEPT_BEFORE, 1)
+
+
 def main() -> int:
-    OUT.write_text(render())
+    previous = OUT.read_text() if OUT.is_file() else ""
+    OUT.write_text(with_kept_sections(render(), previous))
     print(f"wrote {OUT}")
     return 0
 
