@@ -126,7 +126,7 @@ def plain_loop(cfg, data: Path, iters: int, warmup: int, workers: int) -> float:
 
 
 def effseg_trainer(config: str, data: Path, iters: int, warmup: int, extra: list[str]) -> float:
-    """Images/s that ``effseg train`` logs, averaged over the windows after the warm-up steps."""
+    """Images/s of ``effseg train`` after the warm-up steps, from the times its log records."""
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
         cmd = [
@@ -136,8 +136,19 @@ def effseg_trainer(config: str, data: Path, iters: int, warmup: int, extra: list
         ]  # fmt: skip
         subprocess.run(cmd, check=True)
         rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-        rates = [r["img_per_s"] for r in rows if "img_per_s" in r and r.get("iteration", 0) > warmup]
-        return float(np.mean(rates))
+        rows = [r for r in rows if "img_per_s" in r]
+        # images over wall time from the end of the warm-up window to the last one, as the plain
+        # loop counts them (log_interval divides the warm-up, so a window ends exactly there)
+        first = next(r for r in rows if r["iteration"] == warmup)
+        last = rows[-1]
+        batch = cfg_batch(config, extra)
+        return (last["iteration"] - first["iteration"]) * batch / (last["time"] - first["time"])
+
+
+def cfg_batch(config: str, extra: list[str]) -> int:
+    from effseg.config import load_config
+
+    return int(load_config(config, extra).train.batch_size)
 
 
 def main() -> None:
@@ -148,14 +159,21 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--workers", type=int, default=1, help="plain loop's DataLoader workers")
     ap.add_argument("--set", nargs="*", default=[], help="extra overrides for both sides")
+    ap.add_argument("--repeats", type=int, default=1, help="alternating runs of each side (mean)")
     args = ap.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     from effseg.config import load_config
 
     cfg = load_config(args.config, [f"data.root={args.data}", *args.set])
-    plain = plain_loop(cfg, args.data, args.iters, args.warmup, args.workers)
-    ours = effseg_trainer(args.config, args.data, args.iters, args.warmup, args.set)
+    if args.warmup % 5:
+        sys.exit("--warmup: expected a multiple of 5 (effseg logs every 5 iterations here)")
+    plains, ours_all = [], []
+    for _ in range(args.repeats):  # alternate the two so a drifting load hits both alike
+        plains.append(plain_loop(cfg, args.data, args.iters, args.warmup, args.workers))
+        ours_all.append(effseg_trainer(args.config, args.data, args.iters, args.warmup, args.set))
+    print("runs, images/s: plain", [round(v, 2) for v in plains], "effseg", [round(v, 2) for v in ours_all])
+    plain, ours = float(np.mean(plains)), float(np.mean(ours_all))
     crop = cfg.data.crop_size
     h, w = (crop.h, crop.w) if hasattr(crop, "h") else tuple(crop)
     threads = __import__("torch").get_num_threads()
