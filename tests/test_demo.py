@@ -110,3 +110,38 @@ def test_quick_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     predictor = effseg.load(out / "pspnet_r18")
     assert predictor.num_classes == 19 and predictor.classes[0] == "road"
     assert predictor.predict(np.zeros((20, 30, 3), np.uint8)).shape == (20, 30)
+
+
+def test_demo_step_timing_uses_the_trainers_loss(monkeypatch: pytest.MonkeyPatch) -> None:
+    """measure_step_seconds scores the model's declared loss terms with the trainer's criterion."""
+    from effseg.config import config_from_dict
+    from effseg.engine import losses
+    from effseg.tools.demo import measure_step_seconds
+
+    cfg = config_from_dict(
+        {
+            "model": {"name": "fcn", "backbone": "mobilenetv3_small", "num_classes": 3, "aux": True},
+            "data": {"crop_size": "32x32"},
+            "train": {"batch_size": 2, "aux_weight": 0.7},
+        }
+    )
+    calls: list[tuple[object, dict]] = []
+    scored: list[set[str]] = []
+    real = losses.build_criterion
+
+    def spy(train_cfg, loss_terms, *args, **kwargs):
+        calls.append((train_cfg, dict(loss_terms)))
+        criterion = real(train_cfg, loss_terms, *args, **kwargs)
+        forward = criterion.forward
+
+        def scoring(outputs, target):
+            scored.append(set(outputs))
+            return forward(outputs, target)
+
+        criterion.forward = scoring
+        return criterion
+
+    monkeypatch.setattr(losses, "build_criterion", spy)
+    assert measure_step_seconds(cfg, repeats=2) > 0
+    assert len(calls) == 1 and calls[0][0] is cfg.train and set(calls[0][1]) == {"out", "aux"}
+    assert scored == [{"out", "aux"}] * 3  # one warm-up and two timed steps, every declared output

@@ -281,8 +281,8 @@ class _Trainer:
             outputs = net(images)
             loss, parts = self.criterion(outputs, labels)
             if self.distiller is not None:
-                student = outputs["out"] if isinstance(outputs, dict) else outputs
-                distill_loss, parts["distill"] = self.distiller(images, student, labels)
+                # training mode: named outputs (effseg.models.contract), "out" the main logits
+                distill_loss, parts["distill"] = self.distiller(images, outputs["out"], labels)
         if self.info.distributed:  # N ranks compute the update of one process with the whole batch
             per_image = self.distiller is not None and self.distiller.per_image
             loss, distill_loss = du.scale_to_global_batch(loss, distill_loss, labels, per_image)

@@ -215,8 +215,7 @@ def stage_breakdown(
     size = x.shape[-2:]
     with torch.inference_mode():
         feats = model.backbone(x)
-        out = model.head(feats)
-        logits = out["out"] if isinstance(out, dict) else out
+        logits = model.head(feats)["out"]  # a head returns named logits at feature resolution
         steps = {
             "backbone": lambda: model.backbone(x),
             "head": lambda: model.head(feats),

@@ -142,13 +142,17 @@ def measure_step_seconds(cfg: Any, repeats: int = 2) -> float:
     """Wall seconds of one training step (forward, loss, backward, SGD) of ``cfg``'s model on
     random ``cfg.data.crop_size`` crops of ``cfg.train.batch_size``; one untimed warm-up step.
 
-    A stand-in for the trainer's step (same model, batch and crop; no data loading) used only to
-    size the demo to the machine; the demo itself trains with :func:`effseg.engine.train.train`.
+    A stand-in for the trainer's step (same model, loss, batch and crop; no data loading) used only
+    to size the demo to the machine; the demo itself trains with :func:`effseg.engine.train.train`.
+    The loss is the trainer's: :func:`~effseg.engine.losses.build_criterion` of the model's
+    declared ``loss_terms`` under ``cfg.train``.
     """
+    from effseg.engine.losses import build_criterion
     from effseg.models import build_model
 
     m = cfg.model
     model = build_model(**m.build_kwargs()).train()
+    criterion = build_criterion(cfg.train, model.loss_terms)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     h, w = cfg.data.crop_size
     gen = torch.Generator().manual_seed(0)
@@ -156,11 +160,7 @@ def measure_step_seconds(cfg: Any, repeats: int = 2) -> float:
     y = torch.randint(0, m.num_classes, (cfg.train.batch_size, h, w), generator=gen)
 
     def step() -> None:
-        out = model(x)
-        logits = out["out"] if isinstance(out, dict) else out
-        loss = torch.nn.functional.cross_entropy(logits, y)
-        if isinstance(out, dict) and "aux" in out:
-            loss = loss + 0.4 * torch.nn.functional.cross_entropy(out["aux"], y)
+        loss, _ = criterion(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
