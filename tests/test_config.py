@@ -173,8 +173,10 @@ def test_old_list_sizes_load_with_one_note(tmp_path: Path, capsys: pytest.Captur
     cfg = load_config(path)
     assert cfg.data.crop_size == Size(h=352, w=480) and cfg.eval.resize == Size(h=360, w=482)
     err = capsys.readouterr().err.splitlines()
-    assert f"effseg: note: {path}: data.crop_size: [352, 480] is the old (height, width) spelling; " \
+    assert (
+        f"effseg: note: {path}: data.crop_size: [352, 480] is the old (height, width) spelling; "
         "write 480x352 (WIDTHxHEIGHT)" in err
+    )
     assert any("eval.resize" in line and "write 482x360" in line for line in err)
 
 
@@ -229,13 +231,26 @@ def test_empty_config_file_is_an_error(tmp_path: Path, text: str) -> None:
 
 @pytest.mark.parametrize("bad", [".nan", ".inf", "-.inf", ".NaN"])
 @pytest.mark.parametrize(
-    "key", ["train.lr", "train.head_lr_mult", "train.grad_clip", "train.weight_decay", "distill.temperature",
-            "data.scale_range", "data.std", "eval.scales"]
+    "key",
+    [
+        "train.lr",
+        "train.head_lr_mult",
+        "train.grad_clip",
+        "train.weight_decay",
+        "distill.temperature",
+        "data.scale_range",
+        "data.std",
+        "eval.scales",
+    ],
 )
 def test_nan_and_inf_are_refused_naming_the_key(tmp_path: Path, key: str, bad: str) -> None:
     section, name = key.split(".")
-    value = f"[{bad}, 1.0]" if name in ("scale_range",) else f"[1.0, 1.0, {bad}]" if name == "std" else (
-        f"[{bad}]" if name == "scales" else bad
+    value = (
+        f"[{bad}, 1.0]"
+        if name in ("scale_range",)
+        else f"[1.0, 1.0, {bad}]"
+        if name == "std"
+        else (f"[{bad}]" if name == "scales" else bad)
     )
     path = write(tmp_path, f"{section}:\n  {name}: {value}\n")
     with pytest.raises(ConfigError) as err:
@@ -266,3 +281,49 @@ def test_one_device_rule() -> None:
         mps = getattr(torch.backends, "mps", None)
         expected = "mps" if mps is not None and mps.is_available() else "cpu"
         assert resolve_device("auto").type == expected
+
+
+def test_one_output_stride_check() -> None:
+    from effseg.config import OUTPUT_STRIDES, check_output_stride
+    from effseg.errors import ModelError
+    from effseg.models import build_model
+    from effseg.models.backbones import MobileNetV2, MobileNetV3, ResNet, build_backbone
+
+    assert OUTPUT_STRIDES == (8, 16, 32) and check_output_stride(16) == 16 and check_output_stride(8.0) == 8
+    for bad in (4, 64, True, "8", None):
+        with pytest.raises(
+            ModelError, match=rf"^output_stride={bad!r} is not supported; expected 8, 16 or 32"
+        ):
+            check_output_stride(bad)
+    with pytest.raises(ConfigError, match=r"^x\.yaml: model\.output_stride=4 is not supported; expected 8"):
+        config_from_dict({"model": {"output_stride": 4}}, source="x.yaml")
+    for build in (
+        lambda: build_backbone("resnet18", output_stride=4),
+        lambda: ResNet("resnet18", output_stride=4),
+        lambda: MobileNetV2(output_stride=4),
+        lambda: MobileNetV3("small", output_stride=4),
+        lambda: build_model("fcn", "mobilenetv3_small", output_stride=4),
+    ):
+        with pytest.raises(ModelError, match=r"^output_stride=4 is not supported; expected 8, 16 or 32$"):
+            build()
+
+
+def test_aux_weight_defaults_to_the_models_declared_weight() -> None:
+    assert config_from_dict({}).train.aux_weight is None
+    assert config_from_dict({"train": {"aux_weight": 0.7}}).train.aux_weight == 0.7
+    with pytest.raises(ConfigError, match=r"train\.aux_weight.*a number >= 0 or null"):
+        config_from_dict({"train": {"aux_weight": -1}})
+
+
+def test_the_trainer_resolves_devices_by_the_one_rule() -> None:
+    import torch
+
+    from effseg import device
+    from effseg.engine import distributed as du
+
+    assert "resolve_device" not in du.__all__ and du.resolve_device is device.resolve_device  # the one
+    assert du.init_distributed("cpu").device == torch.device("cpu")
+    with pytest.raises(ConfigError, match=r"^train\.device 'gpu': expected 'auto', 'cpu'"):
+        du.init_distributed("gpu")
+    with pytest.raises(ConfigError, match=r"^--device 'gpu': expected"):
+        du.init_distributed("gpu", what="--device")

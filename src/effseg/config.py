@@ -29,12 +29,14 @@ import yaml
 
 from effseg.config_types import coerce, load_yaml, suggest
 from effseg.device import DEVICE_FORMS, check_device, resolve_device
-from effseg.errors import ConfigError
+from effseg.errors import ConfigError, EffsegError, ModelError
 from effseg.size import Size, format_size
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "OUTPUT_STRIDES",
+    "check_output_stride",
     "DEVICE_FORMS",
     "check_device",
     "resolve_device",
@@ -70,7 +72,7 @@ class ModelConfig:
     head: str | None = None  # the old spelling of ``name`` (configs written before it)
     backbone: str | None = None  # Segmentor family (null: resnet18)
     num_classes: int = 19
-    output_stride: int | None = None  # Segmentor family: 8, 16 or 32 (null: 8)
+    output_stride: int | None = None  # Segmentor family: 8, 16 or 32, OUTPUT_STRIDES (null: 8)
     aux: bool = True
     width_mult: float | None = None  # MobileNet width multiplier (null: 1.0)
     reduced_tail: bool | None = None  # MobileNetV3 only: last stage halved (the paper's "RF2")
@@ -121,6 +123,21 @@ class ModelConfig:
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
+#: The output strides of the Segmentor family's backbones (the last feature map at 1/8, 1/16 or
+#: 1/32 of the input): the one definition, read by the config, the backbones and the CLI.
+OUTPUT_STRIDES: tuple[int, ...] = (8, 16, 32)
+
+
+def check_output_stride(
+    value: Any, what: str = "output_stride", error: type[EffsegError] = ModelError
+) -> int:
+    """``value`` as an ``int`` if it is one of :data:`OUTPUT_STRIDES`, else a one-line ``error``
+    naming ``what``: ``output_stride=4 is not supported; expected 8, 16 or 32`` (``True`` is refused)."""
+    if isinstance(value, bool) or value not in OUTPUT_STRIDES:
+        expected = ", ".join(map(str, OUTPUT_STRIDES[:-1])) + f" or {OUTPUT_STRIDES[-1]}"
+        raise error(f"{what}={value!r} is not supported; expected {expected}")
+    return int(value)
+
 
 @dataclass
 class DataConfig:
@@ -169,7 +186,9 @@ class TrainConfig:
     ohem_thresh: float = 0.7
     ohem_min_kept: int = 100_000  # per image
     class_weights: list[float] | None = None
-    aux_weight: float = 0.4
+    # Weight of the model's "aux" loss term; null: the weight the model declares (loss_terms,
+    # 0.4 for every shipped model with an "aux" output), a number overrides it.
+    aux_weight: float | None = None
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: bool = False  # model and input batches in torch.channels_last (CPU and CUDA)
     sync_bn: bool = False  # SyncBatchNorm under torchrun on CUDA; never the default
@@ -271,12 +290,11 @@ def _check_values(cfg: Config, where: str) -> None:
     def fail(key: str, expected: str, value: Any) -> None:
         raise ConfigError(f"{where}key '{key}': expected {expected}, got {value!r}")
 
-
     m, d, t, e, k = cfg.model, cfg.data, cfg.train, cfg.eval, cfg.distill
     if m.num_classes < 1:
         fail("model.num_classes", "a positive integer", m.num_classes)
-    if m.output_stride is not None and m.output_stride not in (8, 16, 32):
-        fail("model.output_stride", "8, 16 or 32", m.output_stride)
+    if m.output_stride is not None:
+        check_output_stride(m.output_stride, f"{where}model.output_stride", ConfigError)
     if len(d.scale_range) != 2 or any(v <= 0 for v in d.scale_range) or d.scale_range[0] > d.scale_range[1]:
         fail("data.scale_range", "[min, max] with 0 < min <= max", d.scale_range)
     if len(d.mean) != 3 or len(d.std) != 3 or any(s <= 0 for s in d.std):
@@ -310,9 +328,11 @@ def _check_values(cfg: Config, where: str) -> None:
     for key in ("lr", "head_lr_mult"):
         if getattr(t, key) <= 0:
             fail(f"train.{key}", "a positive number", getattr(t, key))
-    for key in ("momentum", "weight_decay", "poly_power", "aux_weight"):
+    for key in ("momentum", "weight_decay", "poly_power"):
         if getattr(t, key) < 0:
             fail(f"train.{key}", "a number >= 0", getattr(t, key))
+    if t.aux_weight is not None and t.aux_weight < 0:
+        fail("train.aux_weight", "a number >= 0 or null (the model's declared weight)", t.aux_weight)
     if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):
         fail("train.betas", "two numbers in [0, 1)", t.betas)
     if t.warmup_iters < 0:

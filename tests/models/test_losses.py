@@ -87,8 +87,12 @@ def test_criterion_sums_the_declared_terms_and_names_the_parts() -> None:
     ce = [F.cross_entropy(outputs[k], target, ignore_index=I) for k in ("out", "aux")]
     assert total.item() == pytest.approx(ce[0].item() + 0.25 * ce[1].item(), rel=1e-6)
     assert set(parts) == {"main", "aux"} and parts["aux"].item() == pytest.approx(ce[1].item())
-    # train.aux_weight overrides the "aux" weight (TrainConfig's default 0.4 included)
+    # TrainConfig's default aux_weight (null) keeps the weight the model declares ...
+    assert TrainConfig().aux_weight is None
     total, _ = build_criterion(TrainConfig(), terms)(outputs, target)
+    assert total.item() == pytest.approx(ce[0].item() + 0.25 * ce[1].item(), rel=1e-6)
+    # ... and a number overrides the "aux" weight
+    total, _ = build_criterion(TrainConfig(aux_weight=0.4), terms)(outputs, target)
     assert total.item() == pytest.approx(ce[0].item() + 0.4 * ce[1].item(), rel=1e-6)
     with pytest.raises(ModelError, match=r"training outputs \['out'\] differ .* \['aux', 'out'\]"):
         build_criterion(_train_cfg(), terms)({"out": outputs["out"]}, target)

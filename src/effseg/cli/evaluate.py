@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     path = Path(args.checkpoint)
     overrides = [item for group in args.overrides for item in group]
-    info = du.init_distributed(args.device)
+    info = du.init_distributed(args.device, what="--device")
     try:
         art = load_artifact(path, info.device)
         model, meta = art.model, art.meta

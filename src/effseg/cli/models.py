@@ -1,7 +1,7 @@
 """``effseg models``: parameters and GFLOPs of every backbone x head, or the shipped trained models.
 
-    effseg models --input-size 1024x512
-    effseg models --pretrained          # camvid-<model>: val mIoU, budget, input size, CPU latency
+effseg models --input-size 1024x512
+effseg models --pretrained          # camvid-<model>: val mIoU, budget, input size, CPU latency
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # No torch import here: `effseg models --help` must answer at once.
+    from effseg.config import OUTPUT_STRIDES
+
     parser.add_argument(
         "--pretrained",
         action="store_true",
@@ -20,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--input-size", default="1024x512", help="WIDTHxHEIGHT of the input (default 1024x512)"
     )
     parser.add_argument("--num-classes", type=int, default=19, help="number of classes (default 19)")
-    parser.add_argument("--output-stride", type=int, default=8, choices=[8, 16, 32], help="default 8")
+    parser.add_argument("--output-stride", type=int, default=8, choices=OUTPUT_STRIDES, help="default 8")
     parser.add_argument("--head", action="append", metavar="HEAD", help="only these heads (repeatable)")
     parser.add_argument(
         "--backbone", action="append", metavar="BACKBONE", help="only these backbones (repeatable)"

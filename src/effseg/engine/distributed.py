@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from effseg.device import resolve_device
 from effseg.errors import ConfigError
 
 __all__ = [
@@ -30,7 +31,6 @@ __all__ = [
     "barrier",
     "all_reduce_sum",
     "broadcast_flag",
-    "resolve_device",
     "convert_sync_bn",
 ]
 
@@ -51,24 +51,16 @@ class DistInfo:
         return self.world_size > 1
 
 
-def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``."""
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"train.device={spec!r} but CUDA is not available on this machine")
-        if spec == "cuda":
-            return torch.device("cuda", local_rank)
-    return torch.device(spec)
+def init_distributed(device: str = "auto", what: str = "train.device") -> DistInfo:
+    """Join the process group described by torchrun's environment (or run alone).
 
-
-def init_distributed(device: str = "auto") -> DistInfo:
-    """Join the process group described by torchrun's environment (or run alone)."""
+    ``device`` is resolved by :func:`effseg.device.resolve_device` (the one device rule; ``cuda``
+    and ``auto`` on a CUDA machine mean ``cuda:<LOCAL_RANK>``); ``what`` names the setting in
+    its errors."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = resolve_device(device, local_rank)
+    dev = resolve_device(device, local_rank, what=what)
     if world > 1 and not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)

@@ -16,6 +16,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from effseg.config import check_output_stride
 from effseg.errors import ModelError
 from effseg.models.backbones import BACKBONES, build_backbone
 from effseg.models.contract import LossTerm
@@ -242,8 +243,7 @@ def build_segmentor(
         raise ModelError(f"unknown backbone {backbone!r}; expected one of: {', '.join(BACKBONES)}")
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ModelError(f"num_classes={num_classes!r}: expected an integer >= 1")
-    if output_stride not in (8, 16, 32) or isinstance(output_stride, bool):
-        raise ModelError(f"output_stride={output_stride!r} is not supported; expected 8, 16 or 32")
+    output_stride = check_output_stride(output_stride)
     if not isinstance(width_mult, int | float) or isinstance(width_mult, bool) or not width_mult > 0:
         raise ModelError(f"width_mult={width_mult!r}: expected a number > 0")
     if not isinstance(aux, bool):

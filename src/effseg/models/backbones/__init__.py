@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from effseg.config import check_output_stride
 from effseg.errors import ModelError
 from effseg.models.backbones.mobilenetv2 import MobileNetV2
 from effseg.models.backbones.mobilenetv3 import MobileNetV3
@@ -36,8 +37,7 @@ def build_backbone(
     """
     if name not in BACKBONES:
         raise ModelError(f"unknown backbone {name!r}; expected one of: {', '.join(BACKBONES)}")
-    if output_stride not in (8, 16, 32):
-        raise ModelError(f"output_stride={output_stride!r} is not supported; expected 8, 16 or 32")
+    output_stride = check_output_stride(output_stride)
     if reduced_tail and not name.startswith("mobilenetv3"):
         raise ModelError(f"reduced_tail=true is only supported by the MobileNetV3 backbones, not {name!r}")
     if name.startswith("resnet"):

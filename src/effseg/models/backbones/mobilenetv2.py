@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from effseg.config import check_output_stride
 from effseg.errors import ModelError
 from effseg.models.layers import ConvBNAct
 
@@ -88,8 +89,7 @@ class MobileNetV2(nn.Module):
 
     def __init__(self, output_stride: int = 8, width_mult: float = 1.0, classifier: bool = False) -> None:
         super().__init__()
-        if output_stride not in (8, 16, 32):
-            raise ModelError(f"output_stride={output_stride!r} is not supported; expected 8, 16 or 32")
+        output_stride = check_output_stride(output_stride)
         if not width_mult > 0:
             raise ModelError(f"width_mult={width_mult!r} must be > 0")
         self.output_stride = output_stride

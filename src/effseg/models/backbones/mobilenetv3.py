@@ -17,6 +17,7 @@ from typing import NamedTuple
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from effseg.config import check_output_stride
 from effseg.errors import ModelError
 from effseg.models.backbones.mobilenetv2 import init_mobilenet_weights, make_divisible
 from effseg.models.layers import ConvBNAct
@@ -90,6 +91,7 @@ def _reduce_tail(confs: list[BlockConf]) -> list[BlockConf]:
     rest = [c._replace(cin=c.cin // 2, expanded=c.expanded // 2, cout=c.cout // 2) for c in (second, third)]
     return [*confs[:-3], first, *rest]
 
+
 _BN = {"bn_eps": 0.001, "bn_momentum": 0.01}
 
 
@@ -143,8 +145,7 @@ class MobileNetV3(nn.Module):
         super().__init__()
         if variant not in _VARIANTS:
             raise ModelError(f"unknown MobileNetV3 variant {variant!r}; expected 'large' or 'small'")
-        if output_stride not in (8, 16, 32):
-            raise ModelError(f"output_stride={output_stride!r} is not supported; expected 8, 16 or 32")
+        output_stride = check_output_stride(output_stride)
         if not width_mult > 0:
             raise ModelError(f"width_mult={width_mult!r} must be > 0")
         if not isinstance(reduced_tail, bool):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from effseg.config import check_output_stride
 from effseg.errors import ModelError
 from effseg.models.layers import conv_bn
 
@@ -120,8 +121,7 @@ class ResNet(nn.Module):
         super().__init__()
         if name not in RESNET_SPECS:
             raise ModelError(f"unknown ResNet {name!r}; expected one of {sorted(RESNET_SPECS)}")
-        if output_stride not in _DILATE:
-            raise ModelError(f"output_stride={output_stride!r} is not supported; expected 8, 16 or 32")
+        output_stride = check_output_stride(output_stride)
         kind, layers = RESNET_SPECS[name]
         block = BasicBlock if kind == "basic" else Bottleneck
         self.name = name
