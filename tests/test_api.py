@@ -11,7 +11,8 @@ from PIL import Image
 
 import effseg
 from effseg.api import Predictor, colorize, overlay, parse_size, read_image
-from effseg.errors import CheckpointError, DataError, EffsegError
+from effseg.errors import CheckpointError, DataError, EffsegError, ModelError
+from effseg.size import Size
 
 
 def _bright(x: torch.Tensor) -> torch.Tensor:
@@ -102,6 +103,33 @@ def test_input_size_resizes_for_network_and_back(tmp_path: Path) -> None:
     assert seen == [(20, 30)] and out.shape == (40, 60)
     np.testing.assert_array_equal(out, _expected(a))
     assert parse_size("1024x512") == (1024, 512) and parse_size((64, 32)) == (64, 32)
+
+
+def test_input_size_is_a_size_or_width_by_height_text(capsys: pytest.CaptureFixture[str]) -> None:
+    seen: list[tuple[int, int]] = []
+
+    def fwd(x: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(x.shape[-2:]))
+        return _bright(x)
+
+    a = np.zeros((40, 60, 3), np.uint8)
+    p = Predictor(fwd, classes=["dark", "bright"], input_size="30x20")
+    assert p.input_size == Size(h=20, w=30) and "input_size=30x20" in repr(p)
+    p.predict(a)
+    p.predict(a, input_size=Size(h=10, w=16))
+    assert Predictor(fwd, classes=["a", "b"], input_size=Size(h=20, w=30)).input_size == Size(h=20, w=30)
+    assert seen == [(20, 30), (10, 16)]
+    # a plain pair is effseg 0.1's (width, height), still read, with a note naming the new spelling
+    p.predict(a, input_size=(12, 8))
+    assert seen[-1] == (8, 12) and "write 12x8 (WIDTHxHEIGHT)" in capsys.readouterr().err
+    with pytest.raises(EffsegError, match="input size '30-20': expected WIDTHxHEIGHT"):
+        p.predict(a, input_size="30-20")
+
+
+def test_training_mode_outputs_are_refused_in_one_line() -> None:
+    p = Predictor(lambda x: {"out": _bright(x), "aux": _bright(x)}, classes=["dark", "bright"], source="m")
+    with pytest.raises(ModelError, match=r"^m: model returned named outputs \['aux', 'out'\]; put it"):
+        p.predict(np.zeros((4, 4, 3), np.uint8))
 
 
 def test_normalisation_uses_mean_and_std() -> None:
@@ -202,6 +230,7 @@ def test_load_checkpoint_and_run_dir(tmp_path: Path) -> None:
 def test_load_onnx(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")  # the optional `deploy` extra
     from effseg.deploy import export
+
     path, model, ckpt = _tiny_checkpoint(tmp_path)
     onnx_path = tmp_path / "model.onnx"
     meta = {k: ckpt[k] for k in ("classes", "palette", "mean", "std")}
@@ -214,7 +243,7 @@ def test_load_onnx(tmp_path: Path) -> None:
     ref = _reference(model, img, ckpt)
     assert (out == ref).mean() > 0.99  # float differences may flip a few near-ties
     # a static-size graph: other image sizes are resized to it and the result back to the image
-    assert p.input_size == (64, 48)
+    assert p.input_size == p.fixed_input_size == Size(h=48, w=64)
     assert p.predict(img[:30, :50]).shape == (30, 50)
     with pytest.raises(EffsegError, match="fixed input size 64x48"):
         p.predict(img, input_size="32x32")

@@ -15,6 +15,7 @@ import effseg
 from effseg.cli import main
 from effseg.config import load_config
 from effseg.errors import ConfigError, ModelError
+from effseg.size import Size
 from effseg.zoo import ZOO_ENV, find_pretrained, list_pretrained
 from effseg.zoo.configs import find_config, list_configs
 
@@ -88,7 +89,7 @@ def test_registry_entries(zoo: dict) -> None:
 def test_load_by_name(zoo: dict) -> None:
     p = effseg.load("camvid-tiny")
     assert p.classes == CLASSES and p.palette.tolist() == PALETTE
-    assert p.input_size == (64, 48)  # the registry's WIDTHxHEIGHT: images are resized to it and back
+    assert p.input_size == Size(h=48, w=64)  # the registry's WIDTHxHEIGHT: images are resized to it and back
     img = np.random.default_rng(3).integers(0, 256, (30, 40, 3), dtype=np.uint8)
     out = p.predict(img)
     assert out.shape == (30, 40)

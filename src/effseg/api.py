@@ -21,29 +21,34 @@ from effseg.config import IMAGENET_MEAN, IMAGENET_STD
 from effseg.data.image import IMAGE_SUFFIXES, ImageLike, read_image
 from effseg.data.visualize import colorize, overlay
 from effseg.device import resolve_device
-from effseg.errors import CheckpointError, DataError, ModelError
-from effseg.size import Size
-from effseg.size import parse_size as _parse_size
+from effseg.errors import CheckpointError, ModelError
+from effseg.size import Size, read_old_size
 
 # The one image reader and suffix list live in effseg.data.image; re-exported for API users.
 IMAGE_EXTENSIONS = IMAGE_SUFFIXES
 __all__ = ["IMAGE_EXTENSIONS", "Predictor", "colorize", "load", "overlay", "parse_size", "read_image"]
 
 
-def parse_size(text: str | Size | Sequence[int] | None) -> tuple[int, int] | None:
-    """The network input size of the API: ``"1024x512"`` or a :class:`~effseg.size.Size` ->
-    ``(W, H)``; a plain pair is taken as ``(width, height)`` as in effseg 0.1; ``None`` stays ``None``."""
-    if text is None:
-        return None
-    if isinstance(text, (str, Size)):
-        size = _parse_size(text, "input size")
-        return size.w, size.h
-    if len(text) != 2:
-        raise DataError(f"input size {tuple(text)}: expected (width, height) or WIDTHxHEIGHT text")
-    w, h = int(text[0]), int(text[1])
-    if w <= 0 or h <= 0:
-        raise DataError(f"input size {w}x{h}: width and height must be positive")
-    return w, h
+#: What the API accepts as a network input size (for type hints).
+InputSize = str | Size | Sequence[int]
+
+
+def _input_size(value: InputSize | None) -> Size | None:
+    """The network input size the API accepts -> :class:`~effseg.size.Size` ``(h, w)``, ``None`` kept.
+
+    A :class:`~effseg.size.Size` or ``"WIDTHxHEIGHT"`` text such as ``"1024x512"`` (the convention
+    of :mod:`effseg.size`). A plain pair is the ``(width, height)`` that effseg 0.1 documented
+    (``effseg.load(path, input_size=(1024, 512))``): still read, with a one-line note naming the
+    new spelling. Raises :class:`~effseg.errors.SizeError` (one line) for anything else.
+    """
+    return None if value is None else read_old_size(value, "input size", "wh")
+
+
+def parse_size(text: InputSize | None) -> tuple[int, int] | None:
+    """``(width, height)`` of :func:`_input_size` (``"1024x512"`` -> ``(1024, 512)``), as effseg 0.1
+    returned it; new code reads sizes with :func:`effseg.size.parse_size` (-> ``Size(h, w)``)."""
+    size = _input_size(text)
+    return None if size is None else size.wh
 
 
 # --------------------------------------------------------------------------- predictor
@@ -55,6 +60,13 @@ class Predictor:
     Build with :func:`effseg.load`. ``predict`` takes a path, a PIL image or an
     ``(H, W, 3)`` uint8 array (or a list of them, run in batches) and returns ``(H, W)``
     class ids at the input's resolution.
+
+    ``forward`` maps a normalised ``(B, 3, h, w)`` batch to logits ``(B, C, h, w)`` (an effseg
+    model in eval mode, see :mod:`effseg.models.contract`). ``input_size`` (and
+    ``fixed_input_size``, the size of a static ONNX graph) is the size the network sees: a
+    :class:`~effseg.size.Size` or ``"WIDTHxHEIGHT"`` text (a plain pair is effseg 0.1's
+    ``(width, height)``); ``None``: each image's own size. The attributes hold a
+    :class:`~effseg.size.Size` ``(h, w)`` or ``None``.
     """
 
     def __init__(
@@ -66,8 +78,8 @@ class Predictor:
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         device: str | torch.device = "cpu",
-        input_size: tuple[int, int] | None = None,
-        fixed_input_size: tuple[int, int] | None = None,
+        input_size: InputSize | None = None,
+        fixed_input_size: InputSize | None = None,
         model: Any = None,
         source: str = "",
         batch_size: int = 4,
@@ -85,13 +97,13 @@ class Predictor:
             mean_arr, std_arr = mean_arr / 255.0, std_arr / 255.0
         self.mean = torch.tensor(mean_arr, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(std_arr, device=self.device).view(1, 3, 1, 1)
-        self.fixed_input_size = fixed_input_size
-        self.input_size = fixed_input_size or input_size
+        self.fixed_input_size: Size | None = _input_size(fixed_input_size)
+        self.input_size: Size | None = self.fixed_input_size or _input_size(input_size)
         self.source = source
         self.batch_size = max(1, int(batch_size))
 
     def __repr__(self) -> str:
-        size = f", input_size={self.input_size[0]}x{self.input_size[1]}" if self.input_size else ""
+        size = f", input_size={self.input_size}" if self.input_size else ""
         return f"Predictor({self.source!r}, classes={self.num_classes}, device={self.device}{size})"
 
     # -- inference -----------------------------------------------------------------
@@ -99,13 +111,14 @@ class Predictor:
     def predict(
         self,
         image: ImageLike | Sequence[ImageLike],
-        input_size: str | tuple[int, int] | None = None,
+        input_size: InputSize | None = None,
         batch_size: int | None = None,
     ) -> np.ndarray | list[np.ndarray]:
         """Class ids ``(H, W)`` uint8 (int64 beyond 255 classes) for one image, or a list for a list.
 
-        ``input_size`` ``(W, H)`` resizes the image for the network; the logits are resized
-        back (bilinear) to the original resolution before the argmax.
+        ``input_size`` (a :class:`~effseg.size.Size` or ``"WIDTHxHEIGHT"`` text; a plain pair is
+        effseg 0.1's ``(width, height)``) resizes the image for the network; the logits are resized
+        back (bilinear) to the original resolution before the argmax. Default: the predictor's.
         """
         if isinstance(image, (list, tuple)):
             arrays = [read_image(x) for x in image]
@@ -117,25 +130,25 @@ class Predictor:
     def predict_arrays(
         self,
         images: Sequence[np.ndarray],
-        input_size: str | tuple[int, int] | None = None,
+        input_size: InputSize | None = None,
         batch_size: int | None = None,
     ) -> list[np.ndarray]:
         """``(H, W, 3)`` uint8 RGB arrays -> class-id maps, batching images of equal network size."""
-        size = parse_size(input_size) if input_size is not None else self.input_size
-        if self.fixed_input_size is not None and size != self.fixed_input_size:
-            w, h = self.fixed_input_size
-            raise ModelError(f"{self.source}: the ONNX graph has a fixed input size {w}x{h}; got {size}")
+        size = _input_size(input_size) if input_size is not None else self.input_size
+        fixed = self.fixed_input_size
+        if fixed is not None and size != fixed:
+            raise ModelError(f"{self.source}: the ONNX graph has a fixed input size {fixed}; got {size}")
         bs = max(1, int(batch_size or self.batch_size))
         out: list[np.ndarray | None] = [None] * len(images)
         # Group by the size the network sees, so a batch is one tensor; keep input order.
-        groups: dict[tuple[int, int], list[int]] = {}
+        groups: dict[Size, list[int]] = {}
         for i, img in enumerate(images):
-            net_size = size or (img.shape[1], img.shape[0])
+            net_size = size or Size(h=img.shape[0], w=img.shape[1])
             groups.setdefault(net_size, []).append(i)
-        for (w, h), idx in groups.items():
+        for net_size, idx in groups.items():
             for start in range(0, len(idx), bs):
                 chunk = idx[start : start + bs]
-                logits = self._logits([images[i] for i in chunk], (w, h))
+                logits = self._logits([images[i] for i in chunk], net_size)
                 for j, i in enumerate(chunk):
                     H, W = images[i].shape[:2]
                     lg = logits[j : j + 1]
@@ -145,8 +158,8 @@ class Predictor:
                     out[i] = ids.astype(np.uint8 if self.num_classes <= 256 else np.int64)
         return out  # type: ignore[return-value]
 
-    def _logits(self, images: Sequence[np.ndarray], size: tuple[int, int]) -> torch.Tensor:
-        w, h = size
+    def _logits(self, images: Sequence[np.ndarray], size: Size) -> torch.Tensor:
+        h, w = size
         with torch.inference_mode():
             batch = torch.from_numpy(np.stack(images))  # a fresh, writable (B, H, W, 3) copy
             x = batch.to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
@@ -155,8 +168,11 @@ class Predictor:
                 x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
             x = (x - self.mean) / self.std
             logits = self._forward(x)
-            if isinstance(logits, dict):
-                logits = logits["out"]
+            if isinstance(logits, dict):  # a model in training mode (named outputs)
+                raise ModelError(
+                    f"{self.source}: model returned named outputs {sorted(logits)}; put it in eval mode "
+                    "(model.eval()), which returns one logits tensor"
+                )
             logits = torch.as_tensor(logits).float()
             if logits.ndim != 4 or logits.shape[1] != self.num_classes:
                 raise ModelError(
@@ -195,7 +211,7 @@ def _as_palette(palette: Any, num_classes: int) -> np.ndarray:
 def load(
     path: str | Path,
     device: str | torch.device = "cpu",
-    input_size: str | tuple[int, int] | None = None,
+    input_size: InputSize | None = None,
     batch_size: int = 4,
 ) -> Predictor:
     """Load a shipped model name, a run directory, a ``.pt`` checkpoint or an ``.onnx`` file.
@@ -203,19 +219,21 @@ def load(
     ``path``: ``"camvid-<model>"`` (shipped inside the package, see ``effseg models --pretrained``),
     a run folder (``best.pt``, else ``last.pt``), a checkpoint or an effseg ONNX file.
     ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"auto"`` (ONNX runs on the CPU).
-    ``input_size``: optional ``(W, H)`` / ``"WxH"`` the network sees (outputs keep the input size);
-    default: a shipped model's registry size, an ONNX file's fixed size, else the image's own.
+    ``input_size``: optional size the network sees, a :class:`~effseg.size.Size` or
+    ``"WIDTHxHEIGHT"`` text (a plain pair is effseg 0.1's ``(width, height)``; outputs keep the
+    input size); default: a shipped model's registry size, an ONNX file's fixed size, else the
+    image's own.
     """
     from effseg.deploy.artifact import load_artifact
 
     dev = resolve_device(device, what="device")
-    size = parse_size(input_size)
+    size = _input_size(input_size)
     art = load_artifact(path, device=dev)
     meta = art.meta
-    hw = meta.get("input_size")  # (H, W) or None
-    fixed = (hw[1], hw[0]) if art.is_onnx and hw else None
-    if fixed and size and tuple(size) != fixed:
-        raise ModelError(f"{path}: the ONNX graph has a fixed input size {fixed[0]}x{fixed[1]}; got {size}")
+    hw = Size(*meta["input_size"]) if meta.get("input_size") else None  # stored (H, W)
+    fixed = hw if art.is_onnx else None
+    if fixed and size and size != fixed:
+        raise ModelError(f"{path}: the ONNX graph has a fixed input size {fixed}; got {size}")
     model = art.model
     forward: Callable[[torch.Tensor], torch.Tensor] = model
     if art.is_onnx:
@@ -230,7 +248,7 @@ def load(
         mean=meta["mean"],
         std=meta["std"],
         device=dev,
-        input_size=size or ((hw[1], hw[0]) if hw else None),
+        input_size=size or hw,
         fixed_input_size=fixed,
         model=model,
         source=str(path),

@@ -83,8 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effseg.api import parse_size
     from effseg.errors import DataError
+    from effseg.size import parse_size
     from effseg.tools.predict import Outputs, predict, print_summary
 
     if not args.inputs and args.camera is None:
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         outputs,
         runtime=args.runtime,
         camera=args.camera,
-        input_size=parse_size(args.input_size),
+        input_size=parse_size(args.input_size, "--input-size") if args.input_size else None,
         device=args.device,
         max_frames=args.max_frames,
         progress=not args.no_progress,

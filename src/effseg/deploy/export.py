@@ -173,7 +173,7 @@ def export_onnx(
     if bn:
         raise ExportError(f"{out}: {bn} BatchNormalization node(s) could not be folded into a convolution")
     metadata = model_metadata(model, meta)
-    # input_size is (H, W); fixed_input_size is (W, H) as effseg.api's Predictor expects, None if dynamic.
+    # input_size is (H, W); fixed_input_size is [W, H] (the metadata's stored form), None if dynamic.
     metadata.update(
         {
             "input_size": list(input_size),

@@ -30,6 +30,7 @@ from rich.console import Console
 from effseg.api import IMAGE_EXTENSIONS
 from effseg.data.visualize import add_legend, colorize, inset_legend, overlay
 from effseg.errors import DataError, ModelError
+from effseg.size import Size
 from effseg.tools.pipeline import PipelineSummary, run_pipeline
 from effseg.tools.video import (
     WRITE_CODECS,
@@ -217,7 +218,7 @@ def predict(
     *,
     runtime: str = "auto",
     camera: int | None = None,
-    input_size: tuple[int, int] | None = None,
+    input_size: Size | None = None,
     device: str = "cpu",
     max_frames: int | None = None,
     progress: bool = True,
@@ -226,7 +227,8 @@ def predict(
 ) -> PipelineSummary:
     """Segment ``inputs`` (and ``camera``) with ``model`` and write ``outputs``.
 
-    ``input_size`` ``(W, H)`` is the size the network sees (outputs keep the input size);
+    ``input_size`` (a :class:`~effseg.size.Size`) is the size the network sees (outputs keep the
+    input size; ``None``: each frame's own);
     ``runtime`` one of :data:`effseg.tools.runtime.RUNTIMES`. Returns the pipeline summary
     (failed frames are listed in it, not raised).
     """

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from effseg.errors import EffsegError, ModelError
+from effseg.size import Size
 from effseg.tools.postprocess import add_argmax_to_onnx, cut_final_resize, upsample_argmax
 
 RUNTIMES = ("auto", "eager", "compile", "onnxruntime", "onnxruntime-int8")
@@ -111,9 +112,9 @@ class Engine:
 
     name = "engine"
 
-    def __init__(self, predictor: Any, input_size: tuple[int, int] | None = None) -> None:
+    def __init__(self, predictor: Any, input_size: Size | None = None) -> None:
         self.predictor = predictor
-        self.input_size = input_size  # (W, H) the network sees; None: the frame's own size
+        self.input_size = input_size  # the size the network sees; None: the frame's own size
         self.model_seconds = 0.0
         self.frames = 0
 
@@ -121,8 +122,8 @@ class Engine:
         """``(H, W, 3)`` uint8 -> ``(1, 3, h, w)`` float32, exactly as ``Predictor._logits`` does."""
         p = self.predictor
         x = torch.from_numpy(image[None].copy()).permute(0, 3, 1, 2).float().div_(255.0)
-        if self.input_size is not None and x.shape[-2:] != (self.input_size[1], self.input_size[0]):
-            size = (self.input_size[1], self.input_size[0])
+        if self.input_size is not None and x.shape[-2:] != self.input_size:
+            size = (self.input_size.h, self.input_size.w)
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
         return (x - p.mean) / p.std
 
@@ -142,24 +143,20 @@ class Engine:
 class TorchEngine(Engine):
     """Eager PyTorch (or ``torch.compile``): logits at the network size -> exact fast upsample+argmax."""
 
-    def __init__(
-        self, predictor: Any, input_size: tuple[int, int] | None = None, compile: bool = False
-    ) -> None:
+    def __init__(self, predictor: Any, input_size: Size | None = None, compile: bool = False) -> None:
         super().__init__(predictor, input_size)
         self.name = "compile" if compile else "eager"
         self.module = torch.compile(predictor.model) if compile else predictor.model
 
     def infer(self, x: torch.Tensor, out_size: tuple[int, int]) -> np.ndarray:
-        logits = self.module(x.to(self.predictor.device))
-        if isinstance(logits, dict):
-            logits = logits["out"]
+        logits = self.module(x.to(self.predictor.device))  # eval mode: one logits tensor (the contract)
         return upsample_argmax(logits.float().cpu(), tuple(out_size))
 
 
 class PredictorEngine(Engine):
     """Any Predictor (e.g. an ``.onnx`` file given as MODEL), through ``predict_arrays``."""
 
-    def __init__(self, predictor: Any, input_size: tuple[int, int] | None = None, name: str = "onnxruntime"):
+    def __init__(self, predictor: Any, input_size: Size | None = None, name: str = "onnxruntime"):
         super().__init__(predictor, input_size)
         self.name = name
 
@@ -182,7 +179,7 @@ class OrtEngine(Engine):
         cache: ExportCache,
         precision: str = "fp32",
         postprocess: str = "graph",
-        input_size: tuple[int, int] | None = None,
+        input_size: Size | None = None,
         samples: Sequence[np.ndarray] = (),
     ) -> None:
         super().__init__(predictor, input_size)
@@ -342,7 +339,7 @@ def build_engine(
     runtime: str,
     model_spec: str | Path,
     samples: Sequence[np.ndarray],
-    input_size: tuple[int, int] | None = None,
+    input_size: Size | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Engine:
     """The :class:`Engine` for ``runtime`` (one of :data:`RUNTIMES`); ``samples`` are the first
@@ -374,13 +371,13 @@ def _auto(
     predictor: Any,
     cache: ExportCache,
     samples: Sequence[np.ndarray],
-    input_size: tuple[int, int] | None,
+    input_size: Size | None,
     log: Callable[[str], None],
 ) -> Engine:
     if not samples:
         raise ModelError("--runtime auto needs at least one readable input frame to measure on")
     image = samples[0]
-    net = (input_size[1], input_size[0]) if input_size else tuple(image.shape[:2])
+    net = (input_size.h, input_size.w) if input_size else tuple(image.shape[:2])
     machine = machine_key()
     done = cache.read(net)
     if done.get("runtime") and done.get("machine") == machine:
@@ -426,7 +423,7 @@ def _make(
     cache: ExportCache,
     runtime: str,
     postprocess: str,
-    input_size: tuple[int, int] | None,
+    input_size: Size | None,
     samples: Sequence[np.ndarray],
 ) -> Engine:
     if runtime == "eager":
