@@ -203,3 +203,22 @@ def test_cli_runtime_choices_match_the_runtimes() -> None:
     from effseg.tools.runtime import RUNTIMES
 
     assert RUNTIME_CHOICES == RUNTIMES
+
+
+def test_shipped_model_runs_at_its_own_size_by_default(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Without --input-size the pipeline runs a shipped model at its registry size (480x360 for
+    CamVid), as effseg.load's Predictor does, not at each frame's own size."""
+    from effseg.size import Size
+
+    src, out = tmp_path / "photos", tmp_path / "out"
+    src.mkdir()
+    img = np.asarray(Image.open(effseg.sample_images()[0]).convert("RGB").resize((96, 72)))
+    Image.fromarray(img).save(src / "small.png")
+    code = main(["predict", "camvid-ddrnet23_slim", str(src), "--out", str(out), "--runtime", "eager"]
+                + ["--class-ids", "--no-progress"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    predictor = effseg.load("camvid-ddrnet23_slim")
+    assert predictor.input_size == Size(360, 480)
+    got = np.asarray(Image.open(out / "ids" / "small.png"))
+    np.testing.assert_array_equal(got, predictor.predict(img))  # run at 480x360, labels at 96x72
+    assert not np.array_equal(got, predictor.predict(img, input_size="96x72"))

@@ -228,7 +228,8 @@ def predict(
     """Segment ``inputs`` (and ``camera``) with ``model`` and write ``outputs``.
 
     ``input_size`` (a :class:`~effseg.size.Size`) is the size the network sees (outputs keep the
-    input size; ``None``: each frame's own);
+    input size; ``None``: the model's own, e.g. 480x360 for a shipped CamVid model, else each
+    frame's own);
     ``runtime`` one of :data:`effseg.tools.runtime.RUNTIMES`. Returns the pipeline summary
     (failed frames are listed in it, not raised).
     """
@@ -237,6 +238,8 @@ def predict(
 
     console = console or Console(stderr=True, soft_wrap=True)
     predictor = predictor or load(model, device=device, batch_size=1)
+    # a shipped model's (or a static graph's) own size unless the caller chose one
+    input_size = input_size or predictor.input_size
     frames, total, fps = open_sources(inputs, camera, max_frames)
     head: list[Frame] = []
     for frame in frames:  # the first readable frames: auto's timing frame, int8 calibration
