@@ -40,6 +40,11 @@ ROWS: dict[str, dict[str, list[str]]] = {
             "model.head_options={inter_channels: 128}", *MOBILE,
         ],
         "pspnet_mbv2": ["model.name=pspnet", "model.backbone=mobilenetv2", *MOBILE],
+        # the same LR-ASPP with MobileNetV3's own BatchNorm momentum (0.01) instead of the recipe's 0.1
+        "lraspp_mbv3_large_os16_bn_momentum_0.01": [
+            "model.name=lraspp", "model.backbone=mobilenetv3_large", "model.output_stride=16",
+            "model.head_options={inter_channels: 128}", "train.bn_momentum=null", *MOBILE,
+        ],
         "ddrnet23_slim_seed1": ["train.seed=1"],
         "ddrnet23_slim_sgd": ["train.optimizer=sgd", "train.lr=0.05", "train.weight_decay=5e-4"],
         "ddrnet23_slim_no_class_weights": ["train.class_weights=null"],

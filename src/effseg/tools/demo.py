@@ -48,7 +48,8 @@ class DemoBudget:
     # set from a measured step time, within [min_iterations, max_iterations]. None = fixed.
     train_seconds: float | None = None
     # Re-estimate BatchNorm running statistics on the training images after training (see
-    # precise_batchnorm): a few dozen iterations are too few for the running averages to settle.
+    # effseg.engine.batchnorm.precise_batchnorm): a few dozen iterations are too few for the
+    # running averages to settle.
     precise_bn: bool = True
     min_iterations: int = 12
     max_iterations: int = 150
@@ -172,41 +173,6 @@ def measure_step_seconds(cfg: Any, repeats: int = 2) -> float:
     return (time.perf_counter() - t0) / repeats
 
 
-def precise_batchnorm(checkpoint: Path, cfg: Any, batch_size: int = 8) -> int:
-    """Recompute every BatchNorm's running mean/variance of ``checkpoint`` as the plain average
-    over the training images (whole images, eval transform), and save it back atomically.
-
-    This is "precise BN" (Wu & Johnson, 2021, *Rethinking "Batch" in BatchNorm*): after only a few
-    dozen iterations the exponential running averages still lag the fast-changing weights, and a
-    MobileNetV2 (ReLU6 saturates) then predicts one class in eval mode although it segments well in
-    train mode. PyTorch computes the cumulative average itself with ``momentum=None``.
-    Returns the number of images used; the checkpoint gains ``precise_bn: {"images": n}``.
-    """
-    from torch.utils.data import DataLoader
-
-    from effseg.data import build_dataset, build_eval_transform
-    from effseg.engine.batchnorm import recompute_batchnorm_stats
-    from effseg.engine.checkpoint import load_checkpoint, load_model, save_checkpoint
-
-    model, _ = load_model(checkpoint)
-    d = cfg.data
-    dataset = build_dataset(
-        d.dataset,
-        d.root,
-        d.train_split,
-        transform=build_eval_transform(mean=tuple(d.mean), std=tuple(d.std)),
-        **d.options,
-    )
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    if recompute_batchnorm_stats(model, (images for images, _ in loader)) == 0:
-        return 0
-    ckpt = load_checkpoint(checkpoint)
-    ckpt["model"] = model.state_dict()
-    ckpt["precise_bn"] = {"images": len(dataset)}
-    save_checkpoint(checkpoint, ckpt)
-    return len(dataset)
-
-
 def run_demo(
     out_dir: str | Path = "runs/demo",
     quick: bool = False,
@@ -297,6 +263,8 @@ def run_demo(
         step(i, f"evaluate {name} on {budget.n_val} validation images")
         t0 = time.perf_counter()
         if budget.precise_bn:
+            from effseg.engine.batchnorm import precise_batchnorm
+
             n_bn = precise_batchnorm(run_dir / "best.pt", cfg)
             console.print(f"BatchNorm statistics re-estimated on {n_bn} training images (best.pt)")
         model, meta = load_model(run_dir)
