@@ -66,7 +66,10 @@ def run_row(name: str, overrides: list[str], data: Path, out: Path, budget: floa
     train = ["effseg", "train", CONFIG, "--run-dir", str(run), *resume, "--set", *sets]
     # one failed row (its error is on stderr) must not stop the rows after it
     if subprocess.run(train).returncode == 0:
-        subprocess.run(["effseg", "eval", str(run), "--set", f"data.root={data}"])
+        # the final weights (last.pt), never the best-on-val checkpoint: val selects nothing
+        subprocess.run(
+            ["effseg", "eval", str(run / "last.pt"), "--out", str(run / "eval"), "--set", f"data.root={data}"]
+        )
     return run
 
 
