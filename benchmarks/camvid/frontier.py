@@ -24,6 +24,8 @@ import json
 import sys
 from pathlib import Path
 
+from effseg.models import build_model
+from effseg.tools.models_table import count_params
 from effseg.tools.pareto import plot_pareto
 
 # study row -> (label, name of its `effseg bench` row)
@@ -48,6 +50,16 @@ def load_bench(path: Path) -> tuple[str, dict[str, dict[str, dict]]]:
     return f"{w}x{h}", rows
 
 
+def inference_params_m(run: Path) -> float | None:
+    """Parameters (M) of a row's inference network (its ``last.pt``), counted now by effseg's rule
+    (a bench.json written before a counting fix would disagree with docs/models.md)."""
+    import torch
+
+    ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+    cfg = ckpt.get("model_config")
+    return count_params(build_model(**cfg))["params_m"] if cfg else None
+
+
 def _ms(rows: dict[str, dict], runtime: str) -> float | None:
     return (rows.get(runtime) or {}).get("latency_ms_median")
 
@@ -56,8 +68,19 @@ def _fmt(v: float | None, nd: int = 1) -> str:
     return "-" if v is None else f"{v:.{nd}f}"
 
 
-def frontier(study: Path, benches: list[Path]) -> tuple[str, list[tuple[float, float, str]], list[str]]:
-    """Markdown table, plot points ``(ms, mIoU, label)`` and their markers."""
+def int8_miou_of(run: Path) -> float | None:
+    """The int8 val mIoU (%) that ``effseg export RUN --int8 --json RUN/int8.json`` measured."""
+    path = run / "int8.json"
+    if not path.is_file():
+        return None
+    v = (json.loads(path.read_text()).get("int8") or {}).get("miou_int8")
+    return None if v is None else (v * 100 if v <= 1 else v)
+
+
+def frontier(
+    study: Path, benches: list[Path]
+) -> tuple[str, list[tuple[float, float, str]], list[str], list[str]]:
+    """Markdown table, plot points ``(ms, mIoU, label)``, their markers and colours."""
     loaded = [load_bench(p) for p in benches]
     head = ["model", "params (M)", f"GFLOPs {loaded[0][0]}", "val mIoU", "iterations", "train min"]
     for size, _ in loaded:
@@ -65,6 +88,7 @@ def frontier(study: Path, benches: list[Path]) -> tuple[str, list[tuple[float, f
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     points: list[tuple[float, float, str]] = []
     markers: list[str] = []
+    colors: list[str] = []
     for row, (label, bench_name) in ARCHITECTURES.items():
         path = study / row / "eval" / "eval.json"
         if not path.is_file():
@@ -74,18 +98,22 @@ def frontier(study: Path, benches: list[Path]) -> tuple[str, list[tuple[float, f
         first = loaded[0][1].get(bench_name, {})
         any_row = next(iter(first.values()), {})
         cells = [
-            label, _fmt(any_row.get("params_m"), 2), _fmt(any_row.get("gflops"), 2), f"{miou:.2f}",
+            label, _fmt(inference_params_m(study / row), 2), _fmt(any_row.get("gflops"), 2), f"{miou:.2f}",
             str(tr.get("iterations", "-")), _fmt(tr.get("train_time_s", 0) / 60),
         ]  # fmt: skip
         for _, rows in loaded:
             cells += [_fmt(_ms(rows.get(bench_name, {}), rt)) for rt in RUNTIMES]
         lines.append("| " + " | ".join(cells) + " |")
+        colour = f"C{len(lines) - 3}"
+        int8_miou = int8_miou_of(study / row)
         for rt, marker in (("onnxruntime", "o"), ("onnxruntime-int8", "s")):
             ms = _ms(first, rt)
-            if ms is not None:
-                points.append((ms, miou, f"{label} ({'int8' if rt.endswith('int8') else 'fp32'})"))
+            y = int8_miou if rt.endswith("int8") else miou
+            if ms is not None and y is not None:  # int8 only where its own mIoU was measured
+                points.append((ms, y, "" if rt.endswith("int8") else label))
                 markers.append(marker)
-    return "\n".join(lines), points, markers
+                colors.append(colour)
+    return "\n".join(lines), points, markers, colors
 
 
 def main() -> None:
@@ -98,17 +126,18 @@ def main() -> None:
     for p in args.bench:
         if not p.is_file():
             sys.exit(f"--bench {p}: no such file (expected the bench.json of an `effseg bench` run)")
-    table, points, markers = frontier(args.study, args.bench)
+    table, points, markers, colors = frontier(args.study, args.bench)
     print(table)
     if args.plot and points:
         size = load_bench(args.bench[0])[0]
         plot_pareto(
             points,
             args.plot,
-            xlabel=f"onnxruntime latency, median (ms, batch 1, {size}); circle fp32, square int8",
+            xlabel=f"onnxruntime latency, median (ms, batch 1, {size}); circle fp32, square int8 (own mIoU)",
             ylabel="CamVid val mIoU (%)",
             title=args.title,
             markers=markers,
+            colors=colors,
         )
         print(f"plot: {args.plot}")
 

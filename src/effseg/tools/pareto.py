@@ -31,11 +31,13 @@ def plot_pareto(
     title: str | None = None,
     front: bool = True,
     markers: Sequence[str] | None = None,
+    colors: Sequence[str] | None = None,
 ) -> Path | None:
     """Scatter ``(x, y, label)`` points, labelled, with the Pareto front as a step line.
 
     ``front=False`` draws the points only (e.g. GFLOPs vs latency, where higher is not better);
-    ``markers``: one matplotlib marker per point (default circles).  Writes a PNG to ``path``;
+    ``markers``: one matplotlib marker per point (default circles); ``colors``: one matplotlib
+    colour per point (default: the colour cycle); an empty label draws no text.  Writes a PNG to ``path``;
     returns it, or ``None`` when there is nothing to plot.
     """
     if not points:
@@ -47,8 +49,11 @@ def plot_pareto(
 
     fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
     for i, (x, y, label) in enumerate(points):
-        ax.scatter(x, y, s=40, zorder=3, marker=markers[i] if markers else "o")
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.scatter(
+            x, y, s=40, zorder=3, marker=markers[i] if markers else "o", color=colors[i] if colors else None
+        )
+        if label:
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     if front:
         idx = pareto_front([(x, y) for x, y, _ in points])
         ax.step(
