@@ -82,7 +82,15 @@ def frontier(
 ) -> tuple[str, list[tuple[float, float, str]], list[str], list[str]]:
     """Markdown table, plot points ``(ms, mIoU, label)``, their markers and colours."""
     loaded = [load_bench(p) for p in benches]
-    head = ["model", "params (M)", f"GFLOPs {loaded[0][0]}", "val mIoU", "iterations", "train min"]
+    head = [
+        "model",
+        "params (M)",
+        f"GFLOPs {loaded[0][0]}",
+        "val mIoU",
+        "int8 val mIoU",
+        "iterations",
+        "train min",
+    ]
     for size, _ in loaded:
         head += [f"{rt} ms {size}" for rt in RUNTIMES]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
@@ -99,7 +107,8 @@ def frontier(
         any_row = next(iter(first.values()), {})
         cells = [
             label, _fmt(inference_params_m(study / row), 2), _fmt(any_row.get("gflops"), 2), f"{miou:.2f}",
-            str(tr.get("iterations", "-")), _fmt(tr.get("train_time_s", 0) / 60),
+            _fmt(int8_miou_of(study / row), 2), str(tr.get("iterations", "-")),
+            _fmt(tr.get("train_time_s", 0) / 60),
         ]  # fmt: skip
         for _, rows in loaded:
             cells += [_fmt(_ms(rows.get(bench_name, {}), rt)) for rt in RUNTIMES]
