@@ -125,7 +125,7 @@ def plain_loop(cfg, data: Path, iters: int, warmup: int, workers: int) -> float:
     return done / (time.perf_counter() - start)
 
 
-def effseg_trainer(config: str, data: Path, iters: int, warmup: int, extra: list[str]) -> float:
+def effseg_trainer(config: str, data: Path, iters: int, warmup: int, extra: list[str], batch: int) -> float:
     """Images/s of ``effseg train`` after the warm-up steps, from the times its log records."""
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
@@ -141,14 +141,7 @@ def effseg_trainer(config: str, data: Path, iters: int, warmup: int, extra: list
         # loop counts them (log_interval divides the warm-up, so a window ends exactly there)
         first = next(r for r in rows if r["iteration"] == warmup)
         last = rows[-1]
-        batch = cfg_batch(config, extra)
         return (last["iteration"] - first["iteration"]) * batch / (last["time"] - first["time"])
-
-
-def cfg_batch(config: str, extra: list[str]) -> int:
-    from effseg.config import load_config
-
-    return int(load_config(config, extra).train.batch_size)
 
 
 def main() -> None:
@@ -171,7 +164,9 @@ def main() -> None:
     plains, ours_all = [], []
     for _ in range(args.repeats):  # alternate the two so a drifting load hits both alike
         plains.append(plain_loop(cfg, args.data, args.iters, args.warmup, args.workers))
-        ours_all.append(effseg_trainer(args.config, args.data, args.iters, args.warmup, args.set))
+        ours_all.append(
+            effseg_trainer(args.config, args.data, args.iters, args.warmup, args.set, cfg.train.batch_size)
+        )
     print("runs, images/s: plain", [round(v, 2) for v in plains], "effseg", [round(v, 2) for v in ours_all])
     plain, ours = float(np.mean(plains)), float(np.mean(ours_all))
     crop = cfg.data.crop_size
