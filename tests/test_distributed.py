@@ -166,7 +166,7 @@ def test_confusion_matrix_all_reduce_over_gloo(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- two "nodes" under torchrun
 
 
-def _two_nodes(args: list[str], logs: Path, max_restarts: int = 0) -> list[subprocess.Popen]:
+def _two_nodes(args: list[str], logs: Path) -> list[subprocess.Popen]:
     """Start torchrun twice on this machine as two nodes of one process each (c10d rendezvous,
     gloo); their output goes to ``logs/node{0,1}.txt``."""
     port = _free_port()
@@ -179,8 +179,6 @@ def _two_nodes(args: list[str], logs: Path, max_restarts: int = 0) -> list[subpr
         "--rdzv-backend=c10d",
         f"--rdzv-endpoint=127.0.0.1:{port}",
         f"--rdzv-id=effseg-test-{port}",
-        f"--max-restarts={max_restarts}",
-        "--monitor-interval=0.5",
         "-m",
         "effseg",
         *args,
@@ -193,7 +191,7 @@ def _two_nodes(args: list[str], logs: Path, max_restarts: int = 0) -> list[subpr
     return procs
 
 
-def _wait_all(procs: list[subprocess.Popen], logs: Path, timeout: float = 600) -> str:
+def _wait_all(procs: list[subprocess.Popen], logs: Path, timeout: float = 300) -> str:
     """Wait for every agent; the first that fails ends the others at once (a node left alone
     would wait for its peer's rendezvous until the timeout)."""
     deadline = time.monotonic() + timeout
@@ -267,44 +265,65 @@ def test_two_nodes_equal_one_process(city: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "nodes" / ".lock").exists()
 
 
+def _one_agent(args: list[str], logs: Path, max_restarts: int) -> subprocess.Popen:
+    """One torchrun agent (``--standalone``) with two gloo workers that it restarts together
+    when one fails; its output goes to ``logs/node0.txt``."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        f"--max-restarts={max_restarts}",
+        "--monitor-interval=0.5",
+        "-m",
+        "effseg",
+        *args,
+    ]
+    logs.mkdir(parents=True, exist_ok=True)
+    out = (logs / "node0.txt").open("w")
+    return subprocess.Popen(cmd, env=subprocess_env(), stdout=out, stderr=subprocess.STDOUT)
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_a_killed_worker_is_restarted_and_resumes_from_last_pt(city: Path, tmp_path: Path) -> None:
-    """--max-restarts 3: SIGKILL one node's worker mid-training; the job restarts every worker,
-    which resume from last.pt (the same command line: --resume starts a run that has none)
-    and ends with the weights of an uninterrupted run. Three restarts, not one: a restarted round
-    can lose gloo's connection race ("connectFullMesh failed", seen on a loaded 2-core machine)
-    and needs another restart, which resumes from last.pt just the same."""
+    """--max-restarts 3: SIGKILL one worker mid-training; torchrun restarts both workers, which
+    resume from last.pt (the same command line: --resume starts a run that has none) and end
+    with the weights of an uninterrupted run.
+
+    One agent with two workers, not two one-worker agents ("nodes"): torch's elastic agents
+    count restarts per node, so after a kill the node that lost its worker starts round 1 while
+    its peer, restarted for the membership change, starts round 0 again; on this 2-core machine
+    the peer's gloo connection then failed in every round (4 of 4, "connectFullMesh failed:
+    Connection refused") and once hung until the test's timeout. That is torch's multi-node
+    restart protocol, not effseg's resume, which this test checks. Three restarts, not one: a
+    restarted round can still lose gloo's connection race on a loaded machine and needs another
+    restart, which resumes from last.pt just the same."""
     cfg = _ddp_config(city, iterations=10, checkpoint_interval=2, val_interval=10, deterministic=True)
     path = write_config(tmp_path / "exp.yaml", cfg)
-    _run_two_nodes(
-        ["train", str(path), "--run-dir", str(tmp_path / "ref"), "--resume"], tmp_path / "ref_logs"
-    )
+    ref = torchrun(["train", str(path), "--run-dir", str(tmp_path / "ref"), "--resume"])
+    assert ref.returncode == 0, ref.stderr[-3000:]
 
     run = tmp_path / "killed"
-    nodes = _two_nodes(
-        ["train", str(path), "--run-dir", str(run), "--resume"], tmp_path / "logs", max_restarts=3
-    )
-    workers_killed = False
+    agent = _one_agent(["train", str(path), "--run-dir", str(run), "--resume"], tmp_path / "logs", 3)
+    worker_killed = False
     try:
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline and all(p.poll() is None for p in nodes):
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and agent.poll() is None:
             if (run / "last.pt").exists() and load_checkpoint(run / "last.pt")["iteration"] >= 4:
                 break
             time.sleep(0.05)
-        workers = _children(nodes[0].pid)
-        assert workers and all(p.poll() is None for p in nodes), (
-            "the job ended before a worker could be killed"
-        )
+        workers = _children(agent.pid)
+        assert len(workers) == 2 and agent.poll() is None, "the job ended before a worker could be killed"
         killed_at = load_checkpoint(run / "last.pt")["iteration"]
         assert killed_at < 10
-        for pid in workers:
-            os.kill(pid, signal.SIGKILL)
-        workers_killed = True
+        os.kill(workers[0], signal.SIGKILL)
+        worker_killed = True
     finally:
-        if not workers_killed:  # the test failed before the kill: end the job here
-            for p in nodes:
-                _end(p)
-    out = _wait_all(nodes, tmp_path / "logs")
+        if not worker_killed:  # the test failed before the kill: end the job here
+            _end(agent)
+    out = _wait_all([agent], tmp_path / "logs", timeout=300)
     assert f"effseg: resuming {run} at iteration" in out
     a, b = load_checkpoint(tmp_path / "ref" / "last.pt"), load_checkpoint(run / "last.pt")
     assert a["iteration"] == b["iteration"] == 10

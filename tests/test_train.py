@@ -406,10 +406,13 @@ def test_time_budget_on_the_real_clock(city: Path, tmp_path: Path, one_thread: N
     assert summary["train_time_s"] >= 0.06 and summary["val"] is not None
 
 
+@pytest.mark.parametrize("ema_decay", [None, 0.9])
 def test_killed_budget_run_resumes_and_stops_at_the_same_budget(
-    city: Path, tmp_path: Path, one_thread: None
+    city: Path, tmp_path: Path, one_thread: None, ema_decay: float | None
 ) -> None:
-    cfg = _budget_cfg(city)
+    """Also with a weight average (train.ema_decay): the average and the optimiser's own weights
+    both resume exactly."""
+    cfg = _budget_cfg(city, ema_decay=ema_decay)
     ref = train(cfg, tmp_path / "ref", clock=FakeClock())
     # Readings: 1 = start, 1 + i = after step i; the 5th (after step 4) kills: last.pt is at step 2.
     with pytest.raises(FakeClock.Killed):
@@ -420,6 +423,23 @@ def test_killed_budget_run_resumes_and_stops_at_the_same_budget(
     assert resumed["train_time_s"] == pytest.approx(ref["train_time_s"])
     a, b = load_checkpoint(tmp_path / "ref" / "last.pt"), load_checkpoint(tmp_path / "killed" / "last.pt")
     assert_same_state(a["model"], b["model"])
+    if ema_decay is None:
+        assert "train_model" not in a
+        return
+    assert a["ema_updates"] == b["ema_updates"] == 5
+    assert_same_state(a["train_model"], b["train_model"])
+    # "model" (what eval, export and predict load) is the average, not the last step's weights.
+    w = "classifier.weight" if "classifier.weight" in a["model"] else next(iter(a["model"]))
+    assert not torch.equal(a["model"][w], a["train_model"][w])
+
+
+def test_resuming_without_the_average_it_needs_is_a_clear_error(
+    city: Path, tmp_path: Path, one_thread: None
+) -> None:
+    with pytest.raises(FakeClock.Killed):
+        train(_budget_cfg(city), tmp_path / "run", clock=FakeClock(kill_after=4))
+    with pytest.raises(CheckpointError, match=r"cannot resume with train.ema_decay set.*no 'train_model'"):
+        train(_budget_cfg(city, ema_decay=0.9), tmp_path / "run", resume=True, clock=FakeClock())
 
 
 @pytest.mark.parametrize("value", [0, -5, float("nan"), float("inf")])

@@ -196,6 +196,9 @@ class TrainConfig:
     # Override every BatchNorm's momentum while training (null: the model's own; torchvision's
     # MobileNetV3 uses 0.01, far too slow for short schedules, see docs/open_challenge.md).
     bn_momentum: float | None = None
+    # Exponential moving average of the weights (e.g. 0.999), validated and saved as the
+    # checkpoint's model; null: none. The decay warms up (effseg/engine/ema.py).
+    ema_decay: float | None = None
     # No weight decay on 1-D parameters (norm weights/biases, conv and SE biases).
     no_decay_norm_bias: bool = False
     # No weight decay on the squeeze-excitation layers (MobileNetV3's SE fc1/fc2 weights too).
@@ -343,6 +346,8 @@ def _check_values(cfg: Config, where: str) -> None:
         fail("train.grad_clip", "a positive number or null", t.grad_clip)
     if t.bn_momentum is not None and not 0 < t.bn_momentum <= 1:
         fail("train.bn_momentum", "a number in (0, 1] or null", t.bn_momentum)
+    if t.ema_decay is not None and not 0 < t.ema_decay < 1:
+        fail("train.ema_decay", "a number in (0, 1), e.g. 0.999, or null", t.ema_decay)
     if not 0 < t.ohem_thresh <= 1:
         fail("train.ohem_thresh", "a probability in (0, 1]", t.ohem_thresh)
     if t.class_weights is not None and len(t.class_weights) != m.num_classes:

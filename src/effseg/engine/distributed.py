@@ -65,10 +65,33 @@ def init_distributed(device: str = "auto", what: str = "train.device") -> DistIn
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=backend, **_store_per_restart(rank, world))
     if dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
+
+
+def _store_per_restart(rank: int, world: int) -> dict:
+    """``init_process_group`` arguments that give each torchrun restart its own store keys.
+
+    torchrun's agent keeps one key-value store for every restart of a job, and the workers'
+    process group writes its addresses there under the same names each round. After a worker
+    was killed, the next round's workers found the dead round's keys: they connected to closed
+    ports ("connectFullMesh failed: Connection refused", restart after restart) or waited for
+    each other forever (tests/test_distributed.py, a 2-core machine under load). A prefix per
+    restart gives each round clean keys. Only when one agent runs all the workers
+    (``GROUP_WORLD_SIZE`` 1): agents count restarts per node, so with several nodes the counts
+    can differ and the workers would wait under different prefixes; there torch's own store
+    use is kept. Empty (torch's defaults) outside torchrun's agent store."""
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if (
+        restart is None
+        or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"
+        or os.environ.get("GROUP_WORLD_SIZE", "1") != "1"
+    ):
+        return {}
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False)
+    return {"store": dist.PrefixStore(f"effseg/restart_{restart}", store), "rank": rank, "world_size": world}
 
 
 def cleanup() -> None:

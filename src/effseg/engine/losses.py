@@ -76,9 +76,7 @@ def ohem_cross_entropy(
         else:
             threshold = true_prob.new_tensor(0.0)
         keep = valid & (true_prob < threshold)
-    pixel_loss = F.cross_entropy(
-        logits, target, weight=weight, ignore_index=ignore_index, reduction="none"
-    )
+    pixel_loss = F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index, reduction="none")
     kept = keep.sum()
     # No kept pixel (all easy or all ignored): a zero that still depends on the graph.
     return (pixel_loss * keep).sum() / kept.clamp(min=1)
@@ -96,9 +94,7 @@ def boundary_targets(label: Tensor, ignore_index: int = 255, width: int = 2) -> 
     wide (PIDNet dilates Canny edges of the label with a 4x4 kernel; ``width=2`` matches it).
     """
     if label.dim() != 3:
-        raise ModelError(
-            f"boundary_targets: expected a label map (B, H, W), got shape {tuple(label.shape)}"
-        )
+        raise ModelError(f"boundary_targets: expected a label map (B, H, W), got shape {tuple(label.shape)}")
     if width < 1:
         raise ModelError(f"boundary_targets: width={width!r}, expected an integer >= 1")
     valid = label != ignore_index
@@ -166,9 +162,7 @@ class Criterion(nn.Module):
         self.ohem_thresh = ohem_thresh
         self.ohem_min_kept = ohem_min_kept
         self.boundary_width = boundary_width
-        weight = (
-            torch.tensor(list(class_weights), dtype=torch.float32) if class_weights is not None else None
-        )
+        weight = torch.tensor(list(class_weights), dtype=torch.float32) if class_weights is not None else None
         self.register_buffer("class_weights", weight, persistent=False)
 
     def seg_loss(self, logits: Tensor, target: Tensor, main: bool = True) -> Tensor:
@@ -234,9 +228,7 @@ class Criterion(nn.Module):
         return total, parts
 
 
-def build_criterion(
-    train_cfg: Any, loss_terms: Mapping[str, LossTerm], ignore_index: int = 255
-) -> Criterion:
+def build_criterion(train_cfg: Any, loss_terms: Mapping[str, LossTerm], ignore_index: int = 255) -> Criterion:
     """The criterion of a model's ``loss_terms`` under a :class:`effseg.config.TrainConfig`.
 
     ``train.aux_weight`` (when set, i.e. not ``None``) overrides the weight of the model's

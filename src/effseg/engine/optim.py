@@ -30,10 +30,7 @@ def model_no_decay_parameters(model: nn.Module) -> list[nn.Parameter]:
     if callable(own):
         return list(own())
     return [
-        p
-        for m in model.modules()
-        if type(m).__name__.endswith("SqueezeExcitation")
-        for p in m.parameters()
+        p for m in model.modules() if type(m).__name__.endswith("SqueezeExcitation") for p in m.parameters()
     ]
 
 

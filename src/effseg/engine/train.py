@@ -4,7 +4,8 @@ It reads like torchvision's ``references/segmentation/train.py``: :meth:`_Traine
 calls :meth:`_Trainer.train_one_epoch` until the run is done, which runs
 :meth:`_Trainer.train_step` per batch and :meth:`_Trainer.evaluate` every
 ``val_interval`` iterations and at the end. The bookkeeping is in small named steps and
-modules: the run folder and its lock (:mod:`effseg.engine.rundir`), the data order
+modules: data and model set-up (:mod:`effseg.engine.setup`), the run folder and its lock
+(:mod:`effseg.engine.rundir`), the weight average (:mod:`effseg.engine.ema`), the data order
 (:mod:`effseg.engine.sampler`), the optimiser and schedule (:mod:`effseg.engine.optim`),
 the time budget (:mod:`effseg.engine.budget`), the log and progress bar
 (:mod:`effseg.engine.runlog`), distillation (:class:`effseg.engine.distill.Distiller`),
@@ -39,10 +40,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from effseg.config import Config
-from effseg.data.from_config import build_datasets
 from effseg.engine import distributed as du
 from effseg.engine.budget import TrainClock, poly_lr_factor
 from effseg.engine.checkpoint import (
@@ -52,12 +51,14 @@ from effseg.engine.checkpoint import (
     save_checkpoint,
 )
 from effseg.engine.distill import Distiller
+from effseg.engine.ema import WeightEMA
 from effseg.engine.losses import build_criterion
 from effseg.engine.optim import build_optimizer, build_scheduler
 from effseg.engine.rundir import open_run_dir, write_config
 from effseg.engine.runlock import RunLock
 from effseg.engine.runlog import LossWindow, RunLog, TrainProgress
-from effseg.engine.sampler import EpochSampler, build_train_loader, gather_rng, seed_everything, set_rng_state
+from effseg.engine.sampler import EpochSampler, gather_rng, seed_everything, set_rng_state
+from effseg.engine.setup import build_data, build_model
 from effseg.errors import CheckpointError, ConfigError, EffsegError
 
 __all__ = ["train", "TrainingDiverged", "poly_lr_factor", "EpochSampler"]
@@ -115,7 +116,8 @@ class _Trainer:
         t = cfg.train
         self.device, self.main = info.device, info.is_main
         seed_everything(t.seed, t.deterministic, self.device)
-        self._build_data()
+        self.train_set, self.val_set, self.sampler, self.loader = build_data(cfg, info)
+        self.iters_per_epoch = self.sampler.iters_per_epoch
         # By the clock (train.time_budget, minutes) or by steps (train.iterations / epochs).
         self.budget_s = t.time_budget * 60.0 if t.time_budget is not None else None
         self.max_iters: int | None = (
@@ -125,7 +127,10 @@ class _Trainer:
         self.stop_reason = "iterations" if self.max_iters is not None else "time_budget"
         self.val_interval = t.val_interval or self.iters_per_epoch
         self.ckpt_interval = t.checkpoint_interval or self.val_interval
-        self._build_model()
+        self.model, self.ddp = build_model(cfg, info, resume)
+        self.model_config = dict(self.model.config)
+        self.channels_last = t.channels_last
+        self.ema = WeightEMA(self.model, t.ema_decay) if t.ema_decay is not None else None
         self.optimizer = build_optimizer(self.model, t)
         self.scheduler = build_scheduler(self.optimizer, t, self.max_iters, self.clock)
         self.amp_dtype = _amp_dtype(t.amp)
@@ -141,55 +146,6 @@ class _Trainer:
         self.last_loss, self.wall_before = math.nan, 0.0
         if resume:
             self.load_resume()
-
-    # ------------------------------------------------------------------ set-up steps
-
-    def _build_data(self) -> None:
-        """Datasets (rank 0 first: the synthetic set is generated on first use), sampler, loader."""
-        cfg, t = self.cfg, self.cfg.train
-        err = None
-        if self.main:
-            try:
-                self.train_set, self.val_set = build_datasets(cfg)
-            except EffsegError as e:
-                err = e
-        if du.broadcast_flag(err is not None, self.device):  # also the barrier for the other ranks
-            raise err if err is not None else ConfigError("rank 0 could not build the datasets")
-        if not self.main:
-            self.train_set, self.val_set = build_datasets(cfg)
-        n = len(self.train_set)
-        if n < t.batch_size:
-            raise ConfigError(f"train.batch_size={t.batch_size} is larger than the train set ({n} images)")
-        self.sampler = EpochSampler(n, t.batch_size, self.info.world_size, self.info.rank, t.seed)
-        self.iters_per_epoch = self.sampler.iters_per_epoch
-        self.loader = build_train_loader(
-            self.train_set, self.sampler, cfg.data.num_workers, t.seed, self.device.type == "cuda"
-        )
-
-    def _build_model(self) -> None:
-        """The model (BatchNorm momentum, SyncBN, device, memory format) and its DDP wrapper."""
-        from effseg.models import build_model
-
-        t, m = self.cfg.train, self.cfg.model
-        model = build_model(
-            **m.build_kwargs(), pretrained_backbone=None if self.resume else m.pretrained_backbone
-        )
-        self.model_config = dict(model.config)
-        if t.bn_momentum is not None:
-            for mod in model.modules():
-                if isinstance(mod, nn.modules.batchnorm._BatchNorm):
-                    mod.momentum = t.bn_momentum
-        if t.sync_bn and self.info.distributed:
-            model = du.convert_sync_bn(model)
-        model.to(self.device)
-        self.channels_last = t.channels_last
-        if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.model = model
-        self.ddp = None
-        if self.info.distributed:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp = DistributedDataParallel(model, device_ids=ids)
 
     # ------------------------------------------------------------------ the loop
 
@@ -260,6 +216,8 @@ class _Trainer:
         loss, parts = self._forward_backward(images, labels)
         if "nonfinite" in parts:
             self._diverged(f"loss is {float(loss.detach().float().sum())}")
+        if self.ema is not None:
+            self.ema.update(self.model)
         self.iteration += 1
         spent = self.clock.tick()
         if self.max_iters is None and self.info.distributed:  # every rank stops on rank 0's clock
@@ -309,7 +267,7 @@ class _Trainer:
         e = self.cfg.eval
         with self.clock.paused():
             res = evaluate(
-                self.model,
+                self.inference_model,
                 self.val_set,
                 mode=e.mode,
                 resize=e.resize,
@@ -334,6 +292,12 @@ class _Trainer:
             f"(best {self.best_miou * 100:.2f})  {val_s:.1f} s, not counted in the training time"
         )
         return is_best
+
+    @property
+    def inference_model(self) -> nn.Module:
+        """The network validated and saved as ``model``: the weight average with
+        ``train.ema_decay``, else the trained weights."""
+        return self.ema.module if self.ema is not None else self.model
 
     def _train_mode(self) -> None:
         self.model.train()
@@ -403,7 +367,7 @@ class _Trainer:
     def _checkpoint(self, full: bool, rng: list[dict[str, Any]] | None) -> dict[str, Any]:
         ds = self.train_set
         obj: dict[str, Any] = {
-            "model": self.model.state_dict(),
+            "model": self.inference_model.state_dict(),
             "model_config": self.model_config,
             "classes": list(ds.classes),
             "palette": np.asarray(ds.palette).tolist(),
@@ -423,6 +387,8 @@ class _Trainer:
                 rng=rng,
                 world_size=self.info.world_size,
             )
+            if self.ema is not None:  # the optimiser's own weights, for exact resume
+                obj.update(train_model=self.model.state_dict(), ema_updates=self.ema.updates)
         return obj
 
     def save(self, best: bool) -> None:
@@ -432,7 +398,7 @@ class _Trainer:
         whose resumed run redoes the steps; the best record is read back from ``best.pt``
         itself (:meth:`load_resume`), so the two never disagree.
         """
-        bad = nonfinite_entries(self.model.state_dict())
+        bad = nonfinite_entries(self.inference_model.state_dict())
         if du.broadcast_flag(bool(bad), self.device):
             what = (
                 f"{bad[0]}" + (f" and {len(bad) - 1} more" if len(bad) > 1 else "")
@@ -461,7 +427,16 @@ class _Trainer:
         for key in ("model", "optimizer", "scheduler", "iteration", "rng"):
             if key not in ckpt:
                 raise CheckpointError(f"{path}: cannot resume from it (no '{key}' entry)")
-        load_state_dict_checked(self.model, ckpt["model"], str(path))
+        if self.ema is None:
+            load_state_dict_checked(self.model, ckpt["model"], str(path))
+        elif "train_model" not in ckpt:
+            raise CheckpointError(
+                f"{path}: cannot resume with train.ema_decay set: it was written without it "
+                "(no 'train_model' entry); resume with train.ema_decay=null"
+            )
+        else:
+            load_state_dict_checked(self.model, ckpt["train_model"], str(path))
+            self.ema.load_state_dict(ckpt["model"], int(ckpt["ema_updates"]), str(path))
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if ckpt.get("scaler"):

@@ -1,0 +1,65 @@
+"""The trainer's set-up steps: the data (datasets, sampler, loader) and the model (BatchNorm
+momentum, SyncBN, device, memory format, DDP wrapper), each one function of the config."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+
+from effseg.config import Config
+from effseg.data.from_config import build_datasets
+from effseg.engine import distributed as du
+from effseg.engine.sampler import EpochSampler, build_train_loader
+from effseg.errors import ConfigError, EffsegError
+
+__all__ = ["build_data", "build_model"]
+
+
+def build_data(cfg: Config, info: du.DistInfo) -> tuple[Dataset, Dataset, EpochSampler, DataLoader]:
+    """Train and val datasets (rank 0 first: the synthetic set is generated on first use), the
+    epoch sampler of this rank and the train loader."""
+    t = cfg.train
+    err = None
+    if info.is_main:
+        try:
+            train_set, val_set = build_datasets(cfg)
+        except EffsegError as e:
+            err = e
+    if du.broadcast_flag(err is not None, info.device):  # also the barrier for the other ranks
+        raise err if err is not None else ConfigError("rank 0 could not build the datasets")
+    if not info.is_main:
+        train_set, val_set = build_datasets(cfg)
+    n = len(train_set)
+    if n < t.batch_size:
+        raise ConfigError(f"train.batch_size={t.batch_size} is larger than the train set ({n} images)")
+    sampler = EpochSampler(n, t.batch_size, info.world_size, info.rank, t.seed)
+    loader = build_train_loader(train_set, sampler, cfg.data.num_workers, t.seed, info.device.type == "cuda")
+    return train_set, val_set, sampler, loader
+
+
+def build_model(
+    cfg: Config, info: du.DistInfo, resume: bool
+) -> tuple[nn.Module, DistributedDataParallel | None]:
+    """The model on its device (BatchNorm momentum, SyncBN, memory format as configured) and,
+    under torchrun, its DDP wrapper. No pretrained backbone is loaded when resuming (the
+    checkpoint holds every weight)."""
+    from effseg.models import build_model as build_network
+
+    t, m = cfg.train, cfg.model
+    model = build_network(**m.build_kwargs(), pretrained_backbone=None if resume else m.pretrained_backbone)
+    if t.bn_momentum is not None:
+        for mod in model.modules():
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                mod.momentum = t.bn_momentum
+    if t.sync_bn and info.distributed:
+        model = du.convert_sync_bn(model)
+    model.to(info.device)
+    if t.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    ddp = None
+    if info.distributed:
+        ids = [info.device.index] if info.device.type == "cuda" else None
+        ddp = DistributedDataParallel(model, device_ids=ids)
+    return model, ddp
