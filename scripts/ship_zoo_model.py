@@ -2,11 +2,12 @@
 
     python scripts/ship_zoo_model.py runs/cpu_40min --name camvid-ddrnet23_slim
 
-Takes the run's ``best.pt`` (what ``effseg eval RUN`` scores), drops the optimizer, scheduler
-and RNG state, stores floating-point weights as float16 (half the bytes; the loader copies them
-into the float32 model, see :func:`effseg.engine.checkpoint.load_state_dict_checked`) and
-checks that the packaged model predicts the same labels as the run on the shipped sample photos
-(argmax agreement printed; float16 rounding of the weights moves a handful of pixels).
+Takes the run's ``last.pt`` (the final weights: val selects nothing; a ``.pt`` path is used as
+given), drops the optimizer, scheduler and RNG state, stores floating-point weights as float16
+(half the bytes; the loader copies them into the float32 model, see
+:func:`effseg.engine.checkpoint.load_state_dict_checked`) and checks that the packaged model
+predicts the same labels as the run on the shipped sample photos (argmax agreement printed;
+float16 rounding of the weights moves a handful of pixels).
 The registry entry (``src/effseg/zoo/models.yaml``) is written by hand with the figures of
 docs/camvid.md: this script prints the values it knows.
 """
@@ -36,7 +37,8 @@ def main() -> None:
     ap.add_argument("--out-dir", type=Path, default=Path("src/effseg/zoo"))
     args = ap.parse_args()
 
-    src = resolve_checkpoint(args.run)
+    # A run folder means its last.pt: best.pt was picked on val, so its val figure is not honest.
+    src = Path(args.run) / "last.pt" if Path(args.run).is_dir() else resolve_checkpoint(args.run)
     ckpt = load_checkpoint(src)
     state = {
         k: (v.half() if v.is_floating_point() else v) for k, v in ckpt["model"].items()
