@@ -433,6 +433,30 @@ def test_killed_budget_run_resumes_and_stops_at_the_same_budget(
     assert not torch.equal(a["model"][w], a["train_model"][w])
 
 
+def test_precise_bn_reestimates_the_final_statistics_on_train_images(
+    city: Path, tmp_path: Path, one_thread: None
+) -> None:
+    """train.precise_bn = the plain run's final weights with BatchNorm statistics recomputed on
+    the train images (by hand below), validated and saved as such."""
+    from effseg.engine.batchnorm import recompute_batchnorm_stats, train_images
+    from effseg.engine.checkpoint import load_model
+
+    cfg = _budget_cfg(city)
+    train(cfg, tmp_path / "plain", clock=FakeClock())
+    summary = train(_budget_cfg(city, precise_bn=True), tmp_path / "precise", clock=FakeClock())
+    model, _ = load_model(tmp_path / "plain" / "last.pt")
+    assert recompute_batchnorm_stats(model, train_images(cfg, cfg.train.batch_size)) > 0
+    want, got = model.state_dict(), load_checkpoint(tmp_path / "precise" / "last.pt")["model"]
+    assert_same_state(want, got, atol=1e-5)
+    stats = [k for k in want if k.endswith("running_mean")]
+    plain = load_checkpoint(tmp_path / "plain" / "last.pt")["model"]
+    assert any(not torch.allclose(plain[k], got[k], atol=1e-3) for k in stats)  # they did move
+    records = [json.loads(line) for line in (tmp_path / "precise" / "log.jsonl").read_text().splitlines()]
+    bn = [r for r in records if "precise_bn_batches" in r]
+    assert len(bn) == 1 and bn[0]["iteration"] == 5 and bn[0]["precise_bn_batches"] >= 1
+    assert summary["iterations"] == 5 and summary["val"] is not None
+
+
 def test_resuming_without_the_average_it_needs_is_a_clear_error(
     city: Path, tmp_path: Path, one_thread: None
 ) -> None:

@@ -199,6 +199,9 @@ class TrainConfig:
     # Exponential moving average of the weights (e.g. 0.999), validated and saved as the
     # checkpoint's model; null: none. The decay warms up (effseg/engine/ema.py).
     ema_decay: float | None = None
+    # Re-estimate BatchNorm statistics on the train images after the last step, before the
+    # final validation and save (precise BN; outside the budget clock, logged like validation).
+    precise_bn: bool = False
     # No weight decay on 1-D parameters (norm weights/biases, conv and SE biases).
     no_decay_norm_bias: bool = False
     # No weight decay on the squeeze-excitation layers (MobileNetV3's SE fc1/fc2 weights too).

@@ -9,14 +9,14 @@ no hand-written statistics.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["precise_batchnorm", "recompute_batchnorm_stats"]
+__all__ = ["precise_batchnorm", "recompute_batchnorm_stats", "train_images"]
 
 
 def recompute_batchnorm_stats(model: nn.Module, images: Iterable[torch.Tensor]) -> int:
@@ -49,23 +49,13 @@ def recompute_batchnorm_stats(model: nn.Module, images: Iterable[torch.Tensor]) 
     return batches
 
 
-def precise_batchnorm(checkpoint: str | Path, cfg: Any, batch_size: int = 8) -> int:
-    """Recompute every BatchNorm's running mean/variance of ``checkpoint`` as the plain average
-    over the training images of ``cfg.data`` (whole images, eval transform), and save it back
-    atomically.
-
-    After a short schedule, or with MobileNetV3's BatchNorm momentum 0.01, the exponential
-    running averages still lag the fast-changing weights and the network predicts one or two
-    classes in eval mode although it segments well in train mode (measured on CamVid:
-    docs/camvid.md). Returns the number of images used; the checkpoint gains
-    ``precise_bn: {"images": n}``.
-    """
+def train_images(cfg: Any, batch_size: int = 8) -> Iterator[torch.Tensor]:
+    """Batches (B, 3, H, W) of ``cfg.data``'s training images, whole, eval transform (resize and
+    normalisation, no augmentation), in file order: what precise BN averages over."""
     from torch.utils.data import DataLoader
 
     from effseg.data import build_dataset, build_eval_transform
-    from effseg.engine.checkpoint import load_checkpoint, load_model, save_checkpoint
 
-    model, _ = load_model(checkpoint)
     d = cfg.data
     dataset = build_dataset(
         d.dataset,
@@ -74,11 +64,41 @@ def precise_batchnorm(checkpoint: str | Path, cfg: Any, batch_size: int = 8) -> 
         transform=build_eval_transform(mean=tuple(d.mean), std=tuple(d.std)),
         **d.options,
     )
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    if recompute_batchnorm_stats(model, (images for images, _ in loader)) == 0:
+    for images, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        yield images
+
+
+def precise_batchnorm(checkpoint: str | Path, cfg: Any, batch_size: int = 8) -> int:
+    """Recompute every BatchNorm's running mean/variance of ``checkpoint`` as the plain average
+    over the training images of ``cfg.data`` (:func:`train_images`), and save it back
+    atomically.
+
+    After a short schedule, or with MobileNetV3's BatchNorm momentum 0.01, the exponential
+    running averages still lag the fast-changing weights and the network predicts one or two
+    classes in eval mode although it segments well in train mode (measured on CamVid:
+    docs/camvid.md). Returns the number of images used; the checkpoint gains
+    ``precise_bn: {"images": n}``. ``train.precise_bn`` does the same at the end of training.
+    """
+    from effseg.engine.checkpoint import load_checkpoint, load_model, save_checkpoint
+
+    model, _ = load_model(checkpoint)
+    counted = _Counted(train_images(cfg, batch_size))
+    if recompute_batchnorm_stats(model, counted) == 0:
         return 0
     ckpt = load_checkpoint(checkpoint)
     ckpt["model"] = model.state_dict()
-    ckpt["precise_bn"] = {"images": len(dataset)}
+    ckpt["precise_bn"] = {"images": counted.images}
     save_checkpoint(checkpoint, ckpt)
-    return len(dataset)
+    return counted.images
+
+
+class _Counted:
+    """Passes batches through and counts their images."""
+
+    def __init__(self, batches: Iterable[torch.Tensor]):
+        self.batches, self.images = batches, 0
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for b in self.batches:
+            self.images += b.shape[0]
+            yield b

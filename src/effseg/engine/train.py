@@ -198,6 +198,8 @@ class _Trainer:
             if it % t.log_interval == 0 or finished:
                 self._log_window(epoch)
             self.progress.position(it, self.clock.spent_s)
+            if finished and t.precise_bn:
+                self.precise_bn()
             is_best = self.evaluate(epoch) if it % self.val_interval == 0 or finished else False
             if finished:
                 self.stopped_by = self.stop_reason
@@ -292,6 +294,26 @@ class _Trainer:
             f"(best {self.best_miou * 100:.2f})  {val_s:.1f} s, not counted in the training time"
         )
         return is_best
+
+    def precise_bn(self) -> None:
+        """``train.precise_bn``: re-estimate every BatchNorm's statistics of the final weights as
+        the plain average over the train images (:mod:`effseg.engine.batchnorm`; every rank
+        computes the same), outside the budget clock like validation."""
+        from effseg.engine.batchnorm import recompute_batchnorm_stats, train_images
+
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        batches = train_images(self.cfg, self.cfg.train.batch_size)
+        with self.clock.paused():
+            n = recompute_batchnorm_stats(
+                self.inference_model, (b.to(self.device).contiguous(memory_format=fmt) for b in batches)
+            )
+        self._train_mode()
+        secs = self.clock.last_pause_s
+        self.log.log({"iteration": self.iteration, "precise_bn_batches": n, "precise_bn_time_s": secs}, "bn")
+        self.progress.print(
+            f"precise BN: BatchNorm statistics re-estimated on {n} batches of train images, "
+            f"{secs:.1f} s, not counted in the training time"
+        )
 
     @property
     def inference_model(self) -> nn.Module:
