@@ -50,6 +50,8 @@ ROWS: dict[str, dict[str, list[str]]] = {
         "ddrnet23_slim_no_class_weights": ["train.class_weights=null"],
         "ddrnet23_slim_ohem": ["train.class_weights=null", "train.loss=ohem"],
         "ddrnet23_slim_fp32": ["train.amp=none", "train.channels_last=false"],
+        # weight average; below ~900 steps its warmed-up decay (1 + n) / (10 + n) is what acts
+        "ddrnet23_slim_ema": ["train.ema_decay=0.999"],
     },
 }  # fmt: skip
 
