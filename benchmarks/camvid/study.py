@@ -52,6 +52,8 @@ ROWS: dict[str, dict[str, list[str]]] = {
         "ddrnet23_slim_fp32": ["train.amp=none", "train.channels_last=false"],
         # weight average; below ~900 steps its warmed-up decay (1 + n) / (10 + n) is what acts
         "ddrnet23_slim_ema": ["train.ema_decay=0.999"],
+        "ddrnet23_slim_crop_320": ["data.crop_size=320x320"],  # the plain loop's crop, same batch
+        "ddrnet23_slim_scale_0.5_2.0": ["data.scale_range=[0.5, 2.0]"],
     },
 }  # fmt: skip
 
