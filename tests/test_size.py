@@ -33,8 +33,27 @@ def test_sequences_are_height_width() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["480", "480x", "x360", "480x360x3", "480*360", "-480x360", "0x360", "480x0", "4.5x3", "", [0, 5],
-            [5], [1, 2, 3], [True, 4], ["4", 5], 480, None, 2.5]
+    "bad",
+    [
+        "480",
+        "480x",
+        "x360",
+        "480x360x3",
+        "480*360",
+        "-480x360",
+        "0x360",
+        "480x0",
+        "4.5x3",
+        "",
+        [0, 5],
+        [5],
+        [1, 2, 3],
+        [True, 4],
+        ["4", 5],
+        480,
+        None,
+        2.5,
+    ],
 )
 def test_bad_sizes_one_line_naming_value(bad: object) -> None:
     with pytest.raises(SizeError) as err:

@@ -26,6 +26,7 @@ from effseg.size import SIZE_FORM, Size, read_old_size
 
 __all__ = ["load_yaml", "coerce", "suggest", "type_name"]
 
+
 class _Loader(yaml.SafeLoader):
     """``yaml.SafeLoader`` (never constructs Python objects) that reads numbers as people type them.
 
@@ -73,9 +74,7 @@ def type_name(tp: Any) -> str:
 def coerce(value: Any, tp: Any, key: str, where: str) -> Any:
     """Return ``value`` checked against ``tp`` (ints are accepted for floats)."""
     origin = typing.get_origin(tp)
-    bad = ConfigError(
-        f"{where}key '{key}': expected {type_name(tp)}, got {value!r} ({type(value).__name__})"
-    )
+    bad = ConfigError(f"{where}key '{key}': expected {type_name(tp)}, got {value!r} ({type(value).__name__})")
     if tp is Any:
         return value
     if tp is Size:

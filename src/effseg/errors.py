@@ -53,4 +53,3 @@ def refused_pickle_message(path: object, err: BaseException) -> str:
         "(tensors, numbers, strings, lists, dicts); use a checkpoint written by effseg or "
         "torch.save(model.state_dict())"
     )
-

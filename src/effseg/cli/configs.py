@@ -1,9 +1,9 @@
 """``effseg configs``: the training configs shipped with effseg; train one by name.
 
-    effseg configs                 # every name, e.g. camvid/cpu_40min
-    effseg configs camvid          # only names containing "camvid"
-    effseg configs --path camvid/lraspp_mbv3    # where the file is (to copy and edit it)
-    effseg train camvid/lraspp_mbv3 --set data.root=/data/CamVid
+effseg configs                 # every name, e.g. camvid/cpu_40min
+effseg configs camvid          # only names containing "camvid"
+effseg configs --path camvid/lraspp_mbv3    # where the file is (to copy and edit it)
+effseg train camvid/lraspp_mbv3 --set data.root=/data/CamVid
 """
 
 from __future__ import annotations

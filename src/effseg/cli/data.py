@@ -34,9 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("prepare-cityscapes", help="downscaled copy of Cityscapes with train-id labels")
     p.add_argument("root", type=Path, help="Cityscapes root (holding leftImg8bit/ and gtFine/)")
     p.add_argument("--out", required=True, type=Path, help="output root (same layout)")
-    p.add_argument(
-        "--scale", type=float, default=0.5, help="scale factor (0.5: 2048x1024 -> 1024x512)"
-    )
+    p.add_argument("--scale", type=float, default=0.5, help="scale factor (0.5: 2048x1024 -> 1024x512)")
     p.add_argument("--splits", default=None, help="comma-separated splits (default: all under leftImg8bit/)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
 

@@ -79,8 +79,12 @@ def build_train_transform(
         )
     ops += [
         A.PadIfNeeded(
-            min_height=ch, min_width=cw, position="top_left",
-            border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX,
+            min_height=ch,
+            min_width=cw,
+            position="top_left",
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=0,
+            fill_mask=IGNORE_INDEX,
         ),
         A.RandomCrop(height=ch, width=cw),
     ]

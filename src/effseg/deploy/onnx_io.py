@@ -173,5 +173,3 @@ def compare_logits(ref: torch.Tensor, out: torch.Tensor) -> dict[str, float]:
         "max_abs_diff": float((ref - out).abs().max()),
         "argmax_agreement": float((ref.argmax(1) == out.argmax(1)).float().mean()),
     }
-
-

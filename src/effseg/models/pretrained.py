@@ -91,9 +91,7 @@ def load_pretrained(backbone: nn.Module, path: str | Path) -> nn.Module:
     own = target.state_dict()
     if partial:
         skipped = [
-            k
-            for k in own
-            if k.startswith(partial) and (k not in state or state[k].shape != own[k].shape)
+            k for k in own if k.startswith(partial) and (k not in state or state[k].shape != own[k].shape)
         ]
         skipped += [k for k in state if k.startswith(partial) and k not in own]
         if skipped:

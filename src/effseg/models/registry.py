@@ -58,9 +58,7 @@ class ModelSpec:
     def parameters(self) -> dict[str, inspect.Parameter]:
         """Every option -> its parameter (default included), in signature order."""
         params = inspect.signature(self.builder).parameters.values()
-        named = {
-            p.name: p for p in params if p.kind not in (inspect.Parameter.VAR_KEYWORD, p.VAR_POSITIONAL)
-        }
+        named = {p.name: p for p in params if p.kind not in (inspect.Parameter.VAR_KEYWORD, p.VAR_POSITIONAL)}
         if self.family == "segmentor":
             named.update(head_options(self.name))
         return named

@@ -16,7 +16,6 @@ A bad upload (not an image, larger than ``max_upload_mb``, a decompression bomb)
 with status 400 or 413 and ``{"error": "<one line>"}``; the server keeps serving.
 """
 
-
 # No `from __future__ import annotations`: FastAPI reads the route annotations at run time.
 import base64
 import io
