@@ -54,7 +54,7 @@ def test_restored_average_continues_like_the_original() -> None:
             net.weight.add_(1.0)
         a.update(net)
     b = WeightEMA(net, decay=0.9)
-    b.load_state_dict(a.state_dict(), a.updates, "test")
+    b.load_state_dict(a.module.state_dict(), a.updates, "test")
     with torch.no_grad():
         net.weight.add_(1.0)
     a.update(net)

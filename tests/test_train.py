@@ -438,14 +438,15 @@ def test_precise_bn_reestimates_the_final_statistics_on_train_images(
 ) -> None:
     """train.precise_bn = the plain run's final weights with BatchNorm statistics recomputed on
     the train images (by hand below), validated and saved as such."""
-    from effseg.engine.batchnorm import recompute_batchnorm_stats, train_images
+    from effseg.engine.batchnorm import recompute_batchnorm_stats, train_image_loader
     from effseg.engine.checkpoint import load_model
 
     cfg = _budget_cfg(city)
     train(cfg, tmp_path / "plain", clock=FakeClock())
     summary = train(_budget_cfg(city, precise_bn=True), tmp_path / "precise", clock=FakeClock())
     model, _ = load_model(tmp_path / "plain" / "last.pt")
-    assert recompute_batchnorm_stats(model, train_images(cfg, cfg.train.batch_size)) > 0
+    batches = (b for b, _ in train_image_loader(cfg, cfg.train.batch_size))
+    assert recompute_batchnorm_stats(model, batches) > 0
     want, got = model.state_dict(), load_checkpoint(tmp_path / "precise" / "last.pt")["model"]
     assert_same_state(want, got, atol=1e-5)
     stats = [k for k in want if k.endswith("running_mean")]

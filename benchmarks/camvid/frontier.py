@@ -24,6 +24,7 @@ import json
 import sys
 from pathlib import Path
 
+from effseg.engine.checkpoint import load_checkpoint
 from effseg.models import build_model
 from effseg.tools.models_table import count_params
 from effseg.tools.pareto import plot_pareto
@@ -53,9 +54,7 @@ def load_bench(path: Path) -> tuple[str, dict[str, dict[str, dict]]]:
 def inference_params_m(run: Path) -> float | None:
     """Parameters (M) of a row's inference network (its ``last.pt``), counted now by effseg's rule
     (a bench.json written before a counting fix would disagree with docs/models.md)."""
-    import torch
-
-    ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint(run / "last.pt")
     cfg = ckpt.get("model_config")
     return count_params(build_model(**cfg))["params_m"] if cfg else None
 
@@ -105,16 +104,16 @@ def frontier(
         miou, tr = ev["miou"] * 100, ev.get("training") or {}
         first = loaded[0][1].get(bench_name, {})
         any_row = next(iter(first.values()), {})
+        int8_miou = int8_miou_of(study / row)
         cells = [
             label, _fmt(inference_params_m(study / row), 2), _fmt(any_row.get("gflops"), 2), f"{miou:.2f}",
-            _fmt(int8_miou_of(study / row), 2), str(tr.get("iterations", "-")),
+            _fmt(int8_miou, 2), str(tr.get("iterations", "-")),
             _fmt(tr.get("train_time_s", 0) / 60),
         ]  # fmt: skip
         for _, rows in loaded:
             cells += [_fmt(_ms(rows.get(bench_name, {}), rt)) for rt in RUNTIMES]
         lines.append("| " + " | ".join(cells) + " |")
         colour = f"C{len(lines) - 3}"
-        int8_miou = int8_miou_of(study / row)
         for rt, marker in (("onnxruntime", "o"), ("onnxruntime-int8", "s")):
             ms = _ms(first, rt)
             y = int8_miou if rt.endswith("int8") else miou

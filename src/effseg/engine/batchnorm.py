@@ -9,14 +9,15 @@ no hand-written statistics.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
-__all__ = ["precise_batchnorm", "recompute_batchnorm_stats", "train_images"]
+__all__ = ["precise_batchnorm", "recompute_batchnorm_stats", "train_image_loader"]
 
 
 def recompute_batchnorm_stats(model: nn.Module, images: Iterable[torch.Tensor]) -> int:
@@ -49,11 +50,10 @@ def recompute_batchnorm_stats(model: nn.Module, images: Iterable[torch.Tensor]) 
     return batches
 
 
-def train_images(cfg: Any, batch_size: int = 8) -> Iterator[torch.Tensor]:
-    """Batches (B, 3, H, W) of ``cfg.data``'s training images, whole, eval transform (resize and
-    normalisation, no augmentation), in file order: what precise BN averages over."""
-    from torch.utils.data import DataLoader
-
+def train_image_loader(cfg: Any, batch_size: int = 8) -> DataLoader:
+    """``cfg.data``'s training images as (images (B, 3, H, W), labels) batches, whole, eval
+    transform (resize and normalisation, no augmentation), in file order: what precise BN
+    averages over."""
     from effseg.data import build_dataset, build_eval_transform
 
     d = cfg.data
@@ -64,13 +64,12 @@ def train_images(cfg: Any, batch_size: int = 8) -> Iterator[torch.Tensor]:
         transform=build_eval_transform(mean=tuple(d.mean), std=tuple(d.std)),
         **d.options,
     )
-    for images, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        yield images
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False)
 
 
 def precise_batchnorm(checkpoint: str | Path, cfg: Any, batch_size: int = 8) -> int:
     """Recompute every BatchNorm's running mean/variance of ``checkpoint`` as the plain average
-    over the training images of ``cfg.data`` (:func:`train_images`), and save it back
+    over the training images of ``cfg.data`` (:func:`train_image_loader`), and save it back
     atomically.
 
     After a short schedule, or with MobileNetV3's BatchNorm momentum 0.01, the exponential
@@ -82,23 +81,11 @@ def precise_batchnorm(checkpoint: str | Path, cfg: Any, batch_size: int = 8) -> 
     from effseg.engine.checkpoint import load_checkpoint, load_model, save_checkpoint
 
     model, _ = load_model(checkpoint)
-    counted = _Counted(train_images(cfg, batch_size))
-    if recompute_batchnorm_stats(model, counted) == 0:
+    loader = train_image_loader(cfg, batch_size)
+    if recompute_batchnorm_stats(model, (images for images, _ in loader)) == 0:
         return 0
     ckpt = load_checkpoint(checkpoint)
     ckpt["model"] = model.state_dict()
-    ckpt["precise_bn"] = {"images": counted.images}
+    ckpt["precise_bn"] = {"images": len(loader.dataset)}
     save_checkpoint(checkpoint, ckpt)
-    return counted.images
-
-
-class _Counted:
-    """Passes batches through and counts their images."""
-
-    def __init__(self, batches: Iterable[torch.Tensor]):
-        self.batches, self.images = batches, 0
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        for b in self.batches:
-            self.images += b.shape[0]
-            yield b
+    return len(loader.dataset)

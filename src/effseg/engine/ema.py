@@ -56,10 +56,6 @@ class WeightEMA:
     def update(self, model: nn.Module) -> None:
         self._avg.update_parameters(model)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The averaged network's state dict (keys as ``model.state_dict()``)."""
-        return self._avg.module.state_dict()
-
     def load_state_dict(self, state: dict[str, torch.Tensor], updates: int, where: str) -> None:
         """Restore the average and its update count (``where`` names the file in errors)."""
         load_state_dict_checked(self._avg.module, state, where)

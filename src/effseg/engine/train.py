@@ -299,13 +299,13 @@ class _Trainer:
         """``train.precise_bn``: re-estimate every BatchNorm's statistics of the final weights as
         the plain average over the train images (:mod:`effseg.engine.batchnorm`; every rank
         computes the same), outside the budget clock like validation."""
-        from effseg.engine.batchnorm import recompute_batchnorm_stats, train_images
+        from effseg.engine.batchnorm import recompute_batchnorm_stats, train_image_loader
 
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        batches = train_images(self.cfg, self.cfg.train.batch_size)
+        loader = train_image_loader(self.cfg, self.cfg.train.batch_size)
         with self.clock.paused():
             n = recompute_batchnorm_stats(
-                self.inference_model, (b.to(self.device).contiguous(memory_format=fmt) for b in batches)
+                self.inference_model, (b.to(self.device).contiguous(memory_format=fmt) for b, _ in loader)
             )
         self._train_mode()
         secs = self.clock.last_pause_s
