@@ -23,6 +23,10 @@ Variants (``--variants``, comma-separated; default all):
     qdq-pc-fp32hs   QDQ per channel, HardSwish kept in fp32
     qdq-pc-fp32all  QDQ per channel, depthwise + SE + HardSwish in fp32
 
+``--torch`` adds two PyTorch rows timed the same way (median of ``--runs`` after a warm-up call):
+``compile`` (inductor with freezing, fp32) and ``compile-int8`` (effseg.deploy.pt2e: PT2E int8 for
+x86, torchao's X86InductorQuantizer, calibrated on the same images, compiled by inductor).
+
 ``--compare-torchvision`` also exports torchvision's ``lraspp_mobilenet_v3_large`` (same classes,
 random weights) and times it in onnxruntime with the same session options: the issue's goal is
 effseg's best runtime <= 0.5x torchvision's onnxruntime time. Sets ``OMP_WAIT_POLICY=PASSIVE``
@@ -256,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--camvid", type=Path, default=ROOT.parent / "shared" / "camvid")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--levels", default=",".join(LEVELS))
+    parser.add_argument("--torch", action="store_true", help="add the compile / compile-int8 rows")
     parser.add_argument("--compare-torchvision", action="store_true")
     parser.add_argument(
         "--work", type=Path, default=None, help="folder for the files (default: a temp folder)"
@@ -311,19 +316,29 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((v, level, ms, agree, info))
             print(f"{v:16s} {level:9s} {ms:9.2f} ms  argmax agreement {agree:.4f}  {info}")
         profiles[v] = profile_ops(path, "all", calib[0], args.profile_runs)
+    if args.torch:
+        for v, ms, agree in torch_rows(model, calib, ref, args.runs):
+            rows.append((v, "inductor", ms, agree, {}))
+            print(f"{v:16s} {'inductor':9s} {ms:9.2f} ms  argmax agreement {agree:.4f}")
     tv_ms = None
     if args.compare_torchvision:
         tv_ms = torchvision_ms(args, (h, w), calib[0], work)
         print(f"torchvision lraspp_mobilenet_v3_large onnxruntime (all): {tv_ms:.2f} ms")
+        if args.torch:
+            tv_torch = torch_rows(torchvision_logits(args.classes), calib, None, args.runs)
+            for v, ms, _ in tv_torch:
+                rows.append((f"torchvision {v}", "inductor", ms, float("nan"), {}))
+                print(f"torchvision {v:16s} {ms:9.2f} ms")
     command = " ".join(sys.argv[1:] if argv is None else argv)
     md = [f"int8 study: {header}.", "", f"Command: `python benchmarks/int8_study.py {command}`", "",
           "| variant | graph optimisation | median ms | vs fp32 (all) | argmax agreement with fp32 |",
           "|---|---|---:|---:|---:|"]  # fmt: skip
     base = next(ms for v, lv, ms, _, _ in rows if v == "fp32" and lv == "all") if any(
         v == "fp32" and lv == "all" for v, lv, *_ in rows) else rows[0][2]  # fmt: skip
-    md += [f"| {v} | {lv} | {ms:.2f} | {ms / base:.2f}x | {a:.2%} |" for v, lv, ms, a, _ in rows]
+    md += [f"| {v} | {lv} | {ms:.2f} | {ms / base:.2f}x | {'-' if a != a else f'{a:.2%}'} |"
+           for v, lv, ms, a, _ in rows]  # fmt: skip
     if tv_ms is not None:
-        best = min(ms for *_, ms, _a, _i in [(r[0], r[1], r[2], r[3], r[4]) for r in rows])
+        best = min(r[2] for r in rows if not r[0].startswith("torchvision"))
         md += ["", f"torchvision LR-ASPP-MobileNetV3-Large, onnxruntime (all): {tv_ms:.2f} ms; effseg's best "
                f"row {best:.2f} ms = {best / tv_ms:.2f}x (goal <= 0.5x)."]  # fmt: skip
     md += ["", "Time per operator type (ms per call, onnxruntime profiler, optimisation level all):", ""]
@@ -341,8 +356,42 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def torchvision_ms(args: argparse.Namespace, size: tuple[int, int], x: np.ndarray, work: Path) -> float:
-    """torchvision's LR-ASPP-MobileNetV3-Large (random weights) exported and timed like effseg's files."""
+def torch_rows(model, calib: list[np.ndarray], ref, runs: int) -> list[tuple[str, float, float]]:
+    """``[(name, median ms, argmax agreement with the fp32 ONNX session ref)]`` for ``compile``
+    (inductor, freezing, fp32) and ``compile-int8`` (effseg.deploy.pt2e), on ``calib[0]``."""
+    import torch
+    import torch._inductor.config as inductor_config
+
+    from effseg.deploy.pt2e import compile_int8
+
+    xs = [torch.from_numpy(a) for a in calib]
+    fp32 = torch.compile(model.eval(), dynamic=False)
+
+    def compiled(t: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), inductor_config.patch(freezing=True):
+            return fp32(t)
+
+    out = []
+    for name, fn in (("compile", compiled), ("compile-int8", compile_int8(model, xs))):
+        fn(xs[0])  # compiles
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            fn(xs[0])
+            times.append(time.perf_counter() - t0)
+        same = total = 0
+        for a, x in zip(calib, xs, strict=True):
+            if ref is None:
+                break
+            la = ref.run(None, {ref.get_inputs()[0].name: a})[0].argmax(1)
+            lb = fn(x).argmax(1).numpy()
+            same, total = same + int((la == lb).sum()), total + la.size
+        out.append((name, float(np.median(times) * 1000), same / total if total else float("nan")))
+    return out
+
+
+def torchvision_logits(classes: int):
+    """torchvision's LR-ASPP-MobileNetV3-Large (random weights) as a module returning the logits."""
     try:
         from torchvision.models.segmentation import lraspp_mobilenet_v3_large
     except ImportError:
@@ -354,16 +403,19 @@ def torchvision_ms(args: argparse.Namespace, size: tuple[int, int], x: np.ndarra
     class Logits(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.net = lraspp_mobilenet_v3_large(
-                weights=None, weights_backbone=None, num_classes=args.classes
-            )
+            self.net = lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=classes)
 
         def forward(self, t: torch.Tensor) -> torch.Tensor:
             return self.net(t)["out"]
 
+    return Logits().eval()
+
+
+def torchvision_ms(args: argparse.Namespace, size: tuple[int, int], x: np.ndarray, work: Path) -> float:
+    """torchvision's LR-ASPP-MobileNetV3-Large (random weights) exported and timed like effseg's files."""
     export_onnx, _ = _deploy()
     path = work / "torchvision_lraspp.onnx"
-    export_onnx(Logits().eval(), path, input_size=size)
+    export_onnx(torchvision_logits(args.classes), path, input_size=size)
     return time_session(session(path, "all"), x, args.runs)
 
 

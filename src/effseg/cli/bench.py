@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 # effseg.tools.bench.RUNTIMES, repeated here so that parsing imports no torch (a test checks they agree).
-RUNTIMES = ("eager", "channels_last", "compile", "onnxruntime", "onnxruntime-int8")
+RUNTIMES = ("eager", "channels_last", "compile", "compile-int8", "onnxruntime", "onnxruntime-int8")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--eval", dest="eval_run", metavar="RUN", help="run folder / eval.json giving the mIoU"
     )
     parser.add_argument(
-        "--calib", metavar="DIR", help="images to calibrate onnxruntime-int8 (default: random)"
+        "--calib", metavar="DIR", help="images to calibrate the int8 runtimes (default: random)"
     )
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
     parser.add_argument("--runs", type=int, default=10, help="timed calls (default 10)")

@@ -41,6 +41,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_set_option(parser, "data.root=/data/cityscapes eval.resize=[512,1024]")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    parser.add_argument(
+        "--runtime",
+        choices=["eager", "compile-int8"],
+        default="eager",
+        help="eager (default), or compile-int8: PT2E int8 + torch.compile on the CPU, calibrated on --calib",
+    )
+    parser.add_argument(
+        "--calib",
+        metavar="SPLIT_OR_DIR",
+        help="compile-int8's calibration images: a split of the model's dataset (train) or a folder",
+    )
     parser.add_argument("--num-workers", type=int, help="data loading workers (default: the config's)")
 
 
@@ -77,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
             **val_dataset_options(cfg),
         )
         e = cfg.eval
+        if args.runtime == "compile-int8":  # calibrated on the --calib split of this (overridden) config
+            int8_meta = {**meta, "config": cfg.to_dict()}
+            model = _compile_int8(model, int8_meta, dataset, e.resize, args.calib, path, art.is_onnx)
         if args.tta is not None:
             scales, flip = parse_tta(args.tta)
         else:
@@ -90,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
             resize=e.resize,
             crop_size=e.crop_size,
             stride=e.stride,
-            device="cpu" if art.is_onnx else info.device,
+            device="cpu" if art.is_onnx or args.runtime != "eager" else info.device,
             num_workers=e.num_workers if args.num_workers is None else args.num_workers,
             save_label_ids=args.save_label_ids,
         )
@@ -98,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
             result["checkpoint"] = str(path)
             result["split"] = args.split or cfg.data.val_split
             result["training"] = meta.get("training")  # steps, train/val seconds, time budget
+            result["runtime"] = args.runtime if args.runtime == "eager" else {
+                "name": args.runtime, "calibration": args.calib, "input_size": list(model.input_size)
+            }  # fmt: skip
             if args.out:
                 out = Path(args.out)
             elif art.kind == "shipped":  # the package folder is not ours to write into
@@ -112,3 +129,23 @@ def run(args: argparse.Namespace) -> int:
     finally:
         du.cleanup()
     return 0
+
+
+def _compile_int8(model, meta, dataset, resize, calib, path, is_onnx):
+    """``model`` as PT2E int8 + inductor (:mod:`effseg.deploy.pt2e`), calibrated on ``calib`` at the
+    size the evaluation feeds (``eval.resize`` or the first image's own size)."""
+    import torch
+
+    from effseg.deploy.pt2e import compile_int8
+    from effseg.errors import ConfigError
+    from effseg.tools.export import calibration_arrays
+
+    if is_onnx:
+        raise ConfigError(f"{path}: --runtime compile-int8 quantizes a PyTorch model, not an ONNX file")
+    if not calib:
+        raise ConfigError(
+            "--runtime compile-int8 needs --calib SPLIT_OR_DIR (e.g. train): images to calibrate on"
+        )
+    size = tuple(resize) if resize is not None else tuple(dataset.load_raw(0)[0].shape[:2])
+    arrays, _ = calibration_arrays(calib, size, meta)
+    return compile_int8(model.cpu(), [torch.from_numpy(a) for a in arrays])

@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 # effseg.tools.runtime.RUNTIMES, repeated here so that parsing imports no torch (a test checks they agree).
-RUNTIME_CHOICES = ("auto", "eager", "compile", "onnxruntime", "onnxruntime-int8")
+RUNTIME_CHOICES = ("auto", "eager", "compile", "compile-int8", "onnxruntime", "onnxruntime-int8")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -41,7 +41,7 @@ from effseg.tools.models_table import count_flops, count_params
 from effseg.tools.sysinfo import machine_info, peak_fp32_flops
 from effseg.tools.timing import latency_stats, peak_memory_mb, sync_for, time_call, time_callable
 
-RUNTIMES = ("eager", "channels_last", "compile", "onnxruntime", "onnxruntime-int8")
+RUNTIMES = ("eager", "channels_last", "compile", "compile-int8", "onnxruntime", "onnxruntime-int8")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MEMORY_METHOD = {
     False: "CPU: peak RSS during one call (Linux VmHWM after clear_refs) minus RSS before it",
@@ -113,9 +113,26 @@ class Runner:
     cpu_ms: list[float] = field(default_factory=list)
 
 
-def _torch_runner(model: nn.Module, x: torch.Tensor, runtime: str, dtype: torch.dtype) -> Runner:
+def _torch_runner(
+    model: nn.Module,
+    x: torch.Tensor,
+    runtime: str,
+    dtype: torch.dtype,
+    calib: Sequence[np.ndarray] | None = None,
+) -> Runner:
     info: dict[str, Any] = {}
     inp = x.to(dtype)
+    if runtime == "compile-int8":  # PT2E int8 for x86 + inductor (effseg.deploy.pt2e)
+        from effseg.deploy.pt2e import compile_int8
+
+        if x.device.type != "cpu" or dtype != torch.float32:
+            raise BenchError("--runtime compile-int8: x86 CPU int8; use --device cpu --dtype fp32")
+        src = "given images" if calib else "random normal inputs (latency only: ranges are not realistic)"
+        one = x[:1]
+        batches = [torch.from_numpy(a) for a in calib] if calib else [torch.randn_like(one) for _ in range(4)]
+        m = compile_int8(copy.deepcopy(model), batches)
+        info["quantization"] = {"method": "PT2E X86InductorQuantizer + inductor", "calibration": src}
+        return Runner(runtime, lambda: m(inp), info)
     # Module.to() converts in place: every runtime but plain fp32 eager works on its own copy.
     m = model if runtime == "eager" and dtype == torch.float32 else copy.deepcopy(model).to(dtype)
     if runtime == "channels_last":
@@ -409,7 +426,7 @@ def _bench_one(
                     },
                 )
             else:
-                runner = _torch_runner(bm.model, x, rt, DTYPES[dtype])  # type: ignore[arg-type]
+                runner = _torch_runner(bm.model, x, rt, DTYPES[dtype], calib)  # type: ignore[arg-type]
             t0 = time.perf_counter()
             for _ in range(max(1, warmup)):  # the first call compiles / allocates
                 runner.fn()
@@ -453,7 +470,10 @@ def _bench_one(
                 row["cpu_time_fraction_of_peak"] = (
                     row["cpu_time_gflops_per_s"] / peak_gflops if peak_gflops else None
                 )
-        miou = miou_fp32 if rt != "onnxruntime-int8" else _int8_miou(row, bm)
+        # an int8 row shows only its own measured mIoU (compile-int8's: `effseg eval --runtime compile-int8`)
+        miou = miou_fp32 if not rt.endswith("int8") else None
+        if rt == "onnxruntime-int8":
+            miou = _int8_miou(row, bm)
         if miou is not None:
             row["miou"] = miou
             row["miou_per_10ms"] = miou / (med / 10.0)

@@ -15,6 +15,7 @@ RUNTIME_MARKERS = {
     "eager": "o",
     "channels_last": "s",
     "compile": "D",
+    "compile-int8": "P",
     "onnxruntime": "^",
     "onnxruntime-int8": "v",
 }

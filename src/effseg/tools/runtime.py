@@ -42,7 +42,7 @@ from effseg.errors import EffsegError, ModelError
 from effseg.size import Size
 from effseg.tools.postprocess import add_argmax_to_onnx, cut_final_resize, upsample_argmax
 
-RUNTIMES = ("auto", "eager", "compile", "onnxruntime", "onnxruntime-int8")
+RUNTIMES = ("auto", "eager", "compile", "compile-int8", "onnxruntime", "onnxruntime-int8")
 MIN_INT8_AGREEMENT = 0.98
 CACHE_ENV = "EFFSEG_CACHE"
 POSTPROCESS = ("graph", "lowres")  # onnxruntime: ArgMax in the graph, or low-res logits + exact refine
@@ -141,12 +141,27 @@ class Engine:
 
 
 class TorchEngine(Engine):
-    """Eager PyTorch (or ``torch.compile``): logits at the network size -> exact fast upsample+argmax."""
+    """Eager PyTorch, ``torch.compile``, or PT2E int8 + inductor (``compile-int8``, calibrated on
+    ``samples``, the first frames): logits at the network size -> exact fast upsample+argmax."""
 
-    def __init__(self, predictor: Any, input_size: Size | None = None, compile: bool = False) -> None:
+    def __init__(
+        self,
+        predictor: Any,
+        input_size: Size | None = None,
+        compile: bool = False,
+        int8: bool = False,
+        samples: Sequence[np.ndarray] = (),
+    ) -> None:
         super().__init__(predictor, input_size)
-        self.name = "compile" if compile else "eager"
-        self.module = torch.compile(predictor.model) if compile else predictor.model
+        self.name = "compile-int8" if int8 else "compile" if compile else "eager"
+        if int8:
+            from effseg.deploy.pt2e import compile_int8
+
+            if not samples:
+                raise ModelError("--runtime compile-int8 needs a readable input frame to calibrate on")
+            self.module = compile_int8(predictor.model, [self.prepare(s) for s in samples])
+        else:
+            self.module = torch.compile(predictor.model) if compile else predictor.model
 
     def infer(self, x: torch.Tensor, out_size: tuple[int, int]) -> np.ndarray:
         logits = self.module(x.to(self.predictor.device))  # eval mode: one logits tensor (the contract)
@@ -352,8 +367,9 @@ def build_engine(
                 f"{model_spec}: an ONNX file runs with onnxruntime only, not --runtime {runtime}"
             )
         return PredictorEngine(predictor, input_size)
-    if runtime in ("eager", "compile"):
-        return TorchEngine(predictor, input_size, compile=runtime == "compile")
+    if runtime in ("eager", "compile", "compile-int8"):
+        int8 = runtime == "compile-int8"
+        return TorchEngine(predictor, input_size, compile=runtime == "compile", int8=int8, samples=samples)
     meta = {
         "classes": list(predictor.classes),
         "palette": np.asarray(predictor.palette).tolist(),

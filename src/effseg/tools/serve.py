@@ -178,14 +178,17 @@ def create_app(segmenter: Segmenter, *, max_upload_mb: float = DEFAULT_MAX_UPLOA
 
 def load_segmenter(model: str, runtime: str = "eager", device: str = "cpu") -> Segmenter:
     """Load ``model`` (any :func:`effseg.load` spec) with ``runtime`` for serving. ``auto`` and the
-    onnxruntime runtimes export per image size, timed on a mid-grey 480x360 frame."""
+    onnxruntime runtimes export per image size; ``auto`` times on, and the int8 runtimes calibrate
+    on, the package's street photos (:func:`effseg.sample_images`), never on a blank frame."""
     from effseg.api import load
+    from effseg.data.image import read_image
+    from effseg.samples import sample_images
     from effseg.tools.runtime import build_engine
 
     predictor = load(model, device=device, batch_size=1)
-    sample = np.full((360, 480, 3), 128, np.uint8)
-    engine = build_engine(predictor, runtime, model, [sample])
-    engine(sample)  # warm-up: the first call's allocations are not a user's latency
+    samples = [read_image(p) for p in sample_images()]
+    engine = build_engine(predictor, runtime, model, samples)
+    engine(samples[0])  # warm-up: the first call's allocations are not a user's latency
     return Segmenter(predictor, engine)
 
 
