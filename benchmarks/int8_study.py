@@ -379,14 +379,15 @@ def torch_rows(model, calib: list[np.ndarray], ref, runs: int) -> list[tuple[str
             t0 = time.perf_counter()
             fn(xs[0])
             times.append(time.perf_counter() - t0)
-        same = total = 0
-        for a, x in zip(calib, xs, strict=True):
-            if ref is None:
-                break
-            la = ref.run(None, {ref.get_inputs()[0].name: a})[0].argmax(1)
-            lb = fn(x).argmax(1).numpy()
-            same, total = same + int((la == lb).sum()), total + la.size
-        out.append((name, float(np.median(times) * 1000), same / total if total else float("nan")))
+        agree = float("nan")  # no reference session (torchvision's model): no agreement column
+        if ref is not None:
+            same = total = 0
+            for a, x in zip(calib, xs, strict=True):
+                la = ref.run(None, {ref.get_inputs()[0].name: a})[0].argmax(1)
+                lb = fn(x).argmax(1).numpy()
+                same, total = same + int((la == lb).sum()), total + la.size
+            agree = same / total
+        out.append((name, float(np.median(times) * 1000), agree))
     return out
 
 

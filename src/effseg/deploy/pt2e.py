@@ -5,9 +5,9 @@ MobileNetV3-style networks onnxruntime's int8 graph is *slower* than its fp32 gr
 project's CPUs, because every squeeze-excitation, hard-sigmoid/hard-swish and resize sits between
 a DequantizeLinear and a QuantizeLinear (docs/benchmarks.md, "int8 on MobileNetV3, op by op").
 torchao's ``X86InductorQuantizer`` annotates the graph for oneDNN, and inductor (with
-``freezing``) lowers each quantized convolution together with its neighbours -- hard-swish,
-ReLU, the residual add -- into one oneDNN int8 kernel, so the element-wise ops stop costing a
-quantize/dequantize pair each.
+``freezing``) lowers each quantized convolution with its post-op (ReLU, hard-tanh, add) into
+one oneDNN int8 kernel. Measured on the project's 2-core Xeon it is nevertheless slower than
+onnxruntime (docs/benchmarks.md, "PyTorch's own int8"); ``effseg bench`` measures it elsewhere.
 
     model = effseg.build_model("lraspp", backbone="mobilenetv3_large", num_classes=11)
     fast = compile_int8(model.eval(), [x1, x2, ...])   # x: (1, 3, H, W) normalised float tensors
@@ -136,6 +136,6 @@ class CompiledInt8(nn.Module):
 
 
 def compile_int8(model: nn.Module, calib: Sequence[torch.Tensor]) -> CompiledInt8:
-    """``model`` quantized on ``calib`` (see :func:`quantize_pt2e`) and compiled; compiles lazily
-    at the first call of each input size."""
+    """``model`` quantized on ``calib`` (see :func:`quantize_pt2e`) and compiled; the compilation
+    happens at the first call."""
     return CompiledInt8(quantize_pt2e(model, calib), tuple(calib[0].shape[-2:]))

@@ -113,6 +113,16 @@ class Runner:
     cpu_ms: list[float] = field(default_factory=list)
 
 
+def _calibration(calib: Sequence[np.ndarray] | None, size: tuple[int, int]) -> tuple[list[np.ndarray], str]:
+    """The int8 runtimes' calibration arrays (1, 3, H, W) and where they come from: ``calib``, or
+    4 seeded random-normal inputs (enough for latency; their ranges are not a photo's)."""
+    if calib:
+        return list(calib), "given images"
+    rng = [np.random.default_rng(i) for i in range(4)]
+    random = [r.standard_normal((1, 3, *size)).astype(np.float32) for r in rng]
+    return random, "random normal inputs (latency only: ranges are not realistic)"
+
+
 def _torch_runner(
     model: nn.Module,
     x: torch.Tensor,
@@ -127,10 +137,8 @@ def _torch_runner(
 
         if x.device.type != "cpu" or dtype != torch.float32:
             raise BenchError("--runtime compile-int8: x86 CPU int8; use --device cpu --dtype fp32")
-        src = "given images" if calib else "random normal inputs (latency only: ranges are not realistic)"
-        one = x[:1]
-        batches = [torch.from_numpy(a) for a in calib] if calib else [torch.randn_like(one) for _ in range(4)]
-        m = compile_int8(copy.deepcopy(model), batches)
+        batches, src = _calibration(calib, tuple(x.shape[-2:]))
+        m = compile_int8(copy.deepcopy(model), [torch.from_numpy(a) for a in batches])
         info["quantization"] = {"method": "PT2E X86InductorQuantizer + inductor", "calibration": src}
         return Runner(runtime, lambda: m(inp), info)
     # Module.to() converts in place: every runtime but plain fp32 eager works on its own copy.
@@ -183,15 +191,7 @@ def _onnx_runner(
 
         q = Path(work) / (Path(onnx_path).stem + "_int8.onnx")
         if not q.exists():
-            batches = (
-                list(calib)
-                if calib
-                else [
-                    np.random.default_rng(i).standard_normal((1, 3, *size)).astype(np.float32)
-                    for i in range(4)
-                ]
-            )
-            src = "given images" if calib else "random normal inputs (latency only: ranges are not realistic)"
+            batches, src = _calibration(calib, size)
             info["quantization"] = quantize_onnx(onnx_path, q, batches, calibration_source=src)
         onnx_path = str(q)
     session = ort_session(onnx_path, threads=threads, opt_level=opt_level)

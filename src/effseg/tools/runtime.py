@@ -148,20 +148,19 @@ class TorchEngine(Engine):
         self,
         predictor: Any,
         input_size: Size | None = None,
-        compile: bool = False,
-        int8: bool = False,
+        runtime: str = "eager",
         samples: Sequence[np.ndarray] = (),
     ) -> None:
         super().__init__(predictor, input_size)
-        self.name = "compile-int8" if int8 else "compile" if compile else "eager"
-        if int8:
+        self.name = runtime
+        if runtime == "compile-int8":
             from effseg.deploy.pt2e import compile_int8
 
             if not samples:
                 raise ModelError("--runtime compile-int8 needs a readable input frame to calibrate on")
             self.module = compile_int8(predictor.model, [self.prepare(s) for s in samples])
         else:
-            self.module = torch.compile(predictor.model) if compile else predictor.model
+            self.module = torch.compile(predictor.model) if runtime == "compile" else predictor.model
 
     def infer(self, x: torch.Tensor, out_size: tuple[int, int]) -> np.ndarray:
         logits = self.module(x.to(self.predictor.device))  # eval mode: one logits tensor (the contract)
@@ -368,8 +367,7 @@ def build_engine(
             )
         return PredictorEngine(predictor, input_size)
     if runtime in ("eager", "compile", "compile-int8"):
-        int8 = runtime == "compile-int8"
-        return TorchEngine(predictor, input_size, compile=runtime == "compile", int8=int8, samples=samples)
+        return TorchEngine(predictor, input_size, runtime, samples)
     meta = {
         "classes": list(predictor.classes),
         "palette": np.asarray(predictor.palette).tolist(),
