@@ -143,6 +143,8 @@ def test_cli_eval_compile_int8_needs_calib_and_records_its_runtime(tmp_path: Pat
     args = ["eval", str(tmp_path / "run" / "last.pt"), "--device", "cpu"]
     assert cli_main([*args, "--runtime", "compile-int8"]) == 2
     assert "needs --calib" in capsys.readouterr().err
+    assert cli_main([*args, "--calib", "val"]) == 2  # eager takes no calibration images
+    assert "--calib: calibration images are for --runtime compile-int8" in capsys.readouterr().err
     code = cli_main([*args, "--runtime", "compile-int8", "--calib", "val", "--out", str(tmp_path / "q")])
     assert code == 0, capsys.readouterr().err
     assert cli_main([*args, "--out", str(tmp_path / "f")]) == 0

@@ -65,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     from effseg.errors import ConfigError
 
     path = Path(args.checkpoint)
+    if args.calib and args.runtime == "eager":
+        raise ConfigError("--calib: calibration images are for --runtime compile-int8, not eager")
     overrides = [item for group in args.overrides for item in group]
     info = du.init_distributed(args.device, what="--device")
     try:
