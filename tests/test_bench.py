@@ -197,7 +197,7 @@ def test_failing_runtime_is_recorded_not_fatal(monkeypatch) -> None:
     def broken(*args, **kwargs):
         raise RuntimeError("no kernel for this op\nsecond line")
 
-    monkeypatch.setattr(bench, "_onnx_runner", broken)
+    monkeypatch.setattr(bench, "onnx_runner", broken)
     report = bench_models(
         ["fcn_mobilenetv2"],
         input_size="64x32",

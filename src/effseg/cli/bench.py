@@ -3,6 +3,7 @@
     effseg bench pspnet_resnet18 pspnet_mobilenetv2 --runtime eager,onnxruntime,onnxruntime-int8
     effseg bench configs/cityscapes/*.yaml --input-size 1024x512 --out bench/
     effseg bench runs/pspnet_r18 --eval runs/pspnet_r18 --runtime eager,compile
+    effseg bench camvid-ddrnet23_slim --input-size 480x360 --runtime onnxruntime,openvino,openvino-int8
 
 Models: names like ``pspnet_resnet18`` (``_os16`` suffix for output stride 16;
 random weights), config YAMLs, checkpoints / run folders, shipped model names
@@ -15,7 +16,10 @@ from __future__ import annotations
 import argparse
 
 # effseg.tools.bench.RUNTIMES, repeated here so that parsing imports no torch (a test checks they agree).
-RUNTIMES = ("eager", "channels_last", "compile", "compile-int8", "onnxruntime", "onnxruntime-int8")
+RUNTIMES = (
+    "eager", "channels_last", "compile", "compile-int8",
+    "onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8",
+)  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,6 +14,9 @@ its metadata carries one.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import tempfile
+import warnings
 from pathlib import Path
 
 from effseg.cli._options import add_set_option
@@ -43,9 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     parser.add_argument(
         "--runtime",
-        choices=["eager", "compile-int8"],
+        choices=["eager", "compile-int8", "openvino"],
         default="eager",
-        help="eager (default), or compile-int8: PT2E int8 + torch.compile on the CPU, calibrated on --calib",
+        help="eager (default; an .onnx file: onnxruntime); compile-int8: PT2E int8 + torch.compile on the "
+        "CPU, calibrated on --calib; openvino: the .onnx file (or the model exported at the eval size) "
+        "compiled by OpenVINO at its default precision (bf16 on CPUs with AMX)",
     )
     parser.add_argument(
         "--calib",
@@ -65,10 +70,11 @@ def run(args: argparse.Namespace) -> int:
     from effseg.errors import ConfigError
 
     path = Path(args.checkpoint)
-    if args.calib and args.runtime == "eager":
-        raise ConfigError("--calib: calibration images are for --runtime compile-int8, not eager")
+    if args.calib and args.runtime != "compile-int8":
+        raise ConfigError(f"--calib: calibration images are for --runtime compile-int8, not {args.runtime}")
     overrides = [item for group in args.overrides for item in group]
     info = du.init_distributed(args.device, what="--device")
+    stack = contextlib.ExitStack()  # the openvino runtime's temporary export folder
     try:
         art = load_artifact(path, info.device)
         model, meta = art.model, art.meta
@@ -93,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
         if args.runtime == "compile-int8":  # calibrated on the --calib split of this (overridden) config
             int8_meta = {**meta, "config": cfg.to_dict()}
             model = _compile_int8(model, int8_meta, dataset, e.resize, args.calib, path, art.is_onnx)
+        elif args.runtime == "openvino":
+            model = _openvino(art, {**meta, "config": cfg.to_dict()}, dataset, e.resize, stack)
         if args.tta is not None:
             scales, flip = parse_tta(args.tta)
         else:
@@ -114,9 +122,7 @@ def run(args: argparse.Namespace) -> int:
             result["checkpoint"] = str(path)
             result["split"] = args.split or cfg.data.val_split
             result["training"] = meta.get("training")  # steps, train/val seconds, time budget
-            result["runtime"] = args.runtime if args.runtime == "eager" else {
-                "name": args.runtime, "calibration": args.calib, "input_size": list(model.input_size)
-            }  # fmt: skip
+            result["runtime"] = _runtime_record(args.runtime, args.calib, model)
             if args.out:
                 out = Path(args.out)
             elif art.kind == "shipped":  # the package folder is not ours to write into
@@ -129,8 +135,36 @@ def run(args: argparse.Namespace) -> int:
             if args.save_label_ids:
                 print(f"label-id PNGs in {args.save_label_ids}")
     finally:
+        stack.close()
         du.cleanup()
     return 0
+
+
+def _runtime_record(runtime: str, calib: str | None, model) -> str | dict:
+    """eval.json's ``runtime``: ``eager``, or the runtime with what changes its numbers."""
+    if runtime == "eager":
+        return runtime
+    if runtime == "openvino":
+        size = model.static_size
+        return {"name": runtime, "precision": model.precision, "input_size": list(size) if size else None}
+    return {"name": runtime, "calibration": calib, "input_size": list(model.input_size)}
+
+
+def _openvino(art, meta, dataset, resize, stack: contextlib.ExitStack):
+    """``art`` run by OpenVINO: its own .onnx file, or the PyTorch model exported (fp32, static) at
+    the size the evaluation feeds (``eval.resize`` or the first image's own size) into a folder
+    that ``stack`` removes."""
+    from effseg.deploy.export import export_onnx
+    from effseg.deploy.runtime import load_onnx_model
+
+    if art.is_onnx:
+        return load_onnx_model(art.path, require_metadata=False, backend="openvino")[0]
+    size = tuple(resize) if resize is not None else tuple(dataset.load_raw(0)[0].shape[:2])
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="effseg-openvino-")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation chatter
+        export_onnx(art.model.cpu().eval(), folder / "fp32.onnx", input_size=size, meta=meta)
+    return load_onnx_model(folder / "fp32.onnx", backend="openvino")[0]
 
 
 def _compile_int8(model, meta, dataset, resize, calib, path, is_onnx):

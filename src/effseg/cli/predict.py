@@ -9,7 +9,9 @@ import argparse
 from pathlib import Path
 
 # effseg.tools.runtime.RUNTIMES, repeated here so that parsing imports no torch (a test checks they agree).
-RUNTIME_CHOICES = ("auto", "eager", "compile", "compile-int8", "onnxruntime", "onnxruntime-int8")
+RUNTIME_CHOICES = (
+    "auto", "eager", "compile", "compile-int8", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8"
+)  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,7 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=RUNTIME_CHOICES,
         default="auto",
         help="auto (default): export once, time the runtimes on this machine and keep the fastest "
-        "(cached next to the run, or in ~/.cache/effseg / $EFFSEG_CACHE for shipped models)",
+        "(cached next to the run, or in ~/.cache/effseg / $EFFSEG_CACHE for shipped models); "
+        "openvino runs the export in OpenVINO (bf16 on CPUs with AMX; the openvino extra)",
     )
     parser.add_argument(
         "--input-size",

@@ -5,12 +5,15 @@
   ``bench``, ``export`` and ``predict``).
 - :mod:`effseg.deploy.onnx_io`: effseg metadata in ONNX files, onnxruntime sessions, logit parity.
 - :mod:`effseg.deploy.export`: ONNX / TorchScript export with BatchNorm folding and checks.
-- :mod:`effseg.deploy.runtime`: ``OnnxSegmentor``, an ONNX file that behaves like a Segmentor.
+- :mod:`effseg.deploy.runtime`: ``OnnxSegmentor``, an ONNX file that behaves like a Segmentor
+  (run by onnxruntime or OpenVINO).
+- :mod:`effseg.deploy.openvino_io`: ``OpenVinoSession``, an ONNX file compiled by OpenVINO with
+  the onnxruntime-session calls effseg uses (the ``openvino`` runtimes); needs openvino.
 - :mod:`effseg.deploy.quantize`: static int8 QDQ quantization calibrated on real images.
 - :mod:`effseg.deploy.pt2e`: PyTorch's own int8 (PT2E for x86, compiled by inductor), the
   ``compile-int8`` runtime; needs torchao.
 
-Imports flow one way: artifact -> runtime -> onnx_io; export -> onnx_io; quantize -> onnx_io;
+Imports flow one way: artifact -> runtime -> onnx_io -> openvino_io; export -> onnx_io; quantize -> onnx_io;
 pt2e imports nothing of effseg but its errors.
 Nothing here imports ``effseg.api``, ``effseg.tools`` or ``effseg.cli``.
 """

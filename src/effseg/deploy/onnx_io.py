@@ -166,6 +166,28 @@ def ort_session(
         raise ExportError(f"{path}: onnxruntime cannot load this file ({first[:160]})") from None
 
 
+BACKENDS = ("onnxruntime", "openvino")
+
+
+def onnx_session(
+    path: str | Path,
+    backend: str = "onnxruntime",
+    threads: int | None = None,
+    opt_level: str = "all",
+    precision: str = "auto",
+) -> Any:
+    """A CPU session for the ONNX file ``path``: onnxruntime (:func:`ort_session`, ``opt_level``)
+    or OpenVINO (:class:`effseg.deploy.openvino_io.OpenVinoSession`, ``precision``). Both answer
+    ``get_inputs()`` and ``run(None, {name: array})``."""
+    if backend == "openvino":
+        from effseg.deploy.openvino_io import OpenVinoSession
+
+        return OpenVinoSession(path, threads=threads, precision=precision)
+    if backend != "onnxruntime":
+        raise ExportError(f"ONNX backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    return ort_session(path, threads=threads, opt_level=opt_level)
+
+
 def compare_logits(ref: torch.Tensor, out: torch.Tensor) -> dict[str, float]:
     """Max abs logit difference and argmax agreement (fraction of pixels) of two (B, C, H, W) tensors."""
     ref, out = ref.float(), out.float()

@@ -1,4 +1,4 @@
-"""Run an exported ONNX file like an eval-mode Segmentor (onnxruntime, CPU execution provider)."""
+"""Run an exported ONNX file like an eval-mode Segmentor (onnxruntime or OpenVINO, on the CPU)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effseg.deploy.onnx_io import check_onnx_metadata, ort_session, read_onnx_metadata
+from effseg.deploy.onnx_io import check_onnx_metadata, onnx_session, read_onnx_metadata
 from effseg.errors import ExportError
 
 __all__ = ["OnnxSegmentor", "load_onnx_model"]
@@ -22,16 +22,25 @@ class OnnxSegmentor(nn.Module):
     ``forward(x)``: (B, 3, H, W) float tensor (normalised like training) -> logits
     (B, C, H, W) float tensor on ``x``'s device.  A static-size export is fed
     inputs bilinearly resized to its size, and the logits are resized back; a
-    batch larger than the exported one is run one image at a time.
+    batch larger than the exported one is run one image at a time.  ``backend``: ``onnxruntime``
+    or ``openvino`` (:func:`effseg.deploy.onnx_io.onnx_session`); ``precision`` is the session's
+    (``fp32`` for onnxruntime; OpenVINO's may be ``bf16``).
     """
 
     def __init__(
-        self, path: str | Path, meta: dict[str, Any], threads: int | None = None, opt_level: str = "all"
+        self,
+        path: str | Path,
+        meta: dict[str, Any],
+        threads: int | None = None,
+        opt_level: str = "all",
+        backend: str = "onnxruntime",
     ) -> None:
         super().__init__()
         self.path = str(path)
         self.meta = meta
-        self.session = ort_session(path, threads=threads, opt_level=opt_level)
+        self.backend = backend
+        self.session = onnx_session(path, backend, threads=threads, opt_level=opt_level)
+        self.precision = getattr(self.session, "precision", "f32")
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         shape = inp.shape
@@ -63,12 +72,12 @@ class OnnxSegmentor(nn.Module):
 
 
 def load_onnx_model(
-    path: str | Path, threads: int | None = None, require_metadata: bool = True
+    path: str | Path, threads: int | None = None, require_metadata: bool = True, backend: str = "onnxruntime"
 ) -> tuple[OnnxSegmentor, dict[str, Any]]:
     """Load an effseg ONNX file: ``(model_like, meta)``.
 
     ``model_like(x)`` maps a (B, 3, H, W) float tensor to (B, C, H, W) logits via
-    onnxruntime; ``meta`` holds ``classes``, ``palette``, ``mean``, ``std``,
+    ``backend`` (onnxruntime or openvino); ``meta`` holds ``classes``, ``palette``, ``mean``, ``std``,
     ``input_size`` (H, W), ``num_classes``, ``model_config`` and ``precision``.
     A file without effseg metadata (or lacking a required key) raises :class:`ExportError`
     naming what is missing, unless ``require_metadata`` is False (benchmarking a foreign graph).
@@ -76,5 +85,5 @@ def load_onnx_model(
     meta = read_onnx_metadata(path)  # one-line ExportError for a missing or unreadable file
     if require_metadata:
         check_onnx_metadata(path, meta)
-    model = OnnxSegmentor(path, meta, threads=threads)
+    model = OnnxSegmentor(path, meta, threads=threads, backend=backend)
     return model.eval(), meta

@@ -19,7 +19,6 @@ Conventions (written into every result):
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import tempfile
@@ -37,12 +36,19 @@ from torch import nn
 from effseg.deploy.artifact import load_artifact
 from effseg.errors import BenchError, EffsegError
 from effseg.size import parse_size
+from effseg.tools.bench_runners import (
+    DTYPES,
+    ONNX_RUNTIMES,
+    RUNTIMES,
+    Runner,
+    onnx_runner,
+    parse_runtimes,
+    torch_runner,
+)
 from effseg.tools.models_table import count_flops, count_params
 from effseg.tools.sysinfo import machine_info, peak_fp32_flops
 from effseg.tools.timing import latency_stats, peak_memory_mb, sync_for, time_call, time_callable
 
-RUNTIMES = ("eager", "channels_last", "compile", "compile-int8", "onnxruntime", "onnxruntime-int8")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MEMORY_METHOD = {
     False: "CPU: peak RSS during one call (Linux VmHWM after clear_refs) minus RSS before it",
     True: "CUDA: torch.cuda.max_memory_allocated during one call minus memory allocated before",
@@ -97,127 +103,6 @@ def miou_from_run(path: str | Path) -> float | None:
     if not path.exists():
         raise BenchError(f"--eval {path}: no such run folder or eval JSON")
     return None
-
-
-# ----------------------------------------------------------------------------- runtimes
-
-
-@dataclass
-class Runner:
-    """One prepared runtime of one model: ``fn()`` runs one forward on the prepared input."""
-
-    runtime: str
-    fn: Callable[[], Any]
-    info: dict[str, Any] = field(default_factory=dict)
-    times_ms: list[float] = field(default_factory=list)
-    cpu_ms: list[float] = field(default_factory=list)
-
-
-def _calibration(calib: Sequence[np.ndarray] | None, size: tuple[int, int]) -> tuple[list[np.ndarray], str]:
-    """The int8 runtimes' calibration arrays (1, 3, H, W) and where they come from: ``calib``, or
-    4 seeded random-normal inputs (enough for latency; their ranges are not a photo's)."""
-    if calib:
-        return list(calib), "given images"
-    rng = [np.random.default_rng(i) for i in range(4)]
-    random = [r.standard_normal((1, 3, *size)).astype(np.float32) for r in rng]
-    return random, "random normal inputs (latency only: ranges are not realistic)"
-
-
-def _torch_runner(
-    model: nn.Module,
-    x: torch.Tensor,
-    runtime: str,
-    dtype: torch.dtype,
-    calib: Sequence[np.ndarray] | None = None,
-) -> Runner:
-    info: dict[str, Any] = {}
-    inp = x.to(dtype)
-    if runtime == "compile-int8":  # PT2E int8 for x86 + inductor (effseg.deploy.pt2e)
-        from effseg.deploy.pt2e import compile_int8
-
-        if x.device.type != "cpu" or dtype != torch.float32:
-            raise BenchError("--runtime compile-int8: x86 CPU int8; use --device cpu --dtype fp32")
-        batches, src = _calibration(calib, tuple(x.shape[-2:]))
-        m = compile_int8(copy.deepcopy(model), [torch.from_numpy(a) for a in batches])
-        info["quantization"] = {"method": "PT2E X86InductorQuantizer + inductor", "calibration": src}
-        return Runner(runtime, lambda: m(inp), info)
-    # Module.to() converts in place: every runtime but plain fp32 eager works on its own copy.
-    m = model if runtime == "eager" and dtype == torch.float32 else copy.deepcopy(model).to(dtype)
-    if runtime == "channels_last":
-        m = m.to(memory_format=torch.channels_last)
-        inp = inp.contiguous(memory_format=torch.channels_last)
-    elif runtime == "compile":
-        import torch._inductor.config as inductor_config
-
-        # freezing: constant-fold weights and fold BN into conv, prepack weights for oneDNN (CPU).
-        inductor_config.freezing = True
-        m = torch.compile(m, mode="max-autotune-no-cudagraphs" if x.is_cuda else None, dynamic=False)
-        info["compile"] = {"backend": "inductor", "freezing": True}
-
-    def fn() -> torch.Tensor:
-        with torch.inference_mode():
-            return m(inp)
-
-    return Runner(runtime, fn, info)
-
-
-def _onnx_runner(
-    model: nn.Module | None,
-    onnx_path: str | None,
-    x: torch.Tensor,
-    runtime: str,
-    threads: int,
-    work: Path,
-    calib: Sequence[np.ndarray] | None,
-    opt_level: str,
-    meta: dict[str, Any],
-) -> Runner:
-    from effseg.deploy.export import export_onnx
-    from effseg.deploy.onnx_io import ort_session
-
-    info: dict[str, Any] = {"ort_opt_level": opt_level, "ort_threads": threads}
-    size = tuple(x.shape[-2:])
-    if onnx_path is None:
-        assert model is not None
-        path = work / f"model_{size[0]}x{size[1]}.onnx"
-        if not path.exists():
-            t0 = time.perf_counter()
-            rep = export_onnx(model, path, size, meta=meta)
-            info["export_seconds"] = round(time.perf_counter() - t0, 1)
-            info["parity"] = rep.parity
-        onnx_path = str(path)
-    if runtime == "onnxruntime-int8":
-        from effseg.deploy.quantize import quantize_onnx
-
-        q = Path(work) / (Path(onnx_path).stem + "_int8.onnx")
-        if not q.exists():
-            batches, src = _calibration(calib, size)
-            info["quantization"] = quantize_onnx(onnx_path, q, batches, calibration_source=src)
-        onnx_path = str(q)
-    session = ort_session(onnx_path, threads=threads, opt_level=opt_level)
-    name = session.get_inputs()[0].name
-    arr = np.ascontiguousarray(x.float().cpu().numpy())
-    info["onnx_path"] = onnx_path
-    info["ort_spinning"] = (
-        session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "1"
-    )
-
-    def fn() -> Any:
-        return session.run(None, {name: arr})
-
-    return Runner(runtime, fn, info)
-
-
-def parse_runtimes(spec: str | Sequence[str]) -> list[str]:
-    """``"eager,onnxruntime"`` -> ``["eager", "onnxruntime"]``; unknown names raise BenchError."""
-    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
-    bad = [s for s in items if s not in RUNTIMES]
-    if bad or not items:
-        raise BenchError(
-            f"--runtime {','.join(bad) or spec!r}: unknown runtime; expected a comma list of "
-            f"{', '.join(RUNTIMES)}"
-        )
-    return list(dict.fromkeys(items))
 
 
 # ----------------------------------------------------------------------------- stage timing
@@ -280,13 +165,13 @@ def bench_models(
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise BenchError("--device cuda: no CUDA device is available here")
-    if dev.type == "cuda" and any(r.startswith("onnxruntime") for r in rts):
+    if dev.type == "cuda" and any(r in ONNX_RUNTIMES for r in rts):
         raise BenchError(
-            "--runtime onnxruntime*: effseg runs ONNX on the CPU execution provider only; use --device cpu"
+            "--runtime onnxruntime* / openvino*: effseg runs ONNX files on the CPU only; use --device cpu"
         )
-    if dtype != "fp32" and any(r.startswith("onnxruntime") for r in rts):
+    if dtype != "fp32" and any(r in ONNX_RUNTIMES for r in rts):
         raise BenchError(
-            f"--dtype {dtype}: the onnxruntime runtimes are fp32/int8; use --dtype fp32 for them"
+            f"--dtype {dtype}: the onnxruntime and openvino runtimes take fp32 input; use --dtype fp32"
         )
     if threads:
         torch.set_num_threads(int(threads))
@@ -407,10 +292,12 @@ def _bench_one(
         row = {**base, "runtime": rt}
         rows[rt] = row
         try:
-            if bm.model is None and not rt.startswith("onnxruntime"):
-                raise BenchError(f"{bm.onnx_path}: an ONNX file runs only under the onnxruntime runtimes")
-            if rt.startswith("onnxruntime"):
-                runner = _onnx_runner(
+            if bm.model is None and rt not in ONNX_RUNTIMES:
+                raise BenchError(
+                    f"{bm.onnx_path}: an ONNX file runs only under the onnxruntime and openvino runtimes"
+                )
+            if rt in ONNX_RUNTIMES:
+                runner = onnx_runner(
                     bm.model,
                     bm.onnx_path,
                     x,
@@ -426,7 +313,7 @@ def _bench_one(
                     },
                 )
             else:
-                runner = _torch_runner(bm.model, x, rt, DTYPES[dtype], calib)  # type: ignore[arg-type]
+                runner = torch_runner(bm.model, x, rt, DTYPES[dtype], calib)  # type: ignore[arg-type]
             t0 = time.perf_counter()
             for _ in range(max(1, warmup)):  # the first call compiles / allocates
                 runner.fn()
@@ -470,8 +357,8 @@ def _bench_one(
                 row["cpu_time_fraction_of_peak"] = (
                     row["cpu_time_gflops_per_s"] / peak_gflops if peak_gflops else None
                 )
-        # an int8 row shows only its own measured mIoU (compile-int8's: `effseg eval --runtime compile-int8`)
-        miou = miou_fp32 if not rt.endswith("int8") else None
+        # an int8 or OpenVINO (bf16) row shows only its own measured mIoU (`effseg eval --runtime ...`)
+        miou = miou_fp32 if not (rt.endswith("int8") or rt.startswith("openvino")) else None
         if rt == "onnxruntime-int8":
             miou = _int8_miou(row, bm)
         if miou is not None:

@@ -18,6 +18,8 @@ RUNTIME_MARKERS = {
     "compile-int8": "P",
     "onnxruntime": "^",
     "onnxruntime-int8": "v",
+    "openvino": "X",
+    "openvino-int8": "d",
 }
 
 

@@ -1,4 +1,4 @@
-"""Runtimes for the predict pipeline: eager, torch.compile, onnxruntime fp32 / int8, and ``auto``.
+"""Runtimes for the predict pipeline: eager, torch.compile, onnxruntime and OpenVINO (fp32 / int8), ``auto``.
 
 An :class:`Engine` turns one ``(H, W, 3)`` uint8 RGB frame into ``(H, W)`` uint8 class ids.
 Preprocessing is the :class:`~effseg.api.Predictor`'s, op for op, so that the eager engine gives
@@ -13,14 +13,17 @@ exactly ``Predictor.predict``'s answer. Exported files live in an :class:`Export
   changed checkpoint exports again (older hash folders are removed).
 
 ``auto`` exports once, times each candidate briefly on a sample frame at the frame size and keeps
-the fastest; int8 is a candidate only when its argmax agreement with fp32 on the sample frames
-is >= 98% (recorded in ``choice.json``). ``torch.compile`` is not an ``auto`` candidate: its
+the fastest; a graph that is not exact fp32 (int8, and OpenVINO, which runs bf16 on CPUs with AMX)
+is a candidate only when its argmax agreement with onnxruntime fp32 on the sample frames is
+>= 98% (recorded in ``choice.json``). OpenVINO is a candidate when the ``openvino`` extra is
+installed. ``torch.compile`` is not an ``auto`` candidate: its
 compilation (tens of seconds per input size) is not cached across processes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import os
@@ -42,19 +45,40 @@ from effseg.errors import EffsegError, ModelError
 from effseg.size import Size
 from effseg.tools.postprocess import add_argmax_to_onnx, cut_final_resize, upsample_argmax
 
-RUNTIMES = ("auto", "eager", "compile", "compile-int8", "onnxruntime", "onnxruntime-int8")
+RUNTIMES = (
+    "auto", "eager", "compile", "compile-int8", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8"
+)  # fmt: skip
+ONNX_RUNTIMES = ("onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8")  # run a cached export
 MIN_INT8_AGREEMENT = 0.98
 CACHE_ENV = "EFFSEG_CACHE"
 POSTPROCESS = ("graph", "lowres")  # onnxruntime: ArgMax in the graph, or low-res logits + exact refine
 
 
 def _deploy() -> tuple[Callable, Callable, Callable]:
-    """``(export_onnx, ort_session, quantize_onnx)`` from :mod:`effseg.deploy` (onnx is an extra)."""
+    """``(export_onnx, onnx_session, quantize_onnx)`` from :mod:`effseg.deploy` (onnx is an extra);
+    ``onnx_session(path, backend)`` opens a file in onnxruntime or OpenVINO."""
     from effseg.deploy.export import export_onnx
-    from effseg.deploy.onnx_io import ort_session
+    from effseg.deploy.onnx_io import onnx_session
     from effseg.deploy.quantize import quantize_onnx
 
-    return export_onnx, ort_session, quantize_onnx
+    return export_onnx, onnx_session, quantize_onnx
+
+
+def split_runtime(runtime: str) -> tuple[str, str]:
+    """``onnxruntime-int8`` -> ``("onnxruntime", "int8")``; ``openvino`` -> ``("openvino", "fp32")``:
+    the engine and the precision of the exported file it runs."""
+    backend, _, precision = runtime.partition("-")
+    return backend, precision or "fp32"
+
+
+def openvino_version() -> str | None:
+    """The installed OpenVINO's version, or None (the optional ``openvino`` extra)."""
+    try:
+        import openvino
+
+        return str(openvino.__version__)
+    except ImportError:
+        return None
 
 
 def user_cache_dir() -> Path:
@@ -91,7 +115,7 @@ def weights_hash(model: torch.nn.Module) -> str:
 
 
 def machine_key() -> dict[str, Any]:
-    """What a timing depends on: CPU model, threads, onnxruntime and torch versions."""
+    """What a timing depends on: CPU model, threads, onnxruntime, OpenVINO and torch versions."""
     try:
         import onnxruntime as ort
 
@@ -103,6 +127,7 @@ def machine_key() -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "onnxruntime": ort_version,
+        "openvino": openvino_version(),
     }
 
 
@@ -183,9 +208,9 @@ class PredictorEngine(Engine):
 
 
 class OrtEngine(Engine):
-    """onnxruntime on a cached export (``precision`` fp32 or int8); ``postprocess`` ``graph``
-    (ArgMax in the graph when the network runs at the frame size) or ``lowres`` (final upsample cut,
-    exact refine outside)."""
+    """A cached export (``precision`` fp32 or int8) run by ``backend`` (onnxruntime or openvino);
+    ``postprocess`` ``graph`` (ArgMax in the graph when the network runs at the frame size) or
+    ``lowres`` (final upsample cut, exact refine outside)."""
 
     def __init__(
         self,
@@ -195,23 +220,25 @@ class OrtEngine(Engine):
         postprocess: str = "graph",
         input_size: Size | None = None,
         samples: Sequence[np.ndarray] = (),
+        backend: str = "onnxruntime",
     ) -> None:
         super().__init__(predictor, input_size)
         self.cache, self.precision, self.postprocess = cache, precision, postprocess
         self.samples = list(samples)
-        self.name = "onnxruntime" + ("-int8" if precision == "int8" else "") + f" ({postprocess})"
+        self.backend = backend
+        self.name = backend + ("-int8" if precision == "int8" else "") + f" ({postprocess})"
         self._sessions: dict[tuple[int, int], tuple[Any, str, str]] = {}
 
     def _session(self, net: tuple[int, int], out: tuple[int, int]) -> tuple[Any, str, str]:
         key = (net, out == net)
         if key not in self._sessions:
-            _, ort_session, _ = _deploy()
+            _, onnx_session, _ = _deploy()
             base = self.cache.onnx(net, self.precision, [self.prepare(s) for s in self.samples])
             kind = "labels" if self.postprocess == "graph" and out == net else self.postprocess
             path = self.cache.derived(base, kind) if kind != "graph" else base
             if path is None:  # no final Resize to cut: logits at full size
                 path, kind = base, "logits"
-            session = ort_session(path)
+            session = onnx_session(path, self.backend)
             self._sessions[key] = (session, session.get_inputs()[0].name, kind)
         return self._sessions[key]
 
@@ -283,10 +310,13 @@ class ExportCache:
             return None
         return path
 
-    def agreement(self, fp32: Path, int8: Path, samples: Sequence[torch.Tensor]) -> float:
-        """Fraction of pixels where int8 and fp32 argmax agree over ``samples`` (normalised inputs)."""
-        _, ort_session, _ = _deploy()
-        a, b = ort_session(fp32), ort_session(int8)
+    def agreement(
+        self, fp32: Path, other: Path, samples: Sequence[torch.Tensor], backend: str = "onnxruntime"
+    ) -> float:
+        """Fraction of pixels where ``other`` run by ``backend`` and ``fp32`` run by onnxruntime
+        agree on the argmax over ``samples`` (normalised inputs)."""
+        _, onnx_session, _ = _deploy()
+        a, b = onnx_session(fp32), onnx_session(other, backend)
         same = total = 0
         for x in samples:
             arr = np.ascontiguousarray(x.numpy())
@@ -361,11 +391,7 @@ def build_engine(
     if runtime not in RUNTIMES:
         raise ModelError(f"--runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
     if is_onnx_predictor(predictor):
-        if runtime not in ("auto", "onnxruntime", "onnxruntime-int8"):
-            raise ModelError(
-                f"{model_spec}: an ONNX file runs with onnxruntime only, not --runtime {runtime}"
-            )
-        return PredictorEngine(predictor, input_size)
+        return _onnx_file_engine(predictor, runtime, model_spec, input_size)
     if runtime in ("eager", "compile", "compile-int8"):
         return TorchEngine(predictor, input_size, runtime, samples)
     meta = {
@@ -376,9 +402,26 @@ def build_engine(
     }
     cache = ExportCache(cache_root(model_spec), predictor.model, meta)
     if runtime != "auto":
-        precision = "int8" if runtime == "onnxruntime-int8" else "fp32"
-        return OrtEngine(predictor, cache, precision, "graph", input_size, samples)
+        return _make(predictor, cache, runtime, "graph", input_size, samples)
     return _auto(predictor, cache, samples, input_size, log or (lambda _m: None))
+
+
+def _onnx_file_engine(
+    predictor: Any, runtime: str, model_spec: str | Path, input_size: Size | None
+) -> Engine:
+    """An ``.onnx`` MODEL runs as it is: in onnxruntime (``auto`` too), or compiled by OpenVINO."""
+    if runtime not in ("auto", "onnxruntime", "openvino"):
+        raise ModelError(
+            f"{model_spec}: an ONNX file runs as it is, with --runtime onnxruntime or openvino, "
+            f"not {runtime}"
+        )
+    if runtime == "openvino":
+        from effseg.deploy.runtime import OnnxSegmentor
+
+        onnx_model = predictor.model
+        predictor = copy.copy(predictor)  # the caller's Predictor keeps its onnxruntime session
+        predictor.model = OnnxSegmentor(onnx_model.path, onnx_model.meta, backend="openvino")
+    return PredictorEngine(predictor, input_size, name="openvino" if runtime == "openvino" else "onnxruntime")
 
 
 def _auto(
@@ -396,28 +439,21 @@ def _auto(
     done = cache.read(net)
     if done.get("runtime") and done.get("machine") == machine:
         return _make(predictor, cache, done["runtime"], done.get("postprocess", "graph"), input_size, samples)
-    candidates: list[tuple[str, str]] = [("eager", "graph")]
-    timings: dict[str, float] = {}
+    runtimes = ["eager"]
     try:
         cache.onnx(net, "fp32")
-        candidates += [("onnxruntime", p) for p in POSTPROCESS]
+        runtimes.append("onnxruntime")
     except (EffsegError, ImportError) as err:
         log(f"auto: no ONNX export ({_first_line(err)}); measuring eager only")
-    if len(candidates) > 1:
-        try:
-            cache.onnx(net, "int8", [TorchEngine(predictor, input_size).prepare(s) for s in samples])
-            agreement = float(cache.read(net).get("int8_agreement", 0.0))
-            if agreement >= MIN_INT8_AGREEMENT:
-                candidates += [("onnxruntime-int8", p) for p in POSTPROCESS]
-            else:
-                log(f"int8 argmax agreement with fp32 {agreement:.2%} < {MIN_INT8_AGREEMENT:.0%}: not used")
-        except Exception as err:  # noqa: BLE001 - onnxruntime's quantizer raises many types; int8 is optional
-            log(f"auto: int8 quantization failed ({type(err).__name__}: {_first_line(err)}); int8 not used")
-    for runtime, post in candidates:
-        engine = _make(predictor, cache, runtime, post, input_size, samples)
-        timings[f"{runtime} ({post})" if runtime != "eager" else runtime] = round(
-            _time_engine(engine, image), 3
-        )
+    if len(runtimes) > 1:
+        runtimes += _approximate_candidates(predictor, cache, net, samples, input_size, log)
+    timings: dict[str, float] = {}
+    for runtime in runtimes:
+        for post in ("graph",) if runtime == "eager" else POSTPROCESS:
+            engine = _make(predictor, cache, runtime, post, input_size, samples)
+            timings[f"{runtime} ({post})" if runtime != "eager" else runtime] = round(
+                _time_engine(engine, image), 3
+            )
     best = min(timings, key=timings.get)  # type: ignore[arg-type]
     runtime, _, post = best.partition(" (")
     record = cache.record(
@@ -425,6 +461,46 @@ def _auto(
     )
     log("auto: " + ", ".join(f"{k} {v:.1f} ms" for k, v in timings.items()) + f" -> {best}")
     return _make(predictor, cache, record["runtime"], record["postprocess"], input_size, samples)
+
+
+def _approximate_candidates(
+    predictor: Any,
+    cache: ExportCache,
+    net: tuple[int, int],
+    samples: Sequence[np.ndarray],
+    input_size: Size | None,
+    log: Callable[[str], None],
+) -> list[str]:
+    """The runtimes whose graphs are not exact fp32 (int8; OpenVINO, bf16 on CPUs with AMX) and
+    agree with onnxruntime fp32 on >= :data:`MIN_INT8_AGREEMENT` of the sample frames' pixels
+    (each agreement is recorded in ``choice.json``)."""
+    prepared = [TorchEngine(predictor, input_size).prepare(s) for s in samples]
+    files: dict[str, Path] = {"fp32": cache.onnx(net, "fp32")}
+    try:
+        files["int8"] = cache.onnx(net, "int8", prepared)
+    except Exception as err:  # noqa: BLE001 - onnxruntime's quantizer raises many types; int8 is optional
+        log(f"auto: int8 quantization failed ({type(err).__name__}: {_first_line(err)}); int8 not used")
+    backends = ["onnxruntime"] + (["openvino"] if openvino_version() else [])
+    chosen = []
+    for runtime in ("onnxruntime-int8", "openvino", "openvino-int8"):
+        backend, precision = split_runtime(runtime)
+        if backend not in backends or precision not in files:
+            continue
+        key = "int8_agreement" if runtime == "onnxruntime-int8" else f"{runtime}_agreement"
+        agreement = cache.read(net).get(key)
+        if agreement is None:
+            try:
+                checks = prepared[1::2] or prepared
+                agreement = cache.agreement(files["fp32"], files[precision], checks, backend)
+            except EffsegError as err:
+                log(f"auto: {runtime} not used ({_first_line(err)})")
+                continue
+            cache.record(net, **{key: agreement})
+        if float(agreement) >= MIN_INT8_AGREEMENT:
+            chosen.append(runtime)
+        else:
+            log(f"{runtime} argmax agreement with fp32 {agreement:.2%} < {MIN_INT8_AGREEMENT:.0%}: not used")
+    return chosen
 
 
 def _first_line(err: BaseException) -> str:
@@ -442,5 +518,5 @@ def _make(
 ) -> Engine:
     if runtime == "eager":
         return TorchEngine(predictor, input_size)
-    precision = "int8" if runtime == "onnxruntime-int8" else "fp32"
-    return OrtEngine(predictor, cache, precision, postprocess, input_size, samples)
+    backend, precision = split_runtime(runtime)
+    return OrtEngine(predictor, cache, precision, postprocess, input_size, samples, backend)
