@@ -116,6 +116,7 @@ def time_postprocess(predictor, frame: np.ndarray, cache_dir: Path, runs: int) -
     """Median ms of each upsample + argmax method on the model's low-resolution logits of ``frame``."""
     import torch
 
+    from effseg.tools import export_cache
     from effseg.tools import runtime as rt
     from effseg.tools.postprocess import reference_argmax, upsample_argmax
 
@@ -123,7 +124,7 @@ def time_postprocess(predictor, frame: np.ndarray, cache_dir: Path, runs: int) -
     engine = rt.TorchEngine(predictor)
     x = engine.prepare(frame)
     cache = rt.ExportCache(cache_dir, predictor.model, {"classes": list(predictor.classes)})
-    _, ort_session, _ = rt._deploy()
+    _, ort_session, _ = export_cache.deploy_functions()
     base = cache.onnx((h, w), "fp32")
     sessions = {k: ort_session(p) for k, p in (("logits", base), ("labels", cache.derived(base, "labels")))}
     lowres_path = cache.derived(base, "lowres")

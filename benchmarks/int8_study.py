@@ -27,6 +27,12 @@ Variants (``--variants``, comma-separated; default all):
 ``compile`` (inductor with freezing, fp32) and ``compile-int8`` (effseg.deploy.pt2e: PT2E int8 for
 x86, torchao's X86InductorQuantizer, calibrated on the same images, compiled by inductor).
 
+``--openvino`` adds one *interleaved* run (one call of each in turn, ``--runs`` rounds, median)
+of onnxruntime against OpenVINO (effseg.deploy.openvino_io) on the same files: effseg's fp32 file
+in onnxruntime, in OpenVINO at its default precision (bf16 on CPUs with AMX) and at f32, the
+``qdq-pc`` int8 file in OpenVINO, and with ``--compare-torchvision`` torchvision's file in
+onnxruntime and in OpenVINO; argmax agreement with onnxruntime fp32 on the calibration images.
+
 ``--compare-torchvision`` also exports torchvision's ``lraspp_mobilenet_v3_large`` (same classes,
 random weights) and times it in onnxruntime with the same session options: the issue's goal is
 effseg's best runtime <= 0.5x torchvision's onnxruntime time. Sets ``OMP_WAIT_POLICY=PASSIVE``
@@ -66,7 +72,7 @@ LEVELS = ("basic", "extended", "all")
 
 def _deploy():
     """``(export_onnx, ort_session)`` from wherever effseg's deploy code lives."""
-    from effseg.tools.runtime import _deploy as deploy
+    from effseg.tools.export_cache import deploy_functions as deploy
 
     export_onnx, ort_session, _ = deploy()
     return export_onnx, ort_session
@@ -262,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levels", default=",".join(LEVELS))
     parser.add_argument("--torch", action="store_true", help="add the compile / compile-int8 rows")
     parser.add_argument("--compare-torchvision", action="store_true")
+    parser.add_argument("--openvino", action="store_true", help="add the interleaved OpenVINO run")
     parser.add_argument(
         "--work", type=Path, default=None, help="folder for the files (default: a temp folder)"
     )
@@ -329,6 +336,11 @@ def main(argv: list[str] | None = None) -> int:
             for v, ms, _ in tv_torch:
                 rows.append((f"torchvision {v}", "inductor", ms, float("nan"), {}))
                 print(f"torchvision {v:16s} {ms:9.2f} ms")
+    ov_rows = []
+    if args.openvino:
+        tv_path = work / "torchvision_lraspp.onnx" if args.compare_torchvision else None
+        int8_path = files["qdq-pc"][0] if "qdq-pc" in files else None
+        ov_rows = openvino_rows(fp32, int8_path, tv_path, calib, args.runs)
     command = " ".join(sys.argv[1:] if argv is None else argv)
     md = [f"int8 study: {header}.", "", f"Command: `python benchmarks/int8_study.py {command}`", "",
           "| variant | graph optimisation | median ms | vs fp32 (all) | argmax agreement with fp32 |",
@@ -341,6 +353,13 @@ def main(argv: list[str] | None = None) -> int:
         best = min(r[2] for r in rows if not r[0].startswith("torchvision"))
         md += ["", f"torchvision LR-ASPP-MobileNetV3-Large, onnxruntime (all): {tv_ms:.2f} ms; effseg's best "
                f"row {best:.2f} ms = {best / tv_ms:.2f}x (goal <= 0.5x)."]  # fmt: skip
+    if ov_rows:
+        md += ["", f"onnxruntime against OpenVINO, interleaved ({args.runs} rounds, one call of each):", "",
+               "| file | engine | precision | median ms | vs torchvision onnxruntime | argmax agreement |",
+               "|---|---|---|---:|---:|---:|"]  # fmt: skip
+        tv = next((ms for f, e, _, ms, _ in ov_rows if f == "torchvision fp32" and e == "onnxruntime"), None)
+        md += [f"| {f} | {e} | {p} | {ms:.2f} | {f'{ms / tv:.2f}x' if tv else '-'} | "
+               f"{'-' if a != a else f'{a:.2%}'} |" for f, e, p, ms, a in ov_rows]  # fmt: skip
     md += ["", "Time per operator type (ms per call, onnxruntime profiler, optimisation level all):", ""]
     for v, ops in profiles.items():
         qdq = sum(t for op, t in ops.items() if op in ("QuantizeLinear", "DequantizeLinear"))
@@ -354,6 +373,41 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(text)
     return 0
+
+
+def openvino_rows(
+    fp32: Path, int8: Path | None, torchvision: Path | None, calib: list[np.ndarray], runs: int
+) -> list[tuple[str, str, str, float, float]]:
+    """``[(file, engine, precision, median ms, argmax agreement with onnxruntime fp32)]``, the
+    sessions timed interleaved: one call of each per round, ``runs`` rounds after one warm-up."""
+    from effseg.deploy.onnx_io import onnx_session
+
+    sessions = [("effseg fp32", "onnxruntime", session(fp32, "all"))]
+    sessions += [("effseg fp32", "openvino", onnx_session(fp32, "openvino"))]
+    sessions += [("effseg fp32", "openvino", onnx_session(fp32, "openvino", precision="f32"))]
+    if int8 is not None:
+        sessions += [("effseg int8 (qdq-pc)", "openvino", onnx_session(int8, "openvino"))]
+    if torchvision is not None:
+        sessions += [("torchvision fp32", "onnxruntime", session(torchvision, "all"))]
+        sessions += [("torchvision fp32", "openvino", onnx_session(torchvision, "openvino"))]
+    ref = sessions[0][2]
+    x = calib[0]
+    times: list[list[float]] = [[] for _ in sessions]
+    for _, _, sess in sessions:
+        sess.run(None, {sess.get_inputs()[0].name: x})
+    for _ in range(runs):
+        for i, (_, _, sess) in enumerate(sessions):
+            feed = {sess.get_inputs()[0].name: x}
+            t0 = time.perf_counter()
+            sess.run(None, feed)
+            times[i].append(time.perf_counter() - t0)
+    rows = []
+    for (name, engine, sess), ts in zip(sessions, times, strict=True):
+        precision = getattr(sess, "precision", "f32")
+        agree = agreement(ref, sess, calib) if name.startswith("effseg") else float("nan")
+        rows.append((name, engine, precision, float(np.median(ts) * 1000), agree))
+        print(f"{name:22s} {engine:12s} {precision:5s} {rows[-1][3]:9.2f} ms  agreement {agree:.4f}")
+    return rows
 
 
 def torch_rows(model, calib: list[np.ndarray], ref, runs: int) -> list[tuple[str, float, float]]:

@@ -11,6 +11,7 @@ import torch
 
 import effseg
 from effseg.cli import main
+from effseg.tools import export_cache
 from effseg.tools import runtime as rt
 from effseg.tools.predict import Outputs, predict
 
@@ -104,7 +105,7 @@ def test_video_frames_to_png_folder(tmp_path: Path) -> None:
 
 def _count_exports(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
-    export_onnx, session, quantize = rt._deploy()
+    export_onnx, session, quantize = export_cache.deploy_functions()
 
     def counted_export(*args, **kwargs):
         calls.append("fp32")
@@ -114,7 +115,8 @@ def _count_exports(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         calls.append("int8")
         return quantize(*args, **kwargs)
 
-    monkeypatch.setattr(rt, "_deploy", lambda: (counted_export, session, quantize and counted_quantize))
+    functions = (counted_export, session, quantize and counted_quantize)
+    monkeypatch.setattr(export_cache, "deploy_functions", lambda: functions)
     return calls
 
 
@@ -153,7 +155,7 @@ def test_onnxruntime_engine_equals_logits_argmax(tmp_path: Path, post: str) -> N
     frames = _clip(tmp_path / "clip.mkv", frames=3)
     cache = rt.ExportCache(tmp_path / "cache", predictor.model, {"classes": predictor.classes})
     engine = rt.OrtEngine(predictor, cache, "fp32", post, samples=frames[:1])
-    _, session, _ = rt._deploy()
+    _, session, _ = export_cache.deploy_functions()
     full = session(cache.onnx((48, 64), "fp32"))
     for frame in frames:
         x = engine.prepare(frame).numpy()
@@ -172,7 +174,7 @@ def test_onnxruntime_engine_equals_logits_argmax(tmp_path: Path, post: str) -> N
 def test_onnx_model_file_runs_with_onnxruntime(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """An .onnx MODEL: auto runs the file itself; eager is refused with one line."""
     ckpt = _checkpoint(tmp_path / "m.pt")
-    export_onnx, _, _ = rt._deploy()
+    export_onnx, _, _ = export_cache.deploy_functions()
     predictor = effseg.load(ckpt)
     meta = {"classes": predictor.classes, "palette": PALETTE.tolist(), "mean": [0.485, 0.456, 0.406],
             "std": [0.229, 0.224, 0.225]}  # fmt: skip

@@ -167,6 +167,15 @@ def ort_session(
 
 
 BACKENDS = ("onnxruntime", "openvino")
+# The runtimes that run an exported file: ``<backend>`` (the fp32 export) or ``<backend>-int8``.
+ONNX_RUNTIMES = ("onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8")
+
+
+def split_runtime(runtime: str) -> tuple[str, str]:
+    """``onnxruntime-int8`` -> ``("onnxruntime", "int8")``; ``openvino`` -> ``("openvino", "fp32")``:
+    the engine and the precision of the exported file it runs."""
+    backend, _, precision = runtime.partition("-")
+    return backend, precision or "fp32"
 
 
 def onnx_session(

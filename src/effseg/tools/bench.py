@@ -34,11 +34,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from effseg.deploy.artifact import load_artifact
+from effseg.deploy.onnx_io import ONNX_RUNTIMES
 from effseg.errors import BenchError, EffsegError
 from effseg.size import parse_size
 from effseg.tools.bench_runners import (
     DTYPES,
-    ONNX_RUNTIMES,
     RUNTIMES,
     Runner,
     onnx_runner,

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from effseg.deploy.onnx_io import ONNX_RUNTIMES, split_runtime
 from effseg.errors import BenchError
 
-ONNX_RUNTIMES = ("onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8")  # CPU, fp32 input
 RUNTIMES = ("eager", "channels_last", "compile", "compile-int8", *ONNX_RUNTIMES)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -115,7 +115,7 @@ def onnx_runner(
     from effseg.deploy.export import export_onnx
     from effseg.deploy.onnx_io import onnx_session
 
-    backend, _, precision = runtime.partition("-")
+    backend, precision = split_runtime(runtime)
     info: dict[str, Any] = {}
     if backend == "onnxruntime":
         info.update(ort_opt_level=opt_level, ort_threads=threads)

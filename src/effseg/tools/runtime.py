@@ -1,38 +1,23 @@
-"""Runtimes for the predict pipeline: eager, torch.compile, onnxruntime and OpenVINO (fp32 / int8), ``auto``.
+"""Runtimes for the predict pipeline: eager, torch.compile, onnxruntime, OpenVINO (fp32 / int8), auto.
 
 An :class:`Engine` turns one ``(H, W, 3)`` uint8 RGB frame into ``(H, W)`` uint8 class ids.
 Preprocessing is the :class:`~effseg.api.Predictor`'s, op for op, so that the eager engine gives
-exactly ``Predictor.predict``'s answer. Exported files live in an :class:`ExportCache`:
-
-- a run folder ``RUN/`` -> ``RUN/runtime_cache/``; a checkpoint ``x.pt`` -> ``x.runtime_cache/``
-  beside it; a shipped model name (or an unwritable folder) -> the user cache
-  (``$EFFSEG_CACHE``, default ``~/.cache/effseg``) ``/<name>/``;
-- inside: ``<weights hash>/<W>x<H>/`` with ``fp32.onnx``, ``int8.onnx``, the derived graphs
-  (``*.labels.onnx``: argmax in the graph, uint8 out; ``*.lowres.onnx``: final upsample cut)
-  and ``choice.json`` (``auto``'s measurements and pick). The hash is over the weights, so a
-  changed checkpoint exports again (older hash folders are removed).
+exactly ``Predictor.predict``'s answer. Exported files live in an
+:class:`~effseg.tools.export_cache.ExportCache` (next to the run, or in the user cache).
 
 ``auto`` exports once, times each candidate briefly on a sample frame at the frame size and keeps
 the fastest; a graph that is not exact fp32 (int8, and OpenVINO, which runs bf16 on CPUs with AMX)
 is a candidate only when its argmax agreement with onnxruntime fp32 on the sample frames is
 >= 98% (recorded in ``choice.json``). OpenVINO is a candidate when the ``openvino`` extra is
-installed. ``torch.compile`` is not an ``auto`` candidate: its
-compilation (tens of seconds per input size) is not cached across processes.
+installed. ``torch.compile`` is not an ``auto`` candidate: its compilation (tens of seconds per
+input size) is not cached across processes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import hashlib
-import json
-import os
 import platform
-import re
-import shutil
-import tempfile
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,34 +26,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from effseg.deploy.onnx_io import ONNX_RUNTIMES, split_runtime
 from effseg.errors import EffsegError, ModelError
 from effseg.size import Size
-from effseg.tools.postprocess import add_argmax_to_onnx, cut_final_resize, upsample_argmax
+from effseg.tools import export_cache
+from effseg.tools.export_cache import ExportCache, cache_root
+from effseg.tools.postprocess import upsample_argmax
 
-RUNTIMES = (
-    "auto", "eager", "compile", "compile-int8", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8"
-)  # fmt: skip
-ONNX_RUNTIMES = ("onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8")  # run a cached export
+RUNTIMES = ("auto", "eager", "compile", "compile-int8", *ONNX_RUNTIMES)
 MIN_INT8_AGREEMENT = 0.98
-CACHE_ENV = "EFFSEG_CACHE"
 POSTPROCESS = ("graph", "lowres")  # onnxruntime: ArgMax in the graph, or low-res logits + exact refine
-
-
-def _deploy() -> tuple[Callable, Callable, Callable]:
-    """``(export_onnx, onnx_session, quantize_onnx)`` from :mod:`effseg.deploy` (onnx is an extra);
-    ``onnx_session(path, backend)`` opens a file in onnxruntime or OpenVINO."""
-    from effseg.deploy.export import export_onnx
-    from effseg.deploy.onnx_io import onnx_session
-    from effseg.deploy.quantize import quantize_onnx
-
-    return export_onnx, onnx_session, quantize_onnx
-
-
-def split_runtime(runtime: str) -> tuple[str, str]:
-    """``onnxruntime-int8`` -> ``("onnxruntime", "int8")``; ``openvino`` -> ``("openvino", "fp32")``:
-    the engine and the precision of the exported file it runs."""
-    backend, _, precision = runtime.partition("-")
-    return backend, precision or "fp32"
 
 
 def openvino_version() -> str | None:
@@ -79,39 +46,6 @@ def openvino_version() -> str | None:
         return str(openvino.__version__)
     except ImportError:
         return None
-
-
-def user_cache_dir() -> Path:
-    """``$EFFSEG_CACHE`` or ``~/.cache/effseg``."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "effseg")
-
-
-def cache_root(model_spec: str | Path) -> Path:
-    """Where exports of ``model_spec`` are kept (see the module docstring)."""
-    path = Path(str(model_spec))
-    if path.is_dir():
-        root = path / "runtime_cache"
-    elif path.is_file():
-        root = path.with_name(path.stem + ".runtime_cache")
-    else:
-        return user_cache_dir() / re.sub(r"[^A-Za-z0-9_.-]+", "_", str(model_spec))
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=root):
-            pass
-        return root
-    except OSError:
-        return user_cache_dir() / re.sub(r"[^A-Za-z0-9_.-]+", "_", str(path.resolve()).strip("/"))
-
-
-def weights_hash(model: torch.nn.Module) -> str:
-    """sha256 (hex) over the model's config and every state-dict tensor (name, dtype, shape, bytes)."""
-    h = hashlib.sha256(json.dumps(getattr(model, "config", None), sort_keys=True, default=str).encode())
-    for name, t in model.state_dict().items():
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 def machine_key() -> dict[str, Any]:
@@ -232,7 +166,7 @@ class OrtEngine(Engine):
     def _session(self, net: tuple[int, int], out: tuple[int, int]) -> tuple[Any, str, str]:
         key = (net, out == net)
         if key not in self._sessions:
-            _, onnx_session, _ = _deploy()
+            _, onnx_session, _ = export_cache.deploy_functions()
             base = self.cache.onnx(net, self.precision, [self.prepare(s) for s in self.samples])
             kind = "labels" if self.postprocess == "graph" and out == net else self.postprocess
             path = self.cache.derived(base, kind) if kind != "graph" else base
@@ -249,111 +183,6 @@ class OrtEngine(Engine):
         if kind == "labels":
             return result[0]
         return upsample_argmax(torch.from_numpy(result), tuple(out_size))
-
-
-class ExportCache:
-    """Exported ONNX files of one model, per network size, keyed by the weights' hash."""
-
-    def __init__(self, root: Path, model: torch.nn.Module, meta: dict[str, Any]) -> None:
-        self.root = Path(root)
-        self.model = model
-        self.meta = meta
-        self.hash = weights_hash(model)[:16]
-
-    def folder(self, net: tuple[int, int]) -> Path:
-        """``root/<hash>/<W>x<H>`` for network size ``net`` = (H, W); stale hash folders removed."""
-        base = self.root / self.hash
-        if not base.is_dir() and self.root.is_dir():
-            for old in self.root.iterdir():
-                if old.is_dir() and re.fullmatch(r"[0-9a-f]{16}", old.name):
-                    shutil.rmtree(old, ignore_errors=True)
-        d = base / f"{net[1]}x{net[0]}"
-        d.mkdir(parents=True, exist_ok=True)
-        return d
-
-    def onnx(self, net: tuple[int, int], precision: str, samples: Sequence[torch.Tensor] = ()) -> Path:
-        """The fp32 (or int8, calibrated on ``samples``) file for ``net`` = (H, W); exported if missing."""
-        export_onnx, _, quantize_onnx = _deploy()
-        d = self.folder(net)
-        fp32 = d / "fp32.onnx"
-        if not fp32.is_file():
-            with _atomic(fp32) as tmp, warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the exporter's deprecation chatter
-                export_onnx(self.model, tmp, input_size=net, meta=self.meta)
-        if precision == "fp32":
-            return fp32
-        int8 = d / "int8.onnx"
-        if not int8.is_file():
-            if not samples:
-                raise ModelError(f"{int8}: int8 quantization needs sample frames to calibrate on")
-            calib = [s.numpy().astype(np.float32) for s in samples[::2] or samples]
-            with _atomic(int8) as tmp:
-                quantize_onnx(fp32, tmp, calib, calibration_source="first frames of the input")
-            self.record(net, int8_agreement=self.agreement(fp32, int8, samples[1::2] or samples))
-        return int8
-
-    def derived(self, base: Path, kind: str) -> Path | None:
-        """``base`` with ArgMax in the graph (``labels``) or without its final Resize (``lowres``,
-        None when the graph has none to cut)."""
-        path = base.with_suffix(f".{kind}.onnx")
-        if path.is_file():
-            return path
-        if kind == "labels":
-            with _atomic(path) as tmp:
-                add_argmax_to_onnx(base, tmp)
-            return path
-        with _atomic(path) as tmp:
-            ok = cut_final_resize(base, tmp)
-            if not ok:
-                Path(tmp).write_bytes(b"")
-        if path.stat().st_size == 0:
-            return None
-        return path
-
-    def agreement(
-        self, fp32: Path, other: Path, samples: Sequence[torch.Tensor], backend: str = "onnxruntime"
-    ) -> float:
-        """Fraction of pixels where ``other`` run by ``backend`` and ``fp32`` run by onnxruntime
-        agree on the argmax over ``samples`` (normalised inputs)."""
-        _, onnx_session, _ = _deploy()
-        a, b = onnx_session(fp32), onnx_session(other, backend)
-        same = total = 0
-        for x in samples:
-            arr = np.ascontiguousarray(x.numpy())
-            la = a.run(None, {a.get_inputs()[0].name: arr})[0].argmax(1)
-            lb = b.run(None, {b.get_inputs()[0].name: arr})[0].argmax(1)
-            same += int((la == lb).sum())
-            total += la.size
-        return same / max(total, 1)
-
-    def choice_path(self, net: tuple[int, int]) -> Path:
-        return self.folder(net) / "choice.json"
-
-    def read(self, net: tuple[int, int]) -> dict[str, Any]:
-        path = self.choice_path(net)
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def record(self, net: tuple[int, int], **values: Any) -> dict[str, Any]:
-        data = self.read(net)
-        data.update(values)
-        with _atomic(self.choice_path(net)) as tmp:
-            Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True))
-        return data
-
-
-@contextlib.contextmanager
-def _atomic(path: Path):  # noqa: ANN202 - yields a temporary path, renamed onto ``path`` on success
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
 
 
 def _time_engine(engine: Engine, image: np.ndarray, runs: int = 5, warmup: int = 2) -> float:
