@@ -9,7 +9,9 @@ Inputs are what other commands wrote, nothing is re-measured here:
 
 - ``--study``: the folder of ``benchmarks/camvid/study.py`` rows; each architecture row's
   ``eval/eval.json`` (``effseg eval`` on CamVid val, 101 images at 480x360) gives the mIoU and
-  the training record (iterations, minutes);
+  the training record (iterations, minutes), and ``int8.json`` the int8 mIoU. A row may also be
+  a folder of just those two files (``eval.json`` at its top: the committed copies in
+  ``benchmarks/camvid/results/``, where the run folder itself is not kept);
 - ``--bench``: ``bench.json`` files of one ``effseg bench`` run each (params, GFLOPs and median
   latency per runtime); the first one's input size is the plot's.
 
@@ -38,7 +40,7 @@ ARCHITECTURES = {
     "lraspp_mbv3_large_os16": ("LR-ASPP-MobileNetV3-Large OS16", "lraspp_mobilenetv3_large_os16"),
     "pspnet_mbv2": ("PSPNet-MobileNetV2 OS8", "pspnet_mobilenetv2"),
 }
-RUNTIMES = ("eager", "onnxruntime", "onnxruntime-int8")
+RUNTIMES = ("eager", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8")
 
 
 def load_bench(path: Path) -> tuple[str, dict[str, dict[str, dict]]]:
@@ -53,7 +55,10 @@ def load_bench(path: Path) -> tuple[str, dict[str, dict[str, dict]]]:
 
 def inference_params_m(run: Path) -> float | None:
     """Parameters (M) of a row's inference network (its ``last.pt``), counted now by effseg's rule
-    (a bench.json written before a counting fix would disagree with docs/models.md)."""
+    (a bench.json written before a counting fix would disagree with docs/models.md); None when
+    the row keeps no checkpoint."""
+    if not (run / "last.pt").is_file():
+        return None
     ckpt = load_checkpoint(run / "last.pt")
     cfg = ckpt.get("model_config")
     return count_params(build_model(**cfg))["params_m"] if cfg else None
@@ -97,8 +102,9 @@ def frontier(
     markers: list[str] = []
     colors: list[str] = []
     for row, (label, bench_name) in ARCHITECTURES.items():
-        path = study / row / "eval" / "eval.json"
-        if not path.is_file():
+        found = [p for p in (study / row / "eval" / "eval.json", study / row / "eval.json") if p.is_file()]
+        path = found[0] if found else None
+        if path is None:
             continue
         ev = json.loads(path.read_text())
         miou, tr = ev["miou"] * 100, ev.get("training") or {}
@@ -106,7 +112,8 @@ def frontier(
         any_row = next(iter(first.values()), {})
         int8_miou = int8_miou_of(study / row)
         cells = [
-            label, _fmt(inference_params_m(study / row), 2), _fmt(any_row.get("gflops"), 2), f"{miou:.2f}",
+            label, _fmt(inference_params_m(study / row) or any_row.get("params_m"), 2),
+            _fmt(any_row.get("gflops"), 2), f"{miou:.2f}",
             _fmt(int8_miou, 2), str(tr.get("iterations", "-")),
             _fmt(tr.get("train_time_s", 0) / 60),
         ]  # fmt: skip

@@ -43,7 +43,7 @@ def _side_by_side(photo: np.ndarray, overlay: np.ndarray) -> np.ndarray:
 def run_street_demo(
     out_dir: str | Path,
     model: str = DEFAULT_MODEL,
-    runtimes: str = "eager,onnxruntime",
+    runtimes: str | None = None,
     runs: int = 5,
     measure: bool = True,
 ) -> StreetResult:
@@ -51,7 +51,12 @@ def run_street_demo(
 
     With ``measure``, latency per runtime at the photos' size (480x360) is measured over
     ``runs`` timed calls after 2 warm-up calls; a runtime that fails is recorded with its error.
+    ``runtimes`` (comma list): default eager and onnxruntime, plus openvino where it is installed.
     """
+    if runtimes is None:
+        from effseg.tools.runtime import openvino_version
+
+        runtimes = "eager,onnxruntime" + (",openvino" if openvino_version() else "")
     import effseg
     from effseg.data.visualize import add_legend, overlay
 
