@@ -13,6 +13,6 @@ VENV=${1:-/tmp/effseg-tv-venv}
 PYTHON=${PYTHON:-python3}
 test -x "$VENV/bin/python" || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-# effseg itself (editable) with its deploy and int8-torch extras; torch is already satisfied above.
-"$VENV/bin/python" -m pip install -q -e ".[deploy,int8-torch]"
+# effseg itself (editable) with its deploy, int8-torch and openvino extras; torch is already satisfied above.
+"$VENV/bin/python" -m pip install -q -e ".[deploy,int8-torch,openvino]"
 "$VENV/bin/python" -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
