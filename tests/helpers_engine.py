@@ -80,3 +80,50 @@ def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], at
             assert torch.equal(a[key], b[key]), f"{key} differs"
         else:
             torch.testing.assert_close(a[key], b[key], atol=atol, rtol=0, msg=lambda m, k=key: f"{k}: {m}")
+
+
+def tiny_cityscapes_checkpoint(tmp_path: Path, model: torch.nn.Module, size: tuple[int, int]) -> Path:
+    """A checkpoint of ``model`` (19 classes) whose stored config points at a 2-image
+    Cityscapes-layout val split of ``size`` = (H, W) under ``tmp_path/cs`` (road below, sky above):
+    what ``effseg eval CHECKPOINT`` needs and nothing more."""
+    import numpy as np
+    from PIL import Image
+
+    from effseg.config import config_from_dict
+    from effseg.engine.checkpoint import save_checkpoint
+
+    h, w = size
+    root = tmp_path / "cs"
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        lab = np.full((h, w), 7, np.uint8)
+        lab[: h // 3] = 23
+        img = rng.integers(0, 255, (h, w, 3), np.uint8)
+        for sub, name, arr in (
+            ("leftImg8bit", f"lindau_{i:06d}_000019_leftImg8bit.png", img),
+            ("gtFine", f"lindau_{i:06d}_000019_gtFine_labelIds.png", lab),
+        ):
+            (root / sub / "val" / "lindau").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr).save(root / sub / "val" / "lindau" / name)
+    cfg = config_from_dict({"data": {"dataset": "cityscapes", "root": str(root)}, "eval": {"num_workers": 0}})
+    ckpt = tmp_path / "run" / "last.pt"
+    state = {"model": model.state_dict(), "model_config": model.config, "config": cfg.to_dict()}
+    save_checkpoint(ckpt, state)
+    return ckpt
+
+
+def predict_class_ids(model: Path, frames: Path, out: Path, runtime: str, capsys: Any) -> Any:
+    """``effseg predict MODEL FRAMES --class-ids --runtime RUNTIME`` in process; asserts exit 0 and
+    the summary line naming the runtime and frame count; returns the ids as (N, H, W) uint8."""
+    import numpy as np
+    from PIL import Image
+
+    from effseg.cli import main as cli_main
+
+    names = sorted(p.name for p in frames.iterdir())
+    code = cli_main(["predict", str(model), str(frames), "--out", str(out), "--class-ids",
+                     "--runtime", runtime, "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert f"runtime {runtime}" in err and f"{len(names)} frames" in err
+    return np.stack([np.asarray(Image.open(out / "ids" / n)) for n in names])

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import builtins
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from effseg.deploy.onnx_io import onnx_session, ort_session  # noqa: E402
 from effseg.deploy.openvino_io import OpenVinoSession, _precision_name  # noqa: E402
 from effseg.deploy.runtime import load_onnx_model  # noqa: E402
 from effseg.errors import ExportError  # noqa: E402
+from helpers_engine import predict_class_ids, tiny_cityscapes_checkpoint  # noqa: E402
 
 H, W, C = 48, 64, 3
 CLASSES = ["road", "car", "sky"]
@@ -89,15 +90,7 @@ def test_bad_input_is_one_line(onnx_file: Path, tmp_path: Path) -> None:
 
 
 def test_missing_openvino_names_the_extra(onnx_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_import = builtins.__import__
-
-    def no_openvino(name, *args, **kwargs):
-        if name.startswith("openvino"):
-            raise ImportError(f"No module named {name!r}")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_openvino)
-    monkeypatch.delitem(__import__("sys").modules, "openvino", raising=False)
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now raises ImportError
     with pytest.raises(ExportError, match=r"pip install 'effseg\[openvino\]'") as err:
         OpenVinoSession(onnx_file)
     assert "\n" not in str(err.value)
@@ -139,34 +132,10 @@ def test_bench_times_both_openvino_runtimes_and_records_the_precision(tmp_path: 
     assert rows["openvino"]["onnx_path"] == rows["onnxruntime"]["onnx_path"]  # one export, two engines
 
 
-def _city_run(tmp_path: Path) -> Path:
-    """A 19-class checkpoint whose stored config points at a 2-image Cityscapes-layout folder."""
-    from effseg.config import config_from_dict
-    from effseg.engine.checkpoint import save_checkpoint
-
-    root = tmp_path / "cs"
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        lab = np.full((H, W), 7, np.uint8)
-        lab[: H // 3] = 23
-        img = rng.integers(0, 255, (H, W, 3), np.uint8)
-        for sub, name, arr in (
-            ("leftImg8bit", f"lindau_{i:06d}_000019_leftImg8bit.png", img),
-            ("gtFine", f"lindau_{i:06d}_000019_gtFine_labelIds.png", lab),
-        ):
-            (root / sub / "val" / "lindau").mkdir(parents=True, exist_ok=True)
-            Image.fromarray(arr).save(root / sub / "val" / "lindau" / name)
+def test_cli_eval_openvino_records_runtime_and_precision(tmp_path: Path, capsys) -> None:
     torch.manual_seed(0)
     model = effseg.build_model("lraspp", backbone="mobilenetv3_small", num_classes=19, aux=False)
-    cfg = config_from_dict({"data": {"dataset": "cityscapes", "root": str(root)}, "eval": {"num_workers": 0}})
-    ckpt = tmp_path / "run" / "last.pt"
-    state = {"model": model.state_dict(), "model_config": model.config, "config": cfg.to_dict()}
-    save_checkpoint(ckpt, state)
-    return ckpt
-
-
-def test_cli_eval_openvino_records_runtime_and_precision(tmp_path: Path, capsys) -> None:
-    ckpt = _city_run(tmp_path)
+    ckpt = tiny_cityscapes_checkpoint(tmp_path, model, (H, W))
     args = ["eval", str(ckpt), "--device", "cpu"]
     assert cli_main([*args, "--runtime", "openvino", "--calib", "val"]) == 2
     assert "calibration images are for --runtime compile-int8, not openvino" in capsys.readouterr().err
@@ -192,24 +161,14 @@ def test_predict_runs_openvino_close_to_eager_and_an_onnx_file_as_it_is(
     for i, x in enumerate(_images(3, seed=3)):
         rgb = np.clip(x[0].transpose(1, 2, 0) * 60 + 128, 0, 255).astype(np.uint8)
         Image.fromarray(rgb).save(src / f"f{i}.png")
-    ids = {}
-    for runtime in ("eager", "openvino", "openvino-int8"):
-        out = tmp_path / runtime
-        code = cli_main(["predict", str(ckpt), str(src), "--out", str(out), "--class-ids",
-                         "--runtime", runtime, "--no-progress"])  # fmt: skip
-        err = capsys.readouterr().err
-        assert code == 0, err
-        assert f"runtime {runtime}" in err and "3 frames" in err
-        ids[runtime] = np.stack([np.asarray(Image.open(out / "ids" / f"f{i}.png")) for i in range(3)])
+    runtimes = ("eager", "openvino", "openvino-int8")
+    ids = {r: predict_class_ids(ckpt, src, tmp_path / r, r, capsys) for r in runtimes}
     assert ids["eager"].shape == ids["openvino"].shape == (3, H, W)
     assert (ids["eager"] == ids["openvino"]).mean() >= 0.95
     assert (ids["eager"] == ids["openvino-int8"]).mean() >= 0.8
     # an .onnx MODEL runs as it is: in OpenVINO on request, never re-quantized
-    out = tmp_path / "onnx"
-    code = cli_main(["predict", str(onnx_file), str(src), "--out", str(out), "--class-ids",
-                     "--runtime", "openvino", "--no-progress"])  # fmt: skip
-    assert code == 0 and "runtime openvino" in capsys.readouterr().err
-    got = np.stack([np.asarray(Image.open(out / "ids" / f"f{i}.png")) for i in range(3)])
+    got = predict_class_ids(onnx_file, src, tmp_path / "onnx", "openvino", capsys)
     assert (got == ids["eager"]).mean() >= 0.95
-    code = cli_main(["predict", str(onnx_file), str(src), "--out", str(out), "--runtime", "openvino-int8"])
+    args = ["predict", str(onnx_file), str(src), "--out", str(tmp_path / "x"), "--runtime", "openvino-int8"]
+    code = cli_main(args)
     assert code == 2 and "runs as it is, with --runtime onnxruntime or openvino" in capsys.readouterr().err

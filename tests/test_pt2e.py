@@ -16,6 +16,7 @@ pytest.importorskip("torchao")  # the optional `int8-torch` extra
 from effseg.deploy.pt2e import CompiledInt8, compile_int8, quantize_pt2e  # noqa: E402
 from effseg.errors import ExportError  # noqa: E402
 from effseg.models import build_model  # noqa: E402
+from helpers_engine import predict_class_ids, tiny_cityscapes_checkpoint  # noqa: E402
 
 H, W, C = 64, 96, 5
 
@@ -118,28 +119,10 @@ def test_bench_times_compile_int8_and_shows_no_fp32_miou_for_it(tmp_path: Path) 
 
 def test_cli_eval_compile_int8_needs_calib_and_records_its_runtime(tmp_path: Path, capsys) -> None:
     from effseg.cli import main as cli_main
-    from effseg.config import config_from_dict
-    from effseg.engine.checkpoint import save_checkpoint
 
-    root = tmp_path / "cs"
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        lab = np.full((H, W), 7, np.uint8)
-        lab[: H // 3] = 23
-        img = rng.integers(0, 255, (H, W, 3), np.uint8)
-        for sub, name, arr in (
-            ("leftImg8bit", f"lindau_{i:06d}_000019_leftImg8bit.png", img),
-            ("gtFine", f"lindau_{i:06d}_000019_gtFine_labelIds.png", lab),
-        ):
-            (root / sub / "val" / "lindau").mkdir(parents=True, exist_ok=True)
-            Image.fromarray(arr).save(root / sub / "val" / "lindau" / name)
     torch.manual_seed(0)
     model = build_model("lraspp", backbone="mobilenetv3_large", num_classes=19, aux=False)
-    cfg = config_from_dict({"data": {"dataset": "cityscapes", "root": str(root)}, "eval": {"num_workers": 0}})
-    save_checkpoint(
-        tmp_path / "run" / "last.pt",
-        {"model": model.state_dict(), "model_config": model.config, "config": cfg.to_dict()},
-    )
+    tiny_cityscapes_checkpoint(tmp_path, model, (H, W))
     args = ["eval", str(tmp_path / "run" / "last.pt"), "--device", "cpu"]
     assert cli_main([*args, "--runtime", "compile-int8"]) == 2
     assert "needs --calib" in capsys.readouterr().err
@@ -158,7 +141,6 @@ def test_cli_eval_compile_int8_needs_calib_and_records_its_runtime(tmp_path: Pat
 
 
 def test_predict_pipeline_runs_compile_int8_close_to_eager(tmp_path: Path, capsys) -> None:
-    from effseg.cli import main as cli_main
 
     torch.manual_seed(0)
     model = build_model("lraspp", backbone="mobilenetv3_large", num_classes=3, aux=False)
@@ -173,14 +155,6 @@ def test_predict_pipeline_runs_compile_int8_close_to_eager(tmp_path: Path, capsy
     for i, x in enumerate(_images(3, seed=3)):
         rgb = ((x[0].permute(1, 2, 0) * 60 + 128).clamp(0, 255)).to(torch.uint8).numpy()
         Image.fromarray(rgb).save(src / f"f{i}.png")
-    ids = {}
-    for runtime in ("eager", "compile-int8"):
-        out = tmp_path / runtime
-        code = cli_main(["predict", str(ckpt), str(src), "--out", str(out), "--class-ids",
-                         "--runtime", runtime, "--no-progress"])  # fmt: skip
-        err = capsys.readouterr().err
-        assert code == 0, err
-        assert f"runtime {runtime}" in err and "3 frames" in err
-        ids[runtime] = np.stack([np.asarray(Image.open(out / "ids" / f"f{i}.png")) for i in range(3)])
+    ids = {r: predict_class_ids(ckpt, src, tmp_path / r, r, capsys) for r in ("eager", "compile-int8")}
     assert ids["eager"].shape == ids["compile-int8"].shape == (3, H, W)
     assert (ids["eager"] == ids["compile-int8"]).mean() >= 0.9
