@@ -154,7 +154,7 @@ def test_onnxruntime_engine_equals_logits_argmax(tmp_path: Path, post: str) -> N
     predictor = effseg.load(ckpt)
     frames = _clip(tmp_path / "clip.mkv", frames=3)
     cache = rt.ExportCache(tmp_path / "cache", predictor.model, {"classes": predictor.classes})
-    engine = rt.OrtEngine(predictor, cache, "fp32", post, samples=frames[:1])
+    engine = rt.OnnxEngine(predictor, cache, "fp32", post, samples=frames[:1])
     _, session, _ = export_cache.deploy_functions()
     full = session(cache.onnx((48, 64), "fp32"))
     for frame in frames:

@@ -141,7 +141,7 @@ class PredictorEngine(Engine):
         return labels.astype(np.uint8)
 
 
-class OrtEngine(Engine):
+class OnnxEngine(Engine):
     """A cached export (``precision`` fp32 or int8) run by ``backend`` (onnxruntime or openvino);
     ``postprocess`` ``graph`` (ArgMax in the graph when the network runs at the frame size) or
     ``lowres`` (final upsample cut, exact refine outside)."""
@@ -348,4 +348,4 @@ def _make(
     if runtime == "eager":
         return TorchEngine(predictor, input_size)
     backend, precision = split_runtime(runtime)
-    return OrtEngine(predictor, cache, precision, postprocess, input_size, samples, backend)
+    return OnnxEngine(predictor, cache, precision, postprocess, input_size, samples, backend)
