@@ -309,11 +309,11 @@ def _approximate_candidates(
         files["int8"] = cache.onnx(net, "int8", prepared)
     except Exception as err:  # noqa: BLE001 - onnxruntime's quantizer raises many types; int8 is optional
         log(f"auto: int8 quantization failed ({type(err).__name__}: {_first_line(err)}); int8 not used")
-    backends = ["onnxruntime"] + (["openvino"] if openvino_version() else [])
+    have_openvino = openvino_version() is not None
     chosen = []
     for runtime in ("onnxruntime-int8", "openvino", "openvino-int8"):
         backend, precision = split_runtime(runtime)
-        if backend not in backends or precision not in files:
+        if (backend == "openvino" and not have_openvino) or precision not in files:
             continue
         key = "int8_agreement" if runtime == "onnxruntime-int8" else f"{runtime}_agreement"
         agreement = cache.read(net).get(key)
