@@ -33,9 +33,12 @@ in onnxruntime, in OpenVINO at its default precision (bf16 on CPUs with AMX) and
 ``qdq-pc`` int8 file in OpenVINO, and with ``--compare-torchvision`` torchvision's file in
 onnxruntime and in OpenVINO; argmax agreement with onnxruntime fp32 on the calibration images.
 
-``--compare-torchvision`` also exports torchvision's ``lraspp_mobilenet_v3_large`` (same classes,
-random weights) and times it in onnxruntime with the same session options: the issue's goal is
-effseg's best runtime <= 0.5x torchvision's onnxruntime time. Sets ``OMP_WAIT_POLICY=PASSIVE``
+``--compare-torchvision`` also exports torchvision's ``lraspp_mobilenet_v3_large`` (same classes;
+random weights, or with ``--model`` an effseg LR-ASPP-MobileNetV3-Large checkpoint's own weights,
+renamed to torchvision's keys: the two files then compute the same function) and times it in
+onnxruntime with the same session options: the issue's goal is effseg's best runtime <= 0.5x
+torchvision's onnxruntime time. ``benchmarks/engine_isolated.py --labels`` times both files from
+input to class ids. Sets ``OMP_WAIT_POLICY=PASSIVE``
 unless set. Timings: run it on a quiet machine.
 """
 
@@ -238,17 +241,18 @@ def agreement(a, b, xs: list[np.ndarray]) -> float:
 
 
 def calibration(size: tuple[int, int], n: int, camvid: Path, mean, std) -> tuple[list[np.ndarray], str]:
-    """``n`` inputs (1, 3, H, W): CamVid val photos when present, else random normal."""
+    """``n`` inputs (1, 3, H, W): CamVid train photos when present (never val: the int8 models
+    of a trained ``--model`` are scored on val), else random normal."""
     from effseg.deploy.quantize import preprocess
 
-    photos = sorted((camvid / "val").glob("*.jpg")) if (camvid / "val").is_dir() else []
+    photos = sorted((camvid / "train").glob("*.png")) + sorted((camvid / "train").glob("*.jpg"))
     if photos:
         from PIL import Image
 
         picks = [photos[int(i)] for i in np.linspace(0, len(photos) - 1, n).round()]
         return [
             preprocess(np.asarray(Image.open(p).convert("RGB")), size, mean, std) for p in picks
-        ], "CamVid val"
+        ], "CamVid train"
     rng = np.random.default_rng(0)
     return [rng.standard_normal((1, 3, *size)).astype(np.float32) for _ in range(n)], "random normal"
 
@@ -288,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         predictor = effseg.load(args.model)
         model, name = predictor.model, args.model
         mean, std = predictor.mean.flatten().tolist(), predictor.std.flatten().tolist()
+        args.classes = predictor.num_classes  # torchvision's model gets the checkpoint's classes
     else:
         head, _, backbone = args.arch.partition(":")
         model = effseg.build_model(head, backbone=backbone, num_classes=args.classes, aux=False,
@@ -329,10 +334,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{v:16s} {'inductor':9s} {ms:9.2f} ms  argmax agreement {agree:.4f}")
     tv_ms = None
     if args.compare_torchvision:
-        tv_ms = torchvision_ms(args, (h, w), calib[0], work)
+        tv_ms = torchvision_ms(args, (h, w), calib[0], work, model.state_dict() if args.model else None)
         print(f"torchvision lraspp_mobilenet_v3_large onnxruntime (all): {tv_ms:.2f} ms")
         if args.torch:
-            tv_torch = torch_rows(torchvision_logits(args.classes), calib, None, args.runs)
+            tv_model = torchvision_logits(args.classes, model.state_dict() if args.model else None)
+            tv_torch = torch_rows(tv_model, calib, None, args.runs)
             for v, ms, _ in tv_torch:
                 rows.append((f"torchvision {v}", "inductor", ms, float("nan"), {}))
                 print(f"torchvision {v:16s} {ms:9.2f} ms")
@@ -445,8 +451,26 @@ def torch_rows(model, calib: list[np.ndarray], ref, runs: int) -> list[tuple[str
     return out
 
 
-def torchvision_logits(classes: int):
-    """torchvision's LR-ASPP-MobileNetV3-Large (random weights) as a module returning the logits."""
+def torchvision_state_dict(effseg_state: dict) -> dict:
+    """An effseg ``lraspp`` + ``mobilenetv3_large`` state dict under torchvision's keys: the
+    backbone keeps torchvision's layer names (``backbone.features.N`` -> ``backbone.N``) and the
+    head is torchvision's ``LRASPPHead`` (``head.`` -> ``classifier.``)."""
+    renamed = {}
+    for key, value in effseg_state.items():
+        if key.startswith("backbone.features."):
+            renamed["backbone." + key[len("backbone.features.") :]] = value
+        elif key.startswith("head."):
+            renamed["classifier." + key[len("head.") :]] = value
+        elif key.startswith("aux_head."):
+            continue  # training only: eval mode never runs it (torchvision's aux_loss=False)
+        else:
+            raise SystemExit(f"--compare-torchvision: {key}: not an LR-ASPP-MobileNetV3 weight of effseg")
+    return renamed
+
+
+def torchvision_logits(classes: int, effseg_state: dict | None = None):
+    """torchvision's LR-ASPP-MobileNetV3-Large (random weights, or ``effseg_state`` renamed by
+    :func:`torchvision_state_dict`) as a module returning the logits."""
     try:
         from torchvision.models.segmentation import lraspp_mobilenet_v3_large
     except ImportError:
@@ -459,6 +483,8 @@ def torchvision_logits(classes: int):
         def __init__(self) -> None:
             super().__init__()
             self.net = lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=classes)
+            if effseg_state is not None:
+                self.net.load_state_dict(torchvision_state_dict(effseg_state))  # strict: every key
 
         def forward(self, t: torch.Tensor) -> torch.Tensor:
             return self.net(t)["out"]
@@ -466,11 +492,13 @@ def torchvision_logits(classes: int):
     return Logits().eval()
 
 
-def torchvision_ms(args: argparse.Namespace, size: tuple[int, int], x: np.ndarray, work: Path) -> float:
-    """torchvision's LR-ASPP-MobileNetV3-Large (random weights) exported and timed like effseg's files."""
+def torchvision_ms(
+    args: argparse.Namespace, size: tuple[int, int], x: np.ndarray, work: Path, effseg_state: dict | None
+) -> float:
+    """torchvision's LR-ASPP-MobileNetV3-Large exported and timed like effseg's files."""
     export_onnx, _ = _deploy()
     path = work / "torchvision_lraspp.onnx"
-    export_onnx(torchvision_logits(args.classes), path, input_size=size)
+    export_onnx(torchvision_logits(args.classes, effseg_state), path, input_size=size)
     return time_session(session(path, "all"), x, args.runs)
 
 

@@ -18,6 +18,7 @@ import effseg
 from effseg.cli import main
 from effseg.data.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, train_ids_to_label_ids
 from effseg.data.visualize import add_legend, colorize, overlay
+from effseg.models.contract import class_ids
 from effseg.tools.pipeline import run_pipeline
 from effseg.tools.postprocess import reference_argmax, upsample_argmax
 from effseg.tools.video import Frame
@@ -184,6 +185,18 @@ def test_pipeline_memory_is_bounded_and_order_kept() -> None:
                            progress=False)  # fmt: skip
     assert summary.frames == 300 and seen == [i % 7 for i in range(300)]
     assert state["ahead"] <= 4 + 2  # queue depth + the frame being put + the one being read
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_class_ids_equals_argmax_with_ties(dtype: torch.dtype) -> None:
+    # Integer-valued logits in 0..2 over 5 classes: most pixels have tied maxima, and argmax's
+    # first-index rule decides; a NaN wins its pixel in both.
+    logits = torch.randint(0, 3, (2, 5, 7, 9), generator=torch.Generator().manual_seed(0)).to(dtype)
+    logits[1, 3, 2, 4] = float("nan")
+    ids = class_ids(logits)
+    assert ids.shape == (2, 7, 9) and ids.dtype == torch.int64 and ids[1, 2, 4] == 3
+    assert torch.equal(ids, logits.argmax(1))
+    assert torch.equal(class_ids(logits[0], 0), logits[0].argmax(0))
 
 
 @pytest.mark.parametrize(("low", "high"), [((9, 13), (72, 104)), ((7, 5), (31, 17)), ((12, 16), (12, 16))])

@@ -22,6 +22,7 @@ from effseg.data.image import IMAGE_SUFFIXES, ImageLike, read_image
 from effseg.data.visualize import colorize, overlay
 from effseg.device import resolve_device
 from effseg.errors import CheckpointError, ModelError
+from effseg.models.contract import class_ids
 from effseg.size import Size, read_old_size
 
 # The one image reader and suffix list live in effseg.data.image; re-exported for API users.
@@ -154,7 +155,7 @@ class Predictor:
                     lg = logits[j : j + 1]
                     if lg.shape[-2:] != (H, W):
                         lg = F.interpolate(lg, size=(H, W), mode="bilinear", align_corners=False)
-                    ids = lg.argmax(1)[0].cpu().numpy()
+                    ids = class_ids(lg)[0].cpu().numpy()
                     out[i] = ids.astype(np.uint8 if self.num_classes <= 256 else np.int64)
         return out  # type: ignore[return-value]
 

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from effseg.engine import distributed as du
 from effseg.engine.metrics import MIOU_RULE, ConfusionMatrix
 from effseg.errors import ConfigError, DataError
+from effseg.models.contract import class_ids
 
 __all__ = [
     "evaluate",
@@ -271,7 +272,7 @@ def evaluate(
                     crop_size=crop_size,
                     stride=stride,
                 )
-            pred = scores.argmax(1)
+            pred = class_ids(scores)
             cm.update(pred, label)
             if to_label_ids is not None and out_dir is not None:
                 from PIL import Image

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from effseg.models.contract import class_ids
+
 __all__ = ["reference_argmax", "upsample_argmax", "add_argmax_to_onnx", "cut_final_resize"]
 
 
@@ -30,7 +32,7 @@ def reference_argmax(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     """``(1, C, h, w)`` logits -> ``(H, W)`` uint8 ids: bilinear upsample to ``size`` = (H, W), argmax."""
     if tuple(logits.shape[-2:]) != tuple(size):
         logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-    return logits.argmax(1)[0].to(torch.uint8).numpy()
+    return class_ids(logits)[0].to(torch.uint8).numpy()
 
 
 @lru_cache(maxsize=32)
@@ -60,10 +62,10 @@ def upsample_argmax(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     lg = logits[0].float()
     C, h, w = lg.shape
     if (h, w) == (H, W):
-        return lg.argmax(0).to(torch.uint8).numpy()
+        return class_ids(lg, 0).to(torch.uint8).numpy()
     y0, y1, wy0, wy1 = _source_index(h, H)
     x0, x1, wx0, wx1 = _source_index(w, W)
-    low = lg.argmax(0).to(torch.uint8)
+    low = class_ids(lg, 0).to(torch.uint8)
     # index_select, not advanced indexing: the latter is ~50x slower on uint8 maps.
     rows0, rows1 = low.index_select(0, y0), low.index_select(0, y1)  # (H, w)
     l00, l01 = rows0.index_select(1, x0), rows0.index_select(1, x1)
@@ -78,7 +80,7 @@ def upsample_argmax(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
         top = flat.index_select(1, a + c) * fx0 + flat.index_select(1, a + d) * fx1
         bottom = flat.index_select(1, b + c) * fx0 + flat.index_select(1, b + d) * fx1
         value = top * wy0[ys] + bottom * wy1[ys]
-        out[ys, xs] = value.argmax(0).to(torch.uint8)
+        out[ys, xs] = class_ids(value, 0).to(torch.uint8)
     return out.numpy()
 
 
