@@ -9,7 +9,8 @@ process with onnxruntime's, and it ran slower there than alone. This script give
 each (file, engine) gets a fresh process that compiles the file once, makes ``--warmup`` untimed
 calls and ``--runs`` timed ones, and reports its median. The processes run in turn, ``--rounds``
 times (A B C ... A B C ...), so drift on the machine hits all of them alike; the figure per row is
-the median over the rounds. Input: seeded random normal (1, 3, H, W) at the file's size.
+the median over the rounds. Input: seeded random normal (1, 3, H, W) at the file's size, or
+``--image`` resized to it.
 Sets ``OMP_WAIT_POLICY=PASSIVE`` unless set; onnxruntime without spinning, OpenVINO with one
 stream and the latency hint (effseg's settings, ``effseg.deploy.onnx_io.onnx_session``).
 
@@ -45,8 +46,6 @@ STUDY_FILES = {
     "qdq-pc.onnx": "effseg int8 (qdq-pc)",
     "torchvision_lraspp.onnx": "torchvision fp32",
 }
-
-
 
 
 def child(
@@ -144,11 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--labels", action="store_true",
                         help="time input -> (H, W) uint8 ids, three graph forms per file")  # fmt: skip
-    parser.add_argument("--out", type=Path, default=None, help="markdown to write")
-    parser.add_argument("--child", nargs=2, metavar=("PATH", "ENGINE"), help=argparse.SUPPRESS)
     parser.add_argument("--image", default=None,
                         help="time on this image (resized to the file's size; ImageNet mean/std) "
                              "instead of seeded random noise")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=None, help="markdown to write")
+    parser.add_argument("--child", nargs=2, metavar=("PATH", "ENGINE"), help=argparse.SUPPRESS)
     parser.add_argument("--labels-out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -334,11 +334,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{v:16s} {'inductor':9s} {ms:9.2f} ms  argmax agreement {agree:.4f}")
     tv_ms = None
     if args.compare_torchvision:
-        tv_ms = torchvision_ms(args, (h, w), calib[0], work, model.state_dict() if args.model else None)
+        tv_weights = model.state_dict() if args.model else None  # a checkpoint's: same function
+        tv_ms = torchvision_ms(args, (h, w), calib[0], work, tv_weights)
         print(f"torchvision lraspp_mobilenet_v3_large onnxruntime (all): {tv_ms:.2f} ms")
         if args.torch:
-            tv_model = torchvision_logits(args.classes, model.state_dict() if args.model else None)
-            tv_torch = torch_rows(tv_model, calib, None, args.runs)
+            tv_torch = torch_rows(torchvision_logits(args.classes, tv_weights), calib, None, args.runs)
             for v, ms, _ in tv_torch:
                 rows.append((f"torchvision {v}", "inductor", ms, float("nan"), {}))
                 print(f"torchvision {v:16s} {ms:9.2f} ms")
