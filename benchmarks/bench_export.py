@@ -4,7 +4,7 @@
 
 For each trained run (e.g. ``effseg train configs/synthetic/pspnet_r18.yaml``):
 
-1. ``effseg.tools.export.run_export``: fp32 ONNX at 1024x512, static int8 QDQ
+1. ``effseg.deploy.export_run.run_export``: fp32 ONNX at 1024x512, static int8 QDQ
    calibrated on images of the run's *train* split, argmax agreement int8 vs fp32
    and mIoU of both on the *val* split (the ONNX files are what is evaluated);
 2. latency of eager fp32 PyTorch, onnxruntime fp32 and onnxruntime int8 on those
@@ -42,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from effseg.bench.measure import bench_models
+    from effseg.deploy.export_run import run_export
     from effseg.size import parse_size
-    from effseg.tools.bench import bench_models
-    from effseg.tools.export import run_export
 
     torch.set_num_threads(args.threads)
     h, w = parse_size(args.input_size, "--input-size")

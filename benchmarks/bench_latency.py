@@ -3,7 +3,7 @@
     python benchmarks/bench_latency.py                      # every shipped Cityscapes architecture
     python benchmarks/bench_latency.py --models configs/cityscapes/pspnet_r18.yaml --runs 5
 
-One ``effseg.tools.bench.bench_models`` call per model (its runtimes timed
+One ``effseg.bench.measure.bench_models`` call per model (its runtimes timed
 interleaved), results appended to ``docs/bench/latency.json`` model by model so a
 long run keeps what it measured; ``benchmarks/write_benchmarks_md.py`` turns that
 file into ``docs/benchmarks.md``.  Weights are random: latency does not depend on
@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from effseg.tools.bench import bench_models
-    from effseg.tools.sysinfo import measured_gemm_gflops
+    from effseg.bench.measure import bench_models
+    from effseg.bench.sysinfo import measured_gemm_gflops
     from models import benchmark_configs
 
     torch.set_num_threads(args.threads)

@@ -36,13 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
+    from effseg.bench.measure import resolve_model
+    from effseg.bench.sysinfo import machine_info
+    from effseg.bench.timing import latency_stats
     from effseg.deploy.export import export_onnx
     from effseg.deploy.onnx_io import ort_session
     from effseg.deploy.quantize import quantize_onnx
     from effseg.size import parse_size
-    from effseg.tools.bench import resolve_model
-    from effseg.tools.sysinfo import machine_info
-    from effseg.tools.timing import latency_stats
 
     cores = os.cpu_count() or 1
     torch.set_num_threads(cores)

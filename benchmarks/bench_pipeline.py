@@ -116,9 +116,9 @@ def time_postprocess(predictor, frame: np.ndarray, cache_dir: Path, runs: int) -
     """Median ms of each upsample + argmax method on the model's low-resolution logits of ``frame``."""
     import torch
 
-    from effseg.tools import export_cache
-    from effseg.tools import runtime as rt
-    from effseg.tools.postprocess import reference_argmax, upsample_argmax
+    from effseg.pipeline import engines as rt
+    from effseg.pipeline import export_cache
+    from effseg.pipeline.postprocess import reference_argmax, upsample_argmax
 
     h, w = frame.shape[:2]
     engine = rt.TorchEngine(predictor)
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import effseg
     from effseg.api import parse_size
-    from effseg.tools.predict import Outputs, predict
+    from effseg.pipeline.predict import Outputs, predict
 
     if args.threads:
         torch.set_num_threads(args.threads)

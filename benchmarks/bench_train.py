@@ -39,10 +39,10 @@ def measure_one(config: str, crop: tuple[int, int], batch: int, steps: int, warm
 
     import torch
 
+    from effseg.bench.models_table import count_params
     from effseg.config import load_config
     from effseg.engine import distributed as du
     from effseg.engine.train import _Trainer  # the trainer itself: its step is what is measured
-    from effseg.tools.models_table import count_params
     from effseg.zoo.configs import find_config
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -186,7 +186,7 @@ def main() -> int:
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
 
-    from effseg.tools.sysinfo import describe, machine_info
+    from effseg.bench.sysinfo import describe, machine_info
 
     info = machine_info()
     if args.threads:

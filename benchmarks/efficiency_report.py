@@ -35,12 +35,12 @@ def measure(size: tuple[int, int], models: list[str], threads: int, dilation_run
     import torch
     from efficiency import conv_kind_stats, depthwise_separable_table, layer_type_times, onnxruntime_op_times
 
+    from effseg.bench.measure import resolve_model, stage_breakdown
+    from effseg.bench.models_table import count_flops, count_params
+    from effseg.bench.sysinfo import machine_info, peak_fp32_flops
+    from effseg.bench.timing import time_callable
     from effseg.deploy.export import export_onnx
     from effseg.models import build_model
-    from effseg.tools.bench import resolve_model, stage_breakdown
-    from effseg.tools.models_table import count_flops, count_params
-    from effseg.tools.sysinfo import machine_info, peak_fp32_flops
-    from effseg.tools.timing import time_callable
 
     torch.set_num_threads(threads)
     x = torch.randn(1, 3, *size)
@@ -169,7 +169,7 @@ def _f(v: float, nd: int = 1) -> str:
 
 
 def render(data: dict) -> str:
-    from effseg.tools.sysinfo import describe
+    from effseg.bench.sysinfo import describe
 
     files = _plots(data)
     h, w = data["input_size"]

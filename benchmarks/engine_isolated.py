@@ -17,7 +17,7 @@ stream and the latency hint (effseg's settings, ``effseg.deploy.onnx_io.onnx_ses
 ``--labels`` times what a segmentation user needs instead of the graph alone: input -> ``(H, W)``
 uint8 class ids. Each file then runs in three forms: as given (``full``: full-resolution logits,
 then ``argmax`` in PyTorch, what a torchvision user writes), with the argmax in the graph
-(``argmax``: uint8 out, ``effseg.tools.postprocess.add_argmax_to_onnx``) and without its final
+(``argmax``: uint8 out, ``effseg.pipeline.postprocess.add_argmax_to_onnx``) and without its final
 upsample (``lowres``: ``cut_final_resize``, then the exact boundary-only
 ``upsample_argmax``): the three ways effseg's predict pipeline chooses from. Every row's labels
 on the timed input are compared with those of the same file's ``full`` form in onnxruntime
@@ -59,7 +59,7 @@ def child(
 ) -> None:
     """Runs in the fresh process: prints one JSON line ``{"ms": median, "precision": ...}``.
     With ``labels_out``, each timed call also turns the output into ``(H, W)`` uint8 ids
-    (:func:`effseg.tools.postprocess.upsample_argmax`; a uint8 output is taken as is), and the
+    (:func:`effseg.pipeline.postprocess.upsample_argmax`; a uint8 output is taken as is), and the
     ids of the last call are saved there (``.npy``)."""
     import time
 
@@ -67,7 +67,7 @@ def child(
     import torch
 
     from effseg.deploy.onnx_io import onnx_session
-    from effseg.tools.postprocess import upsample_argmax
+    from effseg.pipeline.postprocess import upsample_argmax
 
     backend, precision = ENGINES[engine]
     session = onnx_session(path, backend, threads=threads, precision=precision)
@@ -107,7 +107,7 @@ def graph_forms(files: dict[str, Path], work: Path) -> list[tuple[str, str, Path
     """``[(label, form, path)]``: each file as given (``full``), with the argmax in the graph
     (``argmax``) and without its final upsample (``lowres``, when the graph ends in one), the
     derived files written to ``work``."""
-    from effseg.tools.postprocess import add_argmax_to_onnx, cut_final_resize
+    from effseg.pipeline.postprocess import add_argmax_to_onnx, cut_final_resize
 
     forms = []
     for n, (label, path) in enumerate(files.items()):

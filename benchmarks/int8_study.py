@@ -75,7 +75,7 @@ LEVELS = ("basic", "extended", "all")
 
 def _deploy():
     """``(export_onnx, ort_session)`` from wherever effseg's deploy code lives."""
-    from effseg.tools.export_cache import deploy_functions as deploy
+    from effseg.pipeline.export_cache import deploy_functions as deploy
 
     export_onnx, ort_session, _ = deploy()
     return export_onnx, ort_session

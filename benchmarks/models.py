@@ -20,9 +20,9 @@ def benchmark_configs(dataset: str = "cityscapes") -> list[Path]:
     cheapest first (GFLOPs counted on the ``meta`` device: no compute, no memory)."""
     import torch
 
+    from effseg.bench.models_table import count_flops
     from effseg.config import load_config
     from effseg.models import build_model
-    from effseg.tools.models_table import count_flops
     from effseg.zoo.configs import find_config, list_configs
 
     seen: dict[str, tuple[float, Path]] = {}

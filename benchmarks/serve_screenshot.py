@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
     from playwright.sync_api import sync_playwright
 
-    from effseg.tools.serve import create_app, load_segmenter
+    from effseg.app.serve import create_app, load_segmenter
 
     model = args.model
     if args.arch:

@@ -55,7 +55,7 @@ def _n(v: float | None, nd: int = 0) -> str:
 
 
 def render() -> str:
-    from effseg.tools.sysinfo import describe
+    from effseg.bench.sysinfo import describe
 
     lat, exp, eff = _load(LATENCY), _load(EXPORT), _load(EFFICIENCY)
     runs = lat.get("runs", {})

@@ -9,15 +9,15 @@ import pytest
 import torch
 from torch import nn
 
+from effseg.bench import measure as bench
+from effseg.bench.measure import bench_models, miou_from_run, parse_runtimes, resolve_model
+from effseg.bench.models_table import count_flops
+from effseg.bench.pareto import pareto_front
+from effseg.bench.report import markdown_table, write_report
+from effseg.bench.sysinfo import machine_info, peak_fp32_flops
+from effseg.bench.timing import latency_stats, sync_for, time_call, time_callable
 from effseg.cli import main
 from effseg.errors import BenchError, EffsegError
-from effseg.tools import bench
-from effseg.tools.bench import bench_models, miou_from_run, parse_runtimes, resolve_model
-from effseg.tools.bench_report import markdown_table, write_report
-from effseg.tools.models_table import count_flops
-from effseg.tools.pareto import pareto_front
-from effseg.tools.sysinfo import machine_info, peak_fp32_flops
-from effseg.tools.timing import latency_stats, sync_for, time_call, time_callable
 
 
 @pytest.fixture(autouse=True)

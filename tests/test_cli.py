@@ -26,9 +26,9 @@ def test_every_help_imports_no_torch() -> None:
 
 def test_cli_lists_agree_with_the_library() -> None:
     """The lists the CLI repeats to stay light are the library's."""
+    from effseg.bench.measure import RUNTIMES
     from effseg.cli.bench import RUNTIMES as BENCH_CHOICES
     from effseg.config import OUTPUT_STRIDES
-    from effseg.tools.bench import RUNTIMES
 
     assert BENCH_CHOICES == RUNTIMES
     assert _choices("models", "--output-stride") == [str(s) for s in OUTPUT_STRIDES]

@@ -84,5 +84,5 @@ def test_preloaded_cache_works_with_dataloader_workers(folder: Path) -> None:
 def test_cache_option_is_checked(folder: Path) -> None:
     with pytest.raises(DataError, match=r"option 'cache': expected true or false, got 'yes'"):
         build_dataset("folder", folder, "all", cache="yes")
-    with pytest.raises(DataError, match=r"valid options: cache, classes_file, resize"):
+    with pytest.raises(DataError, match=r"valid options: cache, classes_file, drives, resize"):
         build_dataset("folder", folder, "all", cahce=True)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import effseg
+from effseg.app.demo_report import ModelResult, Sample, pareto_front, referenced_files, write_report
 from effseg.cli import main
-from effseg.tools.report import ModelResult, Sample, pareto_front, referenced_files, write_report
 
 
 def test_pareto_front_by_hand() -> None:
@@ -114,9 +114,9 @@ def test_quick_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) ->
 
 def test_demo_step_timing_uses_the_trainers_loss(monkeypatch: pytest.MonkeyPatch) -> None:
     """measure_step_seconds scores the model's declared loss terms with the trainer's criterion."""
+    from effseg.app.demo import measure_step_seconds
     from effseg.config import config_from_dict
     from effseg.engine import losses
-    from effseg.tools.demo import measure_step_seconds
 
     cfg = config_from_dict(
         {

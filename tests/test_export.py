@@ -13,11 +13,11 @@ from PIL import Image
 
 from effseg.cli import main
 from effseg.deploy.export import _fold_batchnorm_with_ort, export_onnx, export_torchscript
+from effseg.deploy.export_run import parse_input_size, run_export
 from effseg.deploy.onnx_io import onnx_op_types, ort_session, read_onnx_metadata
 from effseg.deploy.runtime import load_onnx_model
 from effseg.errors import EffsegError, ExportError
 from effseg.models import build_model
-from effseg.tools.export import parse_input_size, run_export
 
 SIZE = (64, 96)  # (H, W): an 8x12 feature map at output stride 8, which PPM bins 3 and 6 do not divide
 

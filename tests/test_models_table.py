@@ -9,10 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from effseg.cli import main
-from effseg.errors import ConfigError
-from effseg.models import build_model
-from effseg.tools.models_table import (
+from effseg.bench.models_table import (
     TABLE_END,
     TABLE_START,
     count_flops,
@@ -21,6 +18,9 @@ from effseg.tools.models_table import (
     to_markdown,
     write_markdown,
 )
+from effseg.cli import main
+from effseg.errors import ConfigError
+from effseg.models import build_model
 
 
 @pytest.fixture(autouse=True, scope="module")

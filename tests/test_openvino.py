@@ -108,7 +108,7 @@ def test_onnx_segmentor_on_openvino_resizes_and_batches_like_onnxruntime(onnx_fi
 
 
 def test_bench_times_both_openvino_runtimes_and_records_the_precision(tmp_path: Path) -> None:
-    from effseg.tools.bench import bench_models
+    from effseg.bench.measure import bench_models
 
     report = bench_models(
         ["lraspp_mobilenetv3_small"],

@@ -19,9 +19,9 @@ from effseg.cli import main
 from effseg.data.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, train_ids_to_label_ids
 from effseg.data.visualize import add_legend, colorize, overlay
 from effseg.models.contract import class_ids
-from effseg.tools.pipeline import run_pipeline
-from effseg.tools.postprocess import reference_argmax, upsample_argmax
-from effseg.tools.video import Frame
+from effseg.pipeline.postprocess import reference_argmax, upsample_argmax
+from effseg.pipeline.threaded import run_pipeline
+from effseg.pipeline.video import Frame
 
 
 def _checkpoint(path: Path, classes: list[str], palette: np.ndarray) -> Path:
@@ -213,7 +213,7 @@ def test_upsample_argmax_equals_reference(low: tuple[int, int], high: tuple[int,
 
 def test_cli_runtime_choices_match_the_runtimes() -> None:
     from effseg.cli.predict import RUNTIME_CHOICES
-    from effseg.tools.runtime import RUNTIMES
+    from effseg.pipeline.engines import RUNTIMES
 
     assert RUNTIME_CHOICES == RUNTIMES
 

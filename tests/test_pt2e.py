@@ -95,7 +95,7 @@ def test_missing_torchao_names_the_extra(monkeypatch) -> None:
 
 
 def test_bench_times_compile_int8_and_shows_no_fp32_miou_for_it(tmp_path: Path) -> None:
-    from effseg.tools.bench import bench_models
+    from effseg.bench.measure import bench_models
 
     calib = [x.numpy() for x in _images(2)]
     report = bench_models(

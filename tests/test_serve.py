@@ -18,13 +18,13 @@ from PIL import Image
 
 import effseg
 from effseg.data.visualize import add_legend, colorize, overlay
-from effseg.tools.runtime import TorchEngine
+from effseg.pipeline.engines import TorchEngine
 
 pytest.importorskip("fastapi")
 pytest.importorskip("multipart")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from effseg.tools.serve import Segmenter, create_app  # noqa: E402
+from effseg.app.serve import Segmenter, create_app  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [

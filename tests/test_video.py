@@ -11,9 +11,9 @@ import torch
 
 import effseg
 from effseg.cli import main
-from effseg.tools import export_cache
-from effseg.tools import runtime as rt
-from effseg.tools.predict import Outputs, predict
+from effseg.pipeline import engines as rt
+from effseg.pipeline import export_cache
+from effseg.pipeline.predict import Outputs, predict
 
 pytest.importorskip("onnxruntime")
 

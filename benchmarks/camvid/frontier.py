@@ -26,10 +26,10 @@ import json
 import sys
 from pathlib import Path
 
+from effseg.bench.models_table import count_params
+from effseg.bench.pareto import plot_pareto
 from effseg.engine.checkpoint import load_checkpoint
 from effseg.models import build_model
-from effseg.tools.models_table import count_params
-from effseg.tools.pareto import plot_pareto
 
 # study row -> (label, name of its `effseg bench` row)
 ARCHITECTURES = {

@@ -1,10 +1,10 @@
 """Interleaved CPU latency of several models at one input size (batch 1, eval, inference mode).
 
-Same method as ``effseg.tools.bench`` (warm-up calls, then the median of N timed calls with
-``effseg.tools.timing.time_call``), but the models are timed *interleaved* (one call of each
+Same method as ``effseg.bench.measure`` (warm-up calls, then the median of N timed calls with
+``effseg.bench.timing.time_call``), but the models are timed *interleaved* (one call of each
 in turn, N rounds), so on a machine shared with other jobs a slow spell hits every model
 alike and their ratios stay honest.  Each model is a config YAML, checkpoint / run folder
-or a name like ``lraspp_mobilenetv3_large_os16`` (resolved by ``effseg.tools.bench.resolve_model``).
+or a name like ``lraspp_mobilenetv3_large_os16`` (resolved by ``effseg.bench.measure.resolve_model``).
 
     python benchmarks/open_challenge/latency.py pspnet_mobilenetv2 lraspp_mobilenetv3_large_os16 \
         --input-size 1024x512 --threads 2 --runs 15 --json out.json
@@ -18,10 +18,10 @@ import json
 import numpy as np
 import torch
 
+from effseg.bench.measure import resolve_model
+from effseg.bench.models_table import count_flops, count_params
+from effseg.bench.timing import latency_stats, time_call
 from effseg.size import parse_size
-from effseg.tools.bench import resolve_model
-from effseg.tools.models_table import count_flops, count_params
-from effseg.tools.timing import latency_stats, time_call
 
 
 def main() -> None:

@@ -147,6 +147,11 @@ class DataConfig:
     root: str = "data/synthetic"
     train_split: str = "train"
     val_split: str = "val"
+    # Drives (the file-name prefix before the first ``_``, e.g. CamVid's 0001TP) to keep in the
+    # train / val split; empty = every frame. Leave-one-drive-out: train on two drives of
+    # ``trainval``, validate on the third (docs/datasets.md, ``effseg crossdrive``).
+    train_drives: list[str] = field(default_factory=list)
+    val_drives: list[str] = field(default_factory=list)
     # Extra keyword arguments for :func:`effseg.data.build_dataset` (dataset specific).
     options: dict[str, Any] = field(default_factory=dict)
     crop_size: Size = Size(h=512, w=1024)  # training crops; YAML: WIDTHxHEIGHT, e.g. 1024x512

@@ -11,13 +11,13 @@ import pytest
 import torch
 from torch import nn
 
+from effseg.bench.models_table import count_params
 from effseg.engine.losses import build_criterion
 from effseg.errors import ModelError
 from effseg.models.contract import LossTerm
 from effseg.models.realtime import REALTIME_MODELS
 from effseg.models.realtime._base import AffineBatchNorm2d
 from effseg.models.realtime.ddrnet import DAPPM
-from effseg.tools.models_table import count_params
 
 NAMES = list(REALTIME_MODELS)
 NUM_CLASSES = 4

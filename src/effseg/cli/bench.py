@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-# effseg.tools.bench.RUNTIMES, repeated here so that parsing imports no torch (a test checks they agree).
+# effseg.bench.measure.RUNTIMES, repeated here so that parsing imports no torch (a test checks they agree).
 RUNTIMES = (
     "eager", "channels_last", "compile", "compile-int8",
     "onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8",
@@ -54,9 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from effseg.bench.measure import bench_models
+    from effseg.bench.report import print_table, write_report
     from effseg.size import parse_size
-    from effseg.tools.bench import bench_models
-    from effseg.tools.bench_report import print_table, write_report
 
     calib = None
     if args.calib:

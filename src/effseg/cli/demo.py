@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effseg.tools.demo import run_demo
+    from effseg.app.demo import run_demo
 
     run_demo(args.out, quick=args.quick, seed=args.seed, iterations=args.iterations)
     return 0

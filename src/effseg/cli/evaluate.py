@@ -172,9 +172,9 @@ def _compile_int8(model, meta, dataset, resize, calib, path, is_onnx):
     size the evaluation feeds (``eval.resize`` or the first image's own size)."""
     import torch
 
+    from effseg.deploy.export_run import calibration_arrays
     from effseg.deploy.pt2e import compile_int8
     from effseg.errors import ConfigError
-    from effseg.tools.export import calibration_arrays
 
     if is_onnx:
         raise ConfigError(f"{path}: --runtime compile-int8 quantizes a PyTorch model, not an ONNX file")

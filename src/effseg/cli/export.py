@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effseg.tools.export import run_export
+    from effseg.deploy.export_run import run_export
 
     report = run_export(
         args.source,

@@ -74,9 +74,9 @@ def _print_pretrained() -> int:
 def run(args: argparse.Namespace) -> int:
     if args.pretrained:
         return _print_pretrained()
+    from effseg.bench.models_table import caption, models_table, parse_size, print_table, write_markdown
     from effseg.errors import ModelError
     from effseg.models import list_backbones, list_heads
-    from effseg.tools.models_table import caption, models_table, parse_size, print_table, write_markdown
 
     choices = (("--head", args.head, list_heads()), ("--backbone", args.backbone, list_backbones()))
     for option, given, valid in choices:

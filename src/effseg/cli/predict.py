@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-# effseg.tools.runtime.RUNTIMES, repeated here so that parsing imports no torch (a test checks they agree).
+# effseg.pipeline.engines.RUNTIMES, repeated here so that parsing imports no torch (a test checks they agree).
 RUNTIME_CHOICES = (
     "auto", "eager", "compile", "compile-int8", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8"
 )  # fmt: skip
@@ -87,8 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from effseg.errors import DataError
+    from effseg.pipeline.predict import Outputs, predict, print_summary
     from effseg.size import parse_size
-    from effseg.tools.predict import Outputs, predict, print_summary
 
     if not args.inputs and args.camera is None:
         raise DataError("no input: give image files, folders, globs, video files or --camera N")

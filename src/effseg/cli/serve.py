@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effseg.tools.serve import serve
+    from effseg.app.serve import serve
 
     serve(
         args.model,

@@ -10,7 +10,16 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from effseg.data.base import IGNORE_INDEX, SegmentationDataset, colorize, read_image, read_label
+from effseg.data.base import (
+    IGNORE_INDEX,
+    SegmentationDataset,
+    colorize,
+    drive_counts,
+    drive_of,
+    read_image,
+    read_label,
+    select_drives,
+)
 from effseg.data.cityscapes import (
     CITYSCAPES_CLASSES,
     CITYSCAPES_PALETTE,
@@ -43,12 +52,18 @@ def build_dataset(
             folder: ``resize``, ``classes_file``. synthetic: ``n_train``, ``n_val``, ``size``,
             ``seed``, ``workers``, plus the cityscapes options. Sizes are ``WIDTHxHEIGHT`` text.
             Every dataset: ``cache`` (bool): decode every sample now and keep it in memory
-            (see :meth:`SegmentationDataset.enable_cache`).
+            (see :meth:`SegmentationDataset.enable_cache`); ``drives`` (list of names): keep
+            only the frames of these drives, the file-name prefix before the first ``_``
+            (see :func:`effseg.data.base.select_drives`; leave-one-drive-out in docs/datasets.md).
     """
+    options = dict(options)
     cache = options.pop("cache", False)
+    drives = options.pop("drives", None)
     if not isinstance(cache, bool):
         raise DataError(f"dataset option 'cache': expected true or false, got {cache!r}")
     dataset = _build(str(name).lower(), name, root, split, transform, options)
+    if drives:
+        select_drives(dataset, drives)
     if cache:
         dataset.enable_cache(preload=True)
     return dataset
@@ -82,7 +97,7 @@ def _only(name: str, options: dict[str, Any], allowed: set[str]) -> dict[str, An
     if unknown:
         raise DataError(
             f"dataset {name!r} has no option {unknown[0]!r}; "
-            f"valid options: {', '.join(sorted(allowed | {'cache'}))}"
+            f"valid options: {', '.join(sorted(allowed | {'cache', 'drives'}))}"
         )
     return {k: v for k, v in options.items() if v is not None}
 
@@ -100,8 +115,11 @@ __all__ = [
     "build_eval_transform",
     "build_train_transform",
     "colorize",
+    "drive_counts",
+    "drive_of",
     "label_ids_to_train_ids",
     "read_image",
     "read_label",
+    "select_drives",
     "train_ids_to_label_ids",
 ]

@@ -177,6 +177,44 @@ class SegmentationDataset(torch.utils.data.Dataset):
         )
 
 
+def drive_of(path: Path) -> str:
+    """The drive (sequence) a frame comes from: its file stem up to the first ``_``.
+
+    CamVid names frames ``<drive>_<frame>`` (``0016E5_07959``, ``Seq05VD_f00000``); a folder
+    dataset whose files are named ``<sequence>_<frame>`` gets the same selection.
+    """
+    return Path(path).stem.split("_", 1)[0]
+
+
+def select_drives(dataset: SegmentationDataset, drives: Sequence[str] | str) -> SegmentationDataset:
+    """Keep only the samples of ``drives`` (see :func:`drive_of`), in place; returns ``dataset``.
+
+    Raises:
+        DataError: a drive that names no sample of the split (the message lists the drives it has).
+    """
+    wanted = [drives] if isinstance(drives, str) else list(drives)
+    if not all(isinstance(d, str) and d for d in wanted):
+        raise DataError(f"dataset option 'drives': expected a list of drive names, got {drives!r}")
+    counts = drive_counts(dataset)
+    missing = [d for d in wanted if d not in counts]
+    if missing:
+        have = ", ".join(f"{d} ({n})" for d, n in counts.items())
+        raise DataError(
+            f"drive {missing[0]!r} has no frames in split {dataset.split!r} of {dataset.root}; "
+            f"drives there (frames): {have}"
+        )
+    dataset.samples = [s for s in dataset.samples if drive_of(s[0]) in set(wanted)]
+    return dataset
+
+
+def drive_counts(dataset: SegmentationDataset) -> dict[str, int]:
+    """``{drive: number of frames}`` of a dataset, in order of first appearance."""
+    counts: dict[str, int] = {}
+    for image_path, _ in dataset.samples:
+        counts[drive_of(image_path)] = counts.get(drive_of(image_path), 0) + 1
+    return counts
+
+
 def run_parallel(fn: Callable, jobs: list, workers: int, description: str | None = None) -> list:
     """``[fn(job) for job in jobs]`` in a process pool (inline for 1 worker), in order, with an
     optional rich progress bar (count, elapsed, ETA)."""

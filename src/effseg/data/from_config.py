@@ -33,7 +33,9 @@ def build_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
         mean=tuple(d.mean),
         std=tuple(d.std),
     )
-    train_set = build_dataset(d.dataset, d.root, d.train_split, transform=train_tf, **d.options)
+    train_set = build_dataset(
+        d.dataset, d.root, d.train_split, transform=train_tf, **_with_drives(d.options, d.train_drives)
+    )
     val_set = build_dataset(
         d.dataset,
         d.root,
@@ -53,7 +55,16 @@ def build_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
 def val_dataset_options(cfg: Config) -> dict[str, Any]:
     """Dataset options for evaluation: with ``eval.resize`` set, labels stay at full resolution
     (the dataset's own ``resize`` option is dropped; the evaluator resizes the image instead)."""
-    opts = dict(cfg.data.options)
+    opts = _with_drives(cfg.data.options, cfg.data.val_drives)
     if cfg.eval.resize is not None:
         opts.pop("resize", None)
+    return opts
+
+
+def _with_drives(options: dict[str, Any], drives: list[str]) -> dict[str, Any]:
+    """Dataset options with ``drives`` set from ``data.train_drives`` / ``data.val_drives``
+    (which win over a ``data.options.drives`` shared by both splits)."""
+    opts = dict(options)
+    if drives:
+        opts["drives"] = list(drives)
     return opts

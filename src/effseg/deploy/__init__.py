@@ -15,5 +15,5 @@
 
 Imports flow one way: artifact -> runtime -> onnx_io -> openvino_io; export -> onnx_io; quantize -> onnx_io;
 pt2e imports nothing of effseg but its errors.
-Nothing here imports ``effseg.api``, ``effseg.tools`` or ``effseg.cli``.
+Nothing here imports ``effseg.api``, ``effseg.bench``, ``effseg.pipeline``, ``effseg.app`` or ``effseg.cli``.
 """

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from effseg.bench.pareto import pareto_front as pareto_front  # re-exported for the demo
+from effseg.bench.pareto import plot_pareto as _plot_pareto
 from effseg.data.visualize import colorize
-from effseg.tools.pareto import pareto_front as pareto_front  # re-exported for the demo
-from effseg.tools.pareto import plot_pareto as _plot_pareto
 
 
 @dataclass
@@ -239,7 +239,7 @@ def write_report(
 
     Returns ``{"md": ..., "html": ..., <figure name>: ...}``. ``notes`` are free-text lines
     (e.g. how mIoU is computed); ``settings`` a key -> value table (machine, input size, ...);
-    ``street`` a :class:`effseg.tools.street_demo.StreetResult`, shown first.
+    ``street`` a :class:`effseg.app.street_demo.StreetResult`, shown first.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

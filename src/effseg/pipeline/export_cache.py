@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from effseg.errors import ModelError
-from effseg.tools.postprocess import add_argmax_to_onnx, cut_final_resize
+from effseg.pipeline.postprocess import add_argmax_to_onnx, cut_final_resize
 
 CACHE_ENV = "EFFSEG_CACHE"
 

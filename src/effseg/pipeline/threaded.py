@@ -35,7 +35,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from effseg.tools.video import Frame
+from effseg.pipeline.video import Frame
 
 _DONE = object()
 

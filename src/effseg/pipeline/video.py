@@ -70,7 +70,7 @@ def _declared_size(err: Exception) -> str:
 
 
 def image_frames(files: list[tuple[Path, Path]]) -> Iterator[Frame]:
-    """``(path, rel)`` pairs (from :func:`effseg.tools.predict.collect_inputs`) -> frames."""
+    """``(path, rel)`` pairs (from :func:`effseg.pipeline.predict.collect_inputs`) -> frames."""
     for i, (path, rel) in enumerate(files):
         try:
             yield Frame(i, str(path), rel, image=read_image_file(path))

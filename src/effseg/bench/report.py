@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from effseg.tools.pareto import plot_pareto as _plot_points
+from effseg.bench.pareto import plot_pareto as _plot_points
 
 RUNTIME_MARKERS = {
     "eager": "o",
@@ -47,7 +47,7 @@ TABLE_COLUMNS = [
 
 def markdown_table(report: dict[str, Any]) -> str:
     """The result rows as a markdown table, with the machine and settings above it."""
-    from effseg.tools.sysinfo import describe
+    from effseg.bench.sysinfo import describe
 
     s = report["settings"]
     lines = [
@@ -132,7 +132,7 @@ def print_table(report: dict[str, Any], console: Any = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from effseg.tools.sysinfo import describe
+    from effseg.bench.sysinfo import describe
 
     console = console or Console()
     table = Table(title="effseg bench", caption=describe(report["machine"]))

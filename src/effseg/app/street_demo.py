@@ -4,7 +4,7 @@
 (:func:`effseg.sample_images`, CamVid val) with a shipped model (:mod:`effseg.zoo`), writes
 one picture per photo (photo | overlay with a colour legend) and a grid of all of them,
 and measures the model's latency per runtime at the photos' size (batch 1, after warm-up,
-by :func:`effseg.tools.bench.bench_models`). Nothing is downloaded and nothing is trained.
+by :func:`effseg.bench.measure.bench_models`). Nothing is downloaded and nothing is trained.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def run_street_demo(
     ``runtimes`` (comma list): default eager and onnxruntime, plus openvino where it is installed.
     """
     if runtimes is None:
-        from effseg.tools.runtime import openvino_version
+        from effseg.pipeline.engines import openvino_version
 
         runtimes = "eager,onnxruntime" + (",openvino" if openvino_version() else "")
     import effseg
@@ -93,7 +93,7 @@ def run_street_demo(
 
 def street_latency(model: str, runtimes: str, runs: int, work_dir: Path) -> list[dict[str, Any]]:
     """Model-only latency at 480x360, batch 1, per runtime: ``[{runtime, median_ms, fps, error}]``."""
-    from effseg.tools.bench import bench_models
+    from effseg.bench.measure import bench_models
 
     report = bench_models(
         [model], input_size="480x360", runtimes=runtimes, warmup=2, runs=runs,

@@ -3,7 +3,7 @@
 An :class:`Engine` turns one ``(H, W, 3)`` uint8 RGB frame into ``(H, W)`` uint8 class ids.
 Preprocessing is the :class:`~effseg.api.Predictor`'s, op for op, so that the eager engine gives
 exactly ``Predictor.predict``'s answer. Exported files live in an
-:class:`~effseg.tools.export_cache.ExportCache` (next to the run, or in the user cache).
+:class:`~effseg.pipeline.export_cache.ExportCache` (next to the run, or in the user cache).
 
 ``auto`` exports once, times each candidate briefly on a sample frame at the frame size and keeps
 the fastest; a graph that is not exact fp32 (int8, and OpenVINO, which runs bf16 on CPUs with AMX)
@@ -28,10 +28,10 @@ import torch.nn.functional as F
 
 from effseg.deploy.onnx_io import ONNX_RUNTIMES, split_runtime
 from effseg.errors import EffsegError, ModelError
+from effseg.pipeline import export_cache
+from effseg.pipeline.export_cache import ExportCache, cache_root
+from effseg.pipeline.postprocess import upsample_argmax
 from effseg.size import Size
-from effseg.tools import export_cache
-from effseg.tools.export_cache import ExportCache, cache_root
-from effseg.tools.postprocess import upsample_argmax
 
 RUNTIMES = ("auto", "eager", "compile", "compile-int8", *ONNX_RUNTIMES)
 MIN_INT8_AGREEMENT = 0.98
@@ -241,8 +241,7 @@ def _onnx_file_engine(
     """An ``.onnx`` MODEL runs as it is: in onnxruntime (``auto`` too), or compiled by OpenVINO."""
     if runtime not in ("auto", "onnxruntime", "openvino"):
         raise ModelError(
-            f"{model_spec}: an ONNX file runs as it is, with --runtime onnxruntime or openvino, "
-            f"not {runtime}"
+            f"{model_spec}: an ONNX file runs as it is, with --runtime onnxruntime or openvino, not {runtime}"
         )
     if runtime == "openvino":
         from effseg.deploy.runtime import OnnxSegmentor

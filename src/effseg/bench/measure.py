@@ -33,11 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from effseg.deploy.artifact import load_artifact
-from effseg.deploy.onnx_io import ONNX_RUNTIMES
-from effseg.errors import BenchError, EffsegError
-from effseg.size import parse_size
-from effseg.tools.bench_runners import (
+from effseg.bench.models_table import count_flops, count_params
+from effseg.bench.runners import (
     DTYPES,
     RUNTIMES,
     Runner,
@@ -45,9 +42,12 @@ from effseg.tools.bench_runners import (
     parse_runtimes,
     torch_runner,
 )
-from effseg.tools.models_table import count_flops, count_params
-from effseg.tools.sysinfo import machine_info, peak_fp32_flops
-from effseg.tools.timing import latency_stats, peak_memory_mb, sync_for, time_call, time_callable
+from effseg.bench.sysinfo import machine_info, peak_fp32_flops
+from effseg.bench.timing import latency_stats, peak_memory_mb, sync_for, time_call, time_callable
+from effseg.deploy.artifact import load_artifact
+from effseg.deploy.onnx_io import ONNX_RUNTIMES
+from effseg.errors import BenchError, EffsegError
+from effseg.size import parse_size
 
 MEMORY_METHOD = {
     False: "CPU: peak RSS during one call (Linux VmHWM after clear_refs) minus RSS before it",

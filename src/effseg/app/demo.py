@@ -4,8 +4,8 @@ Every step goes through the same code a real experiment uses: the synthetic city
 in the Cityscapes layout (:func:`effseg.data.synthetic.generate_city`), both models are trained
 by :func:`effseg.engine.train.train` from the shipped ``configs/synthetic`` configs with
 overrides, scored by :func:`effseg.engine.evaluate.evaluate`, timed by
-:func:`effseg.tools.bench.bench_models`, run on validation images through
-:func:`effseg.load`, and written up by :func:`effseg.tools.report.write_report`.
+:func:`effseg.bench.measure.bench_models`, run on validation images through
+:func:`effseg.load`, and written up by :func:`effseg.app.demo_report.write_report`.
 
 Layout of ``out_dir`` (default ``runs/demo``)::
 
@@ -27,8 +27,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from effseg.app.street_demo import DEFAULT_MODEL, run_street_demo
 from effseg.errors import ConfigError
-from effseg.tools.street_demo import DEFAULT_MODEL, run_street_demo
 
 
 @dataclass(frozen=True)
@@ -182,13 +182,13 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the whole demo into ``out_dir``; returns the results dict also saved as
     ``report/results.json`` (mIoU and pixel accuracy in percent, latency in ms)."""
+    from effseg.app.demo_report import ModelResult, Sample, write_report
+    from effseg.bench.measure import bench_models
     from effseg.data.from_config import build_datasets
     from effseg.data.synthetic import MARKER, generate_city
     from effseg.engine.checkpoint import load_model
     from effseg.engine.evaluate import evaluate
     from effseg.engine.train import train
-    from effseg.tools.bench import bench_models
-    from effseg.tools.report import ModelResult, Sample, write_report
 
     console = console or Console()
     budget = QUICK if quick else FULL

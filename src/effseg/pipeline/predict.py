@@ -1,7 +1,7 @@
 """Segment images, folders, globs, video files and cameras: ``effseg predict MODEL INPUT...``.
 
 :func:`predict` loads the model (:func:`effseg.load`), picks the runtime
-(:mod:`effseg.tools.runtime`) and runs the threaded pipeline (:mod:`effseg.tools.pipeline`).
+(:mod:`effseg.pipeline.engines`) and runs the threaded pipeline (:mod:`effseg.pipeline.threaded`).
 With ``--out DIR`` the outputs mirror each input's relative path (a video's frames go to
 ``<video stem>/frame_000000``)::
 
@@ -30,9 +30,8 @@ from rich.console import Console
 from effseg.api import IMAGE_EXTENSIONS
 from effseg.data.visualize import add_legend, colorize, inset_legend, overlay
 from effseg.errors import DataError, ModelError
-from effseg.size import Size
-from effseg.tools.pipeline import PipelineSummary, run_pipeline
-from effseg.tools.video import (
+from effseg.pipeline.threaded import PipelineSummary, run_pipeline
+from effseg.pipeline.video import (
     WRITE_CODECS,
     Frame,
     VideoSink,
@@ -41,6 +40,7 @@ from effseg.tools.video import (
     open_capture,
     video_frames,
 )
+from effseg.size import Size
 
 OUTPUT_KINDS = ("color", "overlay", "ids", "label_ids")
 
@@ -230,11 +230,11 @@ def predict(
     ``input_size`` (a :class:`~effseg.size.Size`) is the size the network sees (outputs keep the
     input size; ``None``: the model's own, e.g. 480x360 for a shipped CamVid model, else each
     frame's own);
-    ``runtime`` one of :data:`effseg.tools.runtime.RUNTIMES`. Returns the pipeline summary
+    ``runtime`` one of :data:`effseg.pipeline.engines.RUNTIMES`. Returns the pipeline summary
     (failed frames are listed in it, not raised).
     """
     from effseg.api import load
-    from effseg.tools.runtime import build_engine
+    from effseg.pipeline.engines import build_engine
 
     console = console or Console(stderr=True, soft_wrap=True)
     predictor = predictor or load(model, device=device, batch_size=1)

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from effseg.app.serve_page import PAGE
 from effseg.data.visualize import add_legend, colorize, overlay
 from effseg.errors import DataError, EffsegError
-from effseg.tools.serve_page import PAGE
 
 DEFAULT_MAX_UPLOAD_MB = 20.0
 
@@ -182,8 +182,8 @@ def load_segmenter(model: str, runtime: str = "eager", device: str = "cpu") -> S
     on, the package's street photos (:func:`effseg.sample_images`), never on a blank frame."""
     from effseg.api import load
     from effseg.data.image import read_image
+    from effseg.pipeline.engines import build_engine
     from effseg.samples import sample_images
-    from effseg.tools.runtime import build_engine
 
     predictor = load(model, device=device, batch_size=1)
     samples = [read_image(p) for p in sample_images()]
