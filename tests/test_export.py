@@ -250,13 +250,13 @@ def test_cli_export(tmp_path, capsys) -> None:
 
 
 def test_missing_onnx_packages_are_one_line(tmp_path, monkeypatch) -> None:
-    """Without the `deploy` extra, ONNX work stops with one line naming what to install."""
+    """Without onnx / onnxruntime (dependencies), ONNX work stops with one line naming what to install."""
     import sys
 
     path = tmp_path / "m.onnx"
     path.write_bytes(b"x")
     monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` now raises ImportError
-    want = r"^ONNX files need the onnx package: pip install 'effseg\[deploy\]'$"
+    want = r"^ONNX files need the onnx package, a dependency of effseg: pip install onnx$"
     with pytest.raises(ExportError, match=want):
         read_onnx_metadata(path)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)

@@ -204,7 +204,9 @@ def serve(
     try:
         import uvicorn
     except ImportError as err:
-        raise DataError(f"effseg serve needs the web extra: pip install 'effseg[serve]' ({err})") from None
+        raise DataError(
+            f"effseg serve needs uvicorn: pip install uvicorn fastapi python-multipart ({err})"
+        ) from None
     segmenter = load_segmenter(model, runtime, device)
     app = create_app(segmenter, max_upload_mb=max_upload_mb, title=str(model))
     print(f"effseg serve: {model} ({getattr(segmenter.engine, 'name', runtime)}) on http://{host}:{port}/")

@@ -3,8 +3,8 @@
 ``load_artifact(spec)`` accepts
 
 - a shipped model name, ``camvid-<model>`` (:mod:`effseg.zoo`; nothing is downloaded);
-- a run folder (its ``best.pt``, else ``last.pt``) or a ``.pt`` / ``.pth`` / ``.ckpt`` checkpoint
-  (read with ``weights_only=True``);
+- a run folder (its final weights ``last.pt``, else its ``best.pt``: :func:`run_folder_weights`)
+  or a ``.pt`` / ``.pth`` / ``.ckpt`` checkpoint (read with ``weights_only=True``);
 - an exported ``.onnx`` file carrying effseg metadata (run with onnxruntime);
 - with ``allow_untrained=True`` (``effseg bench`` / ``effseg export`` only): a config YAML or a
   shipped config name such as ``cityscapes/pspnet_r18`` (its ``model`` section), or a model name
@@ -13,8 +13,10 @@
 It returns an :class:`Artifact` whose ``meta`` always holds ``num_classes``, ``classes``,
 ``palette``, ``mean``, ``std`` (0..1 units), ``input_size`` (``(H, W)`` pixels the network sees
 by default, or ``None`` for the image's own size), ``config`` (resolved training config dict or
-``None``) and ``model_config``.  ``effseg.load`` (the API), ``effseg eval``, ``effseg bench``,
-``effseg export`` and ``effseg predict`` all go through here.
+``None``) and ``model_config``; a checkpoint's also ``path`` (the file read) and ``picked_on_val``
+(it is a run's ``best.pt``, the weights the trainer kept for their val mIoU).  ``effseg.load``
+(the API), ``effseg eval``, ``effseg bench``, ``effseg export``, ``effseg predict`` and ``effseg
+serve`` all go through here, so a run folder means the same weights everywhere.
 """
 
 from __future__ import annotations
@@ -32,6 +34,48 @@ from effseg.errors import CheckpointError, ModelError
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 CONFIG_SUFFIXES = (".yaml", ".yml")
+#: The weights a run folder stands for, in order: the final ones, then the val-picked ones.
+RUN_FOLDER_FILES = ("last.pt", "best.pt")
+#: The file the trainer keeps for its best val mIoU (``engine.train``): a val figure of it is optimistic.
+VAL_PICKED = "best.pt"
+
+
+def run_folder_weights(folder: str | Path) -> Path:
+    """The checkpoint a run folder stands for: ``last.pt`` (the weights training ended with), else
+    ``best.pt`` (a folder that keeps only the val-picked weights).
+
+    ``best.pt`` is picked by its mIoU on the val split, so its val figure is optimistic; the final
+    weights are the ones a val figure estimates honestly. Name ``RUN/best.pt`` to take it.
+
+    Raises:
+        CheckpointError: the folder holds neither file.
+    """
+    folder = Path(folder)
+    for name in RUN_FOLDER_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    raise CheckpointError(f"{folder}: run folder has neither {' nor '.join(RUN_FOLDER_FILES)}")
+
+
+def picked_on_val(path: str | Path | None) -> bool:
+    """Whether ``path`` is a run's val-picked checkpoint (``best.pt``)."""
+    return path is not None and Path(path).name == VAL_PICKED
+
+
+def val_pick_note(path: str | Path | None, config: dict[str, Any] | None, split: str | None) -> str:
+    """The label of a figure on ``split`` from the weights ``path``: empty, unless ``path`` is a
+    run's ``best.pt`` and ``split`` the val split it was picked on (``config``, the checkpoint's
+    training config: ``data.val_split``; ``val`` when it carries none)."""
+    if not picked_on_val(path):
+        return ""
+    data = (config or {}).get("data") if isinstance(config, dict) else None
+    val_split = (data or {}).get("val_split") or "val"
+    if split != val_split:
+        return ""
+    return (
+        f"best.pt was picked on its {val_split!r} mIoU during training, so this figure on "
+        f"{val_split!r} is optimistic; last.pt holds the final weights"
+    )
 
 
 @dataclass
@@ -41,7 +85,8 @@ class Artifact:
     ``kind``: ``shipped``, ``checkpoint``, ``onnx``, ``config`` (random weights) or ``name``
     (random weights).  ``model`` is in eval mode: an ``nn.Module`` mapping ``(B, 3, H, W)``
     normalised images to ``(B, C, H, W)`` logits (an :class:`~effseg.deploy.runtime.OnnxSegmentor`
-    for ONNX files).  ``path`` is the file read (``None`` for a model name).
+    for ONNX files).  ``path`` is the file read (a run folder's ``last.pt`` or ``best.pt``; ``None``
+    for a model name).
     """
 
     name: str
@@ -77,19 +122,21 @@ def _fill_meta(meta: dict[str, Any], model: nn.Module | None) -> dict[str, Any]:
 def _load_checkpoint(path: Path, device: str | torch.device, kind: str = "checkpoint") -> Artifact:
     from effseg.engine.checkpoint import load_model
 
-    model, meta = load_model(path, device=device)
+    name = path.name if path.is_dir() else f"{path.parent.name}/{path.stem}"
+    file = run_folder_weights(path) if path.is_dir() else path
+    model, meta = load_model(file, device=device)
     meta = dict(meta)
     meta.pop("input_size", None)  # a checkpoint runs at the image's own size unless told otherwise
-    name = path.name if path.is_dir() else f"{path.parent.name}/{path.stem}"
-    return Artifact(name, kind, model.eval(), _fill_meta(meta, model), path)
+    meta.update(path=str(file), picked_on_val=picked_on_val(file))
+    return Artifact(name, kind, model.eval(), _fill_meta(meta, model), file)
 
 
 def _load_onnx(path: Path, require_metadata: bool) -> Artifact:
     try:
         from effseg.deploy import runtime
-    except ImportError as err:  # onnx / onnxruntime are the optional `deploy` extra
+    except ImportError as err:  # onnx / onnxruntime: dependencies of effseg, missing here
         raise ModelError(
-            f"{path}: running ONNX files needs onnxruntime: pip install 'effseg[deploy]' ({err})"
+            f"{path}: running ONNX files needs onnx and onnxruntime: pip install onnx onnxruntime ({err})"
         ) from None
     model, meta = runtime.load_onnx_model(path, require_metadata=require_metadata)
     meta = dict(meta)
@@ -201,4 +248,12 @@ def load_artifact(
     )
 
 
-__all__ = ["Artifact", "describe_accepted", "load_artifact"]
+__all__ = [
+    "Artifact",
+    "RUN_FOLDER_FILES",
+    "describe_accepted",
+    "load_artifact",
+    "picked_on_val",
+    "run_folder_weights",
+    "val_pick_note",
+]

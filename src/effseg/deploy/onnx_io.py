@@ -29,11 +29,13 @@ REQUIRED_METADATA = ("num_classes", "mean", "std")
 
 
 def require(module: str) -> Any:
-    """Import ``onnx`` / ``onnxruntime`` (the optional ``deploy`` extra) or raise a one-line ExportError."""
+    """Import ``onnx`` / ``onnxruntime`` (dependencies of effseg) or raise a one-line ExportError."""
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ExportError(f"ONNX files need the {module} package: pip install 'effseg[deploy]'") from None
+        raise ExportError(
+            f"ONNX files need the {module} package, a dependency of effseg: pip install {module}"
+        ) from None
 
 
 def model_metadata(model: nn.Module, meta: dict[str, Any] | None = None) -> dict[str, Any]:
