@@ -102,6 +102,7 @@ class Predictor:
         self.input_size: Size | None = self.fixed_input_size or _input_size(input_size)
         self.source = source
         self.batch_size = max(1, int(batch_size))
+        self.tta: str | None = None  # default test-time augmentation of predict (see predict)
 
     def __repr__(self) -> str:
         size = f", input_size={self.input_size}" if self.input_size else ""
@@ -114,17 +115,22 @@ class Predictor:
         image: ImageLike | Sequence[ImageLike],
         input_size: InputSize | None = None,
         batch_size: int | None = None,
+        tta: str | None = None,
     ) -> np.ndarray | list[np.ndarray]:
         """Class ids ``(H, W)`` uint8 (int64 beyond 255 classes) for one image, or a list for a list.
 
         ``input_size`` (a :class:`~effseg.size.Size` or ``"WIDTHxHEIGHT"`` text; a plain pair is
         effseg 0.1's ``(width, height)``) resizes the image for the network; the logits are resized
         back (bilinear) to the original resolution before the argmax. Default: the predictor's.
+        ``tta``: test-time augmentation, ``"flip"`` or ``"flip,0.75,1.0,1.25"`` (scales of the
+        network size; the softmax of the passes is averaged, :mod:`effseg.engine.tta`, the same
+        code as ``effseg eval --tta``); each pass costs about one plain prediction.
+        Default: the predictor's ``tta`` attribute (``None``: one pass).
         """
         if isinstance(image, (list, tuple)):
             arrays = [read_image(x) for x in image]
-            return self.predict_arrays(arrays, input_size=input_size, batch_size=batch_size)
-        return self.predict_arrays([read_image(image)], input_size=input_size, batch_size=1)[0]
+            return self.predict_arrays(arrays, input_size=input_size, batch_size=batch_size, tta=tta)
+        return self.predict_arrays([read_image(image)], input_size=input_size, batch_size=1, tta=tta)[0]
 
     __call__ = predict
 
@@ -133,12 +139,22 @@ class Predictor:
         images: Sequence[np.ndarray],
         input_size: InputSize | None = None,
         batch_size: int | None = None,
+        tta: str | None = None,
     ) -> list[np.ndarray]:
-        """``(H, W, 3)`` uint8 RGB arrays -> class-id maps, batching images of equal network size."""
+        """``(H, W, 3)`` uint8 RGB arrays -> class-id maps, batching images of equal network size
+        (``tta`` as in :meth:`predict`)."""
+        from effseg.engine.tta import parse_tta
+
         size = _input_size(input_size) if input_size is not None else self.input_size
         fixed = self.fixed_input_size
         if fixed is not None and size != fixed:
             raise ModelError(f"{self.source}: the ONNX graph has a fixed input size {fixed}; got {size}")
+        scales, flip = parse_tta(tta if tta is not None else self.tta)
+        if fixed is not None and scales != [1.0]:
+            raise ModelError(
+                f"{self.source}: the ONNX graph has a fixed input size {fixed}; TTA scales "
+                f"{','.join(f'{s:g}' for s in scales)} need a model that takes any size (flip works)"
+            )
         bs = max(1, int(batch_size or self.batch_size))
         out: list[np.ndarray | None] = [None] * len(images)
         # Group by the size the network sees, so a batch is one tensor; keep input order.
@@ -149,7 +165,7 @@ class Predictor:
         for net_size, idx in groups.items():
             for start in range(0, len(idx), bs):
                 chunk = idx[start : start + bs]
-                logits = self._logits([images[i] for i in chunk], net_size)
+                logits = self._logits([images[i] for i in chunk], net_size, scales, flip)
                 for j, i in enumerate(chunk):
                     H, W = images[i].shape[:2]
                     lg = logits[j : j + 1]
@@ -159,7 +175,13 @@ class Predictor:
                     out[i] = ids.astype(np.uint8 if self.num_classes <= 256 else np.int64)
         return out  # type: ignore[return-value]
 
-    def _logits(self, images: Sequence[np.ndarray], size: Size) -> torch.Tensor:
+    def _logits(
+        self, images: Sequence[np.ndarray], size: Size, scales: Sequence[float] = (1.0,), flip: bool = False
+    ) -> torch.Tensor:
+        """Scores ``(B, C, h, w)`` at the network ``size``: logits, or with TTA (``scales`` of
+        ``size``, ``flip``) the mean softmax of the passes (:func:`effseg.engine.tta.predict_scores`)."""
+        from effseg.engine.tta import predict_scores
+
         h, w = size
         with torch.inference_mode():
             batch = torch.from_numpy(np.stack(images))  # a fresh, writable (B, H, W, 3) copy
@@ -168,19 +190,27 @@ class Predictor:
                 # antialias: downscaling a photo for the network should average, not alias
                 x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
             x = (x - self.mean) / self.std
-            logits = self._forward(x)
-            if isinstance(logits, dict):  # a model in training mode (named outputs)
-                raise ModelError(
-                    f"{self.source}: model returned named outputs {sorted(logits)}; put it in eval mode "
-                    "(model.eval()), which returns one logits tensor"
+            if list(scales) != [1.0] or flip:
+                return predict_scores(
+                    self._checked_forward, x, (h, w), self.num_classes, scales=scales, flip=flip
                 )
-            logits = torch.as_tensor(logits).float()
-            if logits.ndim != 4 or logits.shape[1] != self.num_classes:
-                raise ModelError(
-                    f"{self.source}: model returned shape {tuple(logits.shape)}; "
-                    f"expected (B, {self.num_classes}, H, W)"
-                )
-            return logits
+            return self._checked_forward(x)
+
+    def _checked_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward(x)`` as float logits ``(B, C, h, w)``, or a one-line ModelError."""
+        logits = self._forward(x)
+        if isinstance(logits, dict):  # a model in training mode (named outputs)
+            raise ModelError(
+                f"{self.source}: model returned named outputs {sorted(logits)}; put it in eval mode "
+                "(model.eval()), which returns one logits tensor"
+            )
+        logits = torch.as_tensor(logits).float()
+        if logits.ndim != 4 or logits.shape[1] != self.num_classes:
+            raise ModelError(
+                f"{self.source}: model returned shape {tuple(logits.shape)}; "
+                f"expected (B, {self.num_classes}, H, W)"
+            )
+        return logits
 
     # -- visualisation ---------------------------------------------------------------
 

@@ -79,6 +79,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="resize frames to WxH for the network; outputs keep the input resolution",
     )
+    parser.add_argument(
+        "--tta",
+        metavar="SPEC",
+        default=None,
+        help="test-time augmentation: flip, or flip,0.75,1.0,1.25 (scales of the network size); "
+        "each pass costs about one prediction (runtime auto or eager)",
+    )
     parser.add_argument("--fps", type=float, default=None, help="frame rate of a video made from image files")
     parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
@@ -110,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         max_frames=args.max_frames,
         progress=not args.no_progress,
+        tta=args.tta,
     )
     print_summary(summary)
     return 1 if summary.failed else 0

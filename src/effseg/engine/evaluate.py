@@ -15,19 +15,19 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from effseg.engine import distributed as du
 from effseg.engine.metrics import MIOU_RULE, ConfusionMatrix
+from effseg.engine.tta import ModelLike, describe_tta, parse_tta, predict_scores, slide_logits
 from effseg.errors import ConfigError, DataError
 from effseg.models.contract import class_ids
 
@@ -39,118 +39,9 @@ __all__ = [
     "write_eval_outputs",
     "print_eval_table",
     "label_id_filename",
+    "inference_cost",
+    "cost_line",
 ]
-
-ModelLike = nn.Module | Callable[[torch.Tensor], Any]
-
-
-def parse_tta(spec: str | Sequence[str | float] | None) -> tuple[list[float], bool]:
-    """``"flip,0.75,1.0,1.25"`` -> ``([0.75, 1.0, 1.25], True)``; ``None`` -> ``([1.0], False)``."""
-    if spec is None:
-        return [1.0], False
-    items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
-    scales: list[float] = []
-    flip = False
-    for item in items:
-        if item == "" or item is None:
-            continue
-        if isinstance(item, str) and item.lower() == "flip":
-            flip = True
-            continue
-        try:
-            scale = float(item)
-        except (TypeError, ValueError):
-            raise ConfigError(
-                f"--tta item {item!r}: expected 'flip' or a positive scale such as 0.75"
-            ) from None
-        if not scale > 0 or not math.isfinite(scale):
-            raise ConfigError(f"--tta scale {item!r}: expected a positive number")
-        scales.append(scale)
-    return scales or [1.0], flip
-
-
-def _call(model: ModelLike, x: torch.Tensor) -> torch.Tensor:
-    out = model(x)  # an eval-mode model returns one logits tensor (effseg.models.contract)
-    if isinstance(out, (list, tuple)):
-        out = out[0]
-    if isinstance(out, np.ndarray):
-        out = torch.from_numpy(out)
-    return out.to(x.device).float()
-
-
-def slide_logits(
-    model: ModelLike, image: torch.Tensor, crop_size: Sequence[int], stride: Sequence[int], num_classes: int
-) -> torch.Tensor:
-    """Sliding-window logits ``(B, C, H, W)`` for ``image`` ``(B, 3, H, W)``.
-
-    Windows of ``crop_size = (h, w)`` every ``stride``; the last window in each
-    direction is shifted back to end at the border (a window larger than the image
-    is clipped to it); overlapping logits are averaged (as mmsegmentation does).
-    """
-    b, _, h_img, w_img = image.shape
-    ch, cw = crop_size
-    sh, sw = stride
-    rows = max(h_img - ch + sh - 1, 0) // sh + 1
-    cols = max(w_img - cw + sw - 1, 0) // sw + 1
-    logits = image.new_zeros((b, num_classes, h_img, w_img), dtype=torch.float32)
-    count = image.new_zeros((1, 1, h_img, w_img), dtype=torch.float32)
-    for r in range(rows):
-        for c in range(cols):
-            y2 = min(r * sh + ch, h_img)
-            x2 = min(c * sw + cw, w_img)
-            y1, x1 = max(y2 - ch, 0), max(x2 - cw, 0)
-            logits[:, :, y1:y2, x1:x2] += _call(model, image[:, :, y1:y2, x1:x2])
-            count[:, :, y1:y2, x1:x2] += 1
-    return logits / count
-
-
-def predict_scores(
-    model: ModelLike,
-    image: torch.Tensor,
-    out_size: Sequence[int],
-    num_classes: int,
-    mode: str = "whole",
-    scales: Sequence[float] = (1.0,),
-    flip: bool = False,
-    resize: Sequence[int] | None = None,
-    crop_size: Sequence[int] = (512, 1024),
-    stride: Sequence[int] = (341, 683),
-) -> torch.Tensor:
-    """Class scores ``(B, C, *out_size)`` for a normalised ``image`` ``(B, 3, H, W)``.
-
-    The image is resized to ``resize`` (or kept) times each scale, optionally also
-    flipped; each pass's logits are upsampled to ``out_size`` (the label size). One
-    pass returns logits; several return the mean of their softmax probabilities.
-    """
-    if mode not in ("whole", "slide"):
-        raise ConfigError(f"eval mode {mode!r}: expected 'whole' or 'slide'")
-    base_h, base_w = resize if resize is not None else image.shape[-2:]
-    passes = [(s, f) for s in scales for f in ([False, True] if flip else [False])]
-    total: torch.Tensor | None = None
-    for scale, flipped in passes:
-        size = (max(1, round(base_h * scale)), max(1, round(base_w * scale)))
-        x = image
-        if tuple(size) != tuple(image.shape[-2:]):
-            x = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
-        if flipped:
-            x = x.flip(-1)
-        if mode == "slide":
-            logits = slide_logits(model, x, crop_size, stride, num_classes)
-        else:
-            logits = _call(model, x)
-        if logits.shape[1] != num_classes:
-            raise ConfigError(f"the model predicts {logits.shape[1]} classes, the dataset has {num_classes}")
-        if flipped:
-            logits = logits.flip(-1)
-        if tuple(logits.shape[-2:]) != tuple(out_size):
-            logits = F.interpolate(logits, size=tuple(out_size), mode="bilinear", align_corners=False)
-        if len(passes) == 1:
-            return logits
-        probs = logits.softmax(1)
-        total = probs if total is None else total + probs
-    assert total is not None
-    return total / len(passes)
-
 
 _CITYSCAPES_NAME = re.compile(r"^([A-Za-z]+_\d+_\d+)")
 
@@ -255,10 +146,12 @@ def evaluate(
         bar = Progress(transient=True)
         bar.start()
         task = bar.add_task("eval", total=len(loader))
+    times: list[list[tuple[float, bool, float]]] = []  # per image: (scale, flipped, seconds) per pass
     try:
         for image, label, index in loader:
             image = image.to(device, non_blocking=True)
             label = label.to(device, non_blocking=True)
+            times.append([])
             with autocast:
                 scores = predict_scores(
                     model,
@@ -271,6 +164,7 @@ def evaluate(
                     resize=resize,
                     crop_size=crop_size,
                     stride=stride,
+                    pass_times=times[-1],
                 )
             pred = class_ids(scores)
             cm.update(pred, label)
@@ -301,8 +195,44 @@ def evaluate(
         scales=scales,
         flip=flip,
         resize=list(resize) if resize is not None else None,
+        **inference_cost(times, scales, flip),
     )
     return result
+
+
+def inference_cost(
+    times: Sequence[Sequence[tuple[float, bool, float]]], scales: Sequence[float], flip: bool
+) -> dict[str, Any]:
+    """The cost of the inference (and of its TTA) from per-image pass timings.
+
+    ``times[i]`` holds ``(scale, flipped, seconds)`` per pass of image ``i`` (from
+    :func:`~effseg.engine.tta.predict_scores`). Returns ``tta`` (the spec, ``"none"`` without),
+    ``tta_passes``, ``ms_per_image`` (median over images of all passes: network, upsampling to
+    the label size, merging) and ``ms_single_pass`` (median of the plain pass, scale 1 without
+    flip, timed inside the same run; ``None`` when the TTA has no such pass). This process's
+    images only (rank 0 under torchrun); data loading and the argmax are not included.
+    """
+    totals = [sum(t for _, _, t in image) for image in times if image]
+    plain = [t for image in times for s, f, t in image if s == 1.0 and not f]
+    return {
+        "tta": describe_tta(scales, flip),
+        "tta_passes": len(scales) * (2 if flip else 1),
+        "ms_per_image": float(np.median(totals) * 1000.0) if totals else None,
+        "ms_single_pass": float(np.median(plain) * 1000.0) if plain else None,
+    }
+
+
+def cost_line(result: dict[str, Any]) -> str:
+    """``TTA flip (2 passes): 24.1 ms/image, the plain pass alone 12.0 ms (2.0x)``, or
+    ``no TTA: 12.0 ms/image``; empty without timings."""
+    ms = result.get("ms_per_image")
+    if ms is None:
+        return ""
+    if result.get("tta", "none") == "none":
+        return f"no TTA: {ms:.1f} ms/image"
+    single = result.get("ms_single_pass")
+    one = f", the plain pass alone {single:.1f} ms ({ms / single:.1f}x)" if single else ""
+    return f"TTA {result['tta']} ({result['tta_passes']} passes): {ms:.1f} ms/image{one}"
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -325,6 +255,9 @@ def markdown_table(result: dict[str, Any]) -> str:
         "",
         f"Rule: {MIOU_RULE}.",
     ]
+    cost = cost_line(result)
+    if cost:  # median over the images; network passes, upsampling and merging, not data loading
+        lines[-1:-1] = [f"Inference cost: {cost} (median over the images, data loading excluded)", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -345,6 +278,8 @@ def print_eval_table(result: dict[str, Any], console: Any = None) -> None:
     table.add_row("[bold]mIoU[/]", f"[bold]{_pct(result['miou'])}[/]", _pct(result["mean_acc"]), "")
     table.add_row("pixel acc", _pct(result["pixel_acc"]), "", str(result["num_pixels"]))
     console.print(table)
+    if cost_line(result):
+        console.print(f"mIoU {_pct(result['miou'])}  {cost_line(result)}", highlight=False)
     console.print(f"[dim]{MIOU_RULE}[/]")
 
 

@@ -224,6 +224,7 @@ def predict(
     progress: bool = True,
     console: Console | None = None,
     predictor: Any = None,
+    tta: str | None = None,
 ) -> PipelineSummary:
     """Segment ``inputs`` (and ``camera``) with ``model`` and write ``outputs``.
 
@@ -231,7 +232,8 @@ def predict(
     input size; ``None``: the model's own, e.g. 480x360 for a shipped CamVid model, else each
     frame's own);
     ``runtime`` one of :data:`effseg.pipeline.engines.RUNTIMES`. Returns the pipeline summary
-    (failed frames are listed in it, not raised).
+    (failed frames are listed in it, not raised). ``tta`` (``"flip"``, ``"flip,0.75,1.0,1.25"``):
+    test-time augmentation by the Predictor (:mod:`effseg.engine.tta`), with runtime auto or eager.
     """
     from effseg.api import load
     from effseg.pipeline.engines import build_engine
@@ -249,13 +251,17 @@ def predict(
     samples = [f.image for f in head if f.image is not None]
     if outputs.is_video and not samples:
         raise DataError(f"--out {outputs.out}: no readable frame to write")
-    engine = build_engine(
-        predictor,
-        runtime,
-        model,
-        samples,
-        input_size=input_size,
-        log=lambda msg: console.print(msg, markup=False, highlight=False),
+    engine = (
+        _tta_engine(predictor, runtime, tta, input_size)
+        if tta is not None
+        else build_engine(
+            predictor,
+            runtime,
+            model,
+            samples,
+            input_size=input_size,
+            log=lambda msg: console.print(msg, markup=False, highlight=False),
+        )
     )
     if samples:  # warm up (first-call allocations, onnxruntime session) outside the timed pipeline
         engine(samples[0])
@@ -269,6 +275,24 @@ def predict(
         )
     finally:
         writer.close()
+
+
+def _tta_engine(predictor: Any, runtime: str, tta: str, input_size: Size | None) -> Any:
+    """``--tta``: the Predictor's own passes (eager PyTorch, or an .onnx MODEL as given)."""
+    import copy
+
+    from effseg.engine.tta import describe_tta, parse_tta
+    from effseg.pipeline.engines import PredictorEngine, is_onnx_predictor
+
+    scales, flip = parse_tta(tta)
+    if runtime not in ("auto", "eager"):
+        raise ModelError(
+            f"--tta {tta}: test-time augmentation runs with --runtime auto or eager, not {runtime}"
+        )
+    predictor = copy.copy(predictor)  # the caller's Predictor keeps its own default
+    predictor.tta = tta
+    name = "onnxruntime" if is_onnx_predictor(predictor) else "eager"
+    return PredictorEngine(predictor, input_size, name=f"{name}, TTA {describe_tta(scales, flip)}")
 
 
 def print_summary(summary: PipelineSummary, console: Console | None = None) -> None:
