@@ -183,7 +183,9 @@ def load_model(
     for key in ("model", "model_config"):
         if key not in ckpt:
             raise CheckpointError(f"{path}: not an effseg checkpoint (no '{key}' entry)")
-    model_config = dict(ckpt["model_config"])
+    from effseg.models.realtime import with_legacy_defaults  # stored before an option: its old value
+
+    model_config = with_legacy_defaults(ckpt["model_config"])
     model_config["pretrained_backbone"] = None  # the weights come from the checkpoint
     ckpt_classes = int(model_config.get("num_classes", 0))
     if num_classes is not None and ckpt_classes != num_classes:

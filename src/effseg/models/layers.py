@@ -5,6 +5,11 @@ children are ``0`` (bias-free conv with "same" padding), ``1`` (BatchNorm) and `
 activation, absent for ``activation=None``), so torchvision checkpoints load by key. Where a
 block sits inside a larger ``nn.Sequential`` whose keys must not change (a head's
 ``block.0/1/2/3``), unpack it: ``nn.Sequential(*ConvBNAct(...), nn.Dropout(p), ...)``.
+
+The Segmentor family and the real-time networks (:mod:`effseg.models.realtime`) both build their
+conv-BN(-ReLU) units here; the real-time networks' former private ``conv_bn`` / ``conv_bn_relu``
+made the same ``nn.Sequential`` of children ``0`` / ``1`` (/ ``2``), so their checkpoints load
+unchanged (the key map is the identity; ``tests/models/test_layers.py`` checks it).
 """
 
 from __future__ import annotations
@@ -45,6 +50,9 @@ class ConvBNAct(nn.Sequential):
         self.out_channels = cout
 
 
-def conv_bn(cin: int, cout: int, kernel_size: int = 1, stride: int = 1) -> ConvBNAct:
-    """``Conv2d(bias=False)`` -> ``BatchNorm2d`` without activation (projections, ResNet downsample)."""
-    return ConvBNAct(cin, cout, kernel_size, stride, activation=None)
+def conv_bn(
+    cin: int, cout: int, kernel_size: int = 1, stride: int = 1, groups: int = 1, dilation: int = 1
+) -> ConvBNAct:
+    """``Conv2d(bias=False)`` -> ``BatchNorm2d`` without activation (projections, ResNet downsample,
+    the real-time networks' conv-BN units): keys ``0`` / ``1``."""
+    return ConvBNAct(cin, cout, kernel_size, stride, groups, dilation, activation=None)

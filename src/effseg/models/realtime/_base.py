@@ -4,7 +4,9 @@
 logits at feature resolution in ``_logits(x) -> dict[str, Tensor]`` (``"out"`` plus, in
 training mode with ``aux=True``, its auxiliary outputs) and this class checks the input,
 upsamples every output bilinearly (``align_corners=False``) to the exact input size (odd sizes
-included) and returns the ``"out"`` tensor alone in eval mode.
+included) and returns the ``"out"`` tensor alone in eval mode. ``output_align_corners`` (class
+or instance attribute, default ``False``) switches that final resize to ``align_corners=True``
+(PIDNet's official recipe).
 """
 
 from __future__ import annotations
@@ -21,54 +23,73 @@ from effseg.models.contract import LossTerm
 
 __all__ = [
     "AffineBatchNorm2d",
+    "POOL_ORDERS",
+    "PooledBatchNorm2d",
     "RealtimeNet",
-    "conv_bn",
-    "conv_bn_relu",
     "check_bool",
+    "check_choice",
     "check_int",
     "init_weights",
     "resize",
 ]
 
+#: where the BatchNorm of a pooled branch sits: ``pool_bn`` (pool, then BatchNorm: the papers'
+#: and the official code's order, the default) or ``bn_pool`` (BatchNorm, then pool: the order
+#: effseg used before it loaded official checkpoints, which the models trained then need; a
+#: checkpoint whose stored config has no ``pool_order`` is rebuilt with it, see
+#: :data:`effseg.models.realtime.LEGACY_OPTIONS` and docs/models.md).
+POOL_ORDERS = ("pool_bn", "bn_pool")
 
-def resize(x: Tensor, size: Sequence[int]) -> Tensor:
-    """Bilinear resize of ``x`` (B, C, h, w) to ``size`` = (H, W), ``align_corners=False``."""
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+
+def resize(x: Tensor, size: Sequence[int], mode: str = "bilinear", align_corners: bool = False) -> Tensor:
+    """Resize ``x`` (B, C, h, w) to ``size`` = (H, W): bilinear (``align_corners`` as given, default
+    ``False``) or ``mode="nearest"``."""
+    if mode == "nearest":
+        return F.interpolate(x, size=tuple(size), mode="nearest")
+    return F.interpolate(x, size=tuple(size), mode=mode, align_corners=align_corners)
 
 
-class AffineBatchNorm2d(nn.BatchNorm2d):
-    """A BatchNorm that no convolution precedes (pre-activation, or before a pool).
+def _one_value_per_channel(x: Tensor) -> bool:
+    """True when a (B, C, H, W) batch holds one value per channel (B * H * W == 1)."""
+    return x.numel() <= x.shape[1]
 
-    Training is plain BatchNorm. In eval mode it computes ``x * scale + shift`` from the
-    running statistics (the same affine map), so an exported ONNX graph holds a Mul and an
-    Add, not a ``BatchNormalization`` node that cannot be folded into a preceding convolution
-    (effseg's ONNX export refuses unfolded BatchNorm nodes).
+
+class PooledBatchNorm2d(nn.BatchNorm2d):
+    """A BatchNorm that may see a pooled map of one value per channel while training.
+
+    The official DAPPM / PAPPM / BiSeNetV2 context embedding pool first and normalise after; a
+    global pool leaves a (B, C, 1, 1) map, and with one image (B = 1) plain BatchNorm cannot train
+    on it ("Expected more than 1 value per channel"). This one then normalises with its running
+    statistics (the eval-mode map, so the output is still defined and gradients reach its weight
+    and bias) and leaves those statistics unchanged; with two or more values per channel it is
+    plain BatchNorm. Eval mode: plain BatchNorm (it folds into a preceding convolution).
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training or self.running_var is None or self.running_mean is None:
-            return super().forward(x)
+        if self.training and _one_value_per_channel(x) and self.running_mean is not None:
+            return F.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
+        return super().forward(x)
+
+
+class AffineBatchNorm2d(PooledBatchNorm2d):
+    """A BatchNorm that no convolution precedes (pre-activation, or before / after a pool).
+
+    Training is plain BatchNorm (on one value per channel: the running statistics, see
+    :class:`PooledBatchNorm2d`). In eval mode it computes ``x * scale + shift`` from the running
+    statistics (the same affine map), so an exported ONNX graph holds a Mul and an Add, not a
+    ``BatchNormalization`` node that cannot be folded into a preceding convolution (effseg's ONNX
+    export refuses unfolded BatchNorm nodes).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        frozen = not self.training or _one_value_per_channel(x)
+        if not frozen or self.running_var is None or self.running_mean is None:
+            return nn.BatchNorm2d.forward(self, x)
         scale = self.weight * torch.rsqrt(self.running_var + self.eps)
         shift = self.bias - self.running_mean * scale
         return x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
-
-
-def conv_bn(
-    cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1, dilation: int = 1
-) -> nn.Sequential:
-    """Conv (no bias, 'same' padding for odd ``kernel``) -> BatchNorm."""
-    pad = dilation * (kernel - 1) // 2
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel, stride, pad, dilation=dilation, groups=groups, bias=False),
-        nn.BatchNorm2d(cout),
-    )
-
-
-def conv_bn_relu(
-    cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1, dilation: int = 1
-) -> nn.Sequential:
-    """Conv (no bias) -> BatchNorm -> ReLU."""
-    return nn.Sequential(*conv_bn(cin, cout, kernel, stride, groups, dilation), nn.ReLU(inplace=True))
 
 
 def init_weights(module: nn.Module) -> None:
@@ -96,6 +117,13 @@ def check_bool(model: str, key: str, value: Any) -> bool:
     return value
 
 
+def check_choice(model: str, key: str, value: Any, choices: Sequence[str]) -> str:
+    """``value`` if it is one of ``choices``, else a one-line :class:`ModelError` listing them."""
+    if not isinstance(value, str) or value not in choices:
+        raise ModelError(f"{model} option {key}={value!r}: expected one of {', '.join(choices)}")
+    return value
+
+
 class RealtimeNet(nn.Module):
     """Base of the real-time networks: contract, loss declaration and parameter groups.
 
@@ -108,6 +136,7 @@ class RealtimeNet(nn.Module):
     head_names: tuple[str, ...] = ()
     aux_losses: dict[str, LossTerm] = {}
     max_stride: int = 32
+    output_align_corners: bool = False
 
     def __init__(self, num_classes: int, aux: bool, config: dict[str, Any]) -> None:
         super().__init__()
@@ -142,9 +171,10 @@ class RealtimeNet(nn.Module):
                     f"or an input larger than {s}x{s}"
                 )
         logits = self._logits(x)
+        ac = self.output_align_corners
         if not self.training:
-            return resize(logits["out"], size)
-        outputs = {name: resize(value, size) for name, value in logits.items()}
+            return resize(logits["out"], size, align_corners=ac)
+        outputs = {name: resize(value, size, align_corners=ac) for name, value in logits.items()}
         for name, term in self.loss_terms.items():
             if name not in outputs and term.kind == "boundary_seg":
                 outputs[name] = outputs["out"]  # the same tensor, scored by a second loss

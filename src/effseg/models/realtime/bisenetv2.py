@@ -10,10 +10,16 @@ the paper's Table 1 and CoinCheung/BiSeNet's ``lib/models/bisenetv2.py`` (read, 
   classifier; the four boosters (``aux2``..``aux5``, 128 channels) read the semantic branch at
   strides 4, 8, 16 and 32 and are built only with ``aux=True`` and run only in training.
 
-Deviation from the paper, for batch-1 training: the context embedding's BatchNorm is applied
-before the global average pool (a BatchNorm over a pooled (B, C, 1, 1) map cannot train on one
-image; in eval mode the two orders are the same affine map), and the 1x1 convolution after the
-pool has a bias and no BatchNorm (same reason; -128 parameters).
+The official code's function (CoinCheung/BiSeNet) by default: the context embedding pools, then
+applies BatchNorm and a 1x1 conv-BN-ReLU (``pool_order="pool_bn"``; its BatchNorms train on
+batch 1 too, see :class:`~effseg.models.realtime._base.PooledBatchNorm2d`), and the guided
+aggregation upsamples the semantic maps x4 by nearest neighbour (``upsample="nearest"``).  The
+models trained before these options existed used BatchNorm before the pool with a biased 1x1 conv
+and no BatchNorm after it (-128 parameters) and bilinear upsampling (mmsegmentation's choice);
+their stored configs rebuild that (:data:`LEGACY_OPTIONS`).  ``boosters="official"`` builds
+CoinCheung's booster heads (a nearest x2 upsample and a 3x3 conv-BN-ReLU to stride^2 channels
+before the classifier, so that its checkpoints' boosters load); the default ``"light"`` boosters
+(3x3 conv-BN-ReLU, 1x1 classifier) train faster; both are training-only.
 """
 
 from __future__ import annotations
@@ -24,18 +30,25 @@ import torch
 from torch import Tensor, nn
 
 from effseg.models.contract import LossTerm
+from effseg.models.layers import ConvBNAct, conv_bn
 from effseg.models.realtime._base import (
+    POOL_ORDERS,
     AffineBatchNorm2d,
+    PooledBatchNorm2d,
     RealtimeNet,
     check_bool,
+    check_choice,
     check_int,
-    conv_bn,
-    conv_bn_relu,
     init_weights,
     resize,
 )
 
-__all__ = ["BiSeNetV2", "build_bisenetv2"]
+__all__ = ["BiSeNetV2", "LEGACY_OPTIONS", "build_bisenetv2"]
+
+#: option values for a model config stored before the options existed (effseg's first BiSeNetV2).
+LEGACY_OPTIONS = {"pool_order": "bn_pool", "upsample": "bilinear"}
+UPSAMPLE_MODES = ("nearest", "bilinear")
+BOOSTERS = ("light", "official")
 
 
 class DetailBranch(nn.Module):
@@ -43,11 +56,9 @@ class DetailBranch(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.s1 = nn.Sequential(conv_bn_relu(3, 64, stride=2), conv_bn_relu(64, 64))
-        self.s2 = nn.Sequential(conv_bn_relu(64, 64, stride=2), conv_bn_relu(64, 64), conv_bn_relu(64, 64))
-        self.s3 = nn.Sequential(
-            conv_bn_relu(64, 128, stride=2), conv_bn_relu(128, 128), conv_bn_relu(128, 128)
-        )
+        self.s1 = nn.Sequential(ConvBNAct(3, 64, 3, 2), ConvBNAct(64, 64))
+        self.s2 = nn.Sequential(ConvBNAct(64, 64, 3, 2), ConvBNAct(64, 64), ConvBNAct(64, 64))
+        self.s3 = nn.Sequential(ConvBNAct(64, 128, 3, 2), ConvBNAct(128, 128), ConvBNAct(128, 128))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.s3(self.s2(self.s1(x)))
@@ -59,10 +70,10 @@ class StemBlock(nn.Module):
     def __init__(self, out_channels: int = 16) -> None:
         super().__init__()
         c = out_channels
-        self.conv = conv_bn_relu(3, c, stride=2)
-        self.left = nn.Sequential(conv_bn_relu(c, c // 2, kernel=1), conv_bn_relu(c // 2, c, stride=2))
+        self.conv = ConvBNAct(3, c, 3, 2)
+        self.left = nn.Sequential(ConvBNAct(c, c // 2, 1), ConvBNAct(c // 2, c, 3, 2))
         self.right = nn.MaxPool2d(3, stride=2, padding=1)
-        self.fuse = conv_bn_relu(2 * c, c)
+        self.fuse = ConvBNAct(2 * c, c)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv(x)
@@ -80,20 +91,20 @@ class GatherExpansion(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, expansion: int = 6) -> None:
         super().__init__()
         mid = in_channels * expansion
-        self.conv1 = conv_bn_relu(in_channels, in_channels)
+        self.conv1 = ConvBNAct(in_channels, in_channels)
         if stride == 1:
-            self.dwconv = conv_bn_relu(in_channels, mid, groups=in_channels)
+            self.dwconv = ConvBNAct(in_channels, mid, groups=in_channels)
             self.shortcut: nn.Module = nn.Identity()
         else:
             self.dwconv = nn.Sequential(
-                *conv_bn(in_channels, mid, stride=2, groups=in_channels),
-                *conv_bn_relu(mid, mid, groups=mid),
+                *conv_bn(in_channels, mid, 3, 2, groups=in_channels),
+                *ConvBNAct(mid, mid, groups=mid),
             )
             self.shortcut = nn.Sequential(
-                *conv_bn(in_channels, in_channels, stride=2, groups=in_channels),
-                *conv_bn(in_channels, out_channels, kernel=1),
+                *conv_bn(in_channels, in_channels, 3, 2, groups=in_channels),
+                *conv_bn(in_channels, out_channels, 1),
             )
-        self.conv2 = conv_bn(mid, out_channels, kernel=1)
+        self.conv2 = conv_bn(mid, out_channels, 1)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -103,26 +114,36 @@ class GatherExpansion(nn.Module):
 class ContextEmbedding(nn.Module):
     """Global context added to every position, then a 3x3 conv-BN-ReLU; (B, C, h, w) -> same shape.
 
-    BatchNorm -> global mean over (H, W) (``torch.mean``: exports at any size) -> 1x1 conv with
-    bias -> ReLU -> broadcast add -> 3x3 conv-BN-ReLU.  See the module docstring for why the
-    BatchNorm comes before the pool.
+    ``pool_order="pool_bn"`` (official): global mean over (H, W) (``torch.mean``: exports at any
+    size) -> BatchNorm -> 1x1 conv-BN-ReLU -> broadcast add -> 3x3 conv-BN-ReLU.  ``"bn_pool"``
+    (effseg's earlier order): BatchNorm -> mean -> 1x1 conv with bias -> ReLU -> add -> 3x3 conv.
     """
 
-    def __init__(self, channels: int = 128) -> None:
+    def __init__(self, channels: int = 128, pool_order: str = "pool_bn") -> None:
         super().__init__()
-        self.bn = AffineBatchNorm2d(channels)
-        self.conv_gap = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.ReLU(inplace=True))
-        self.conv_last = conv_bn_relu(channels, channels)
+        c = channels
+        self.bn_first = pool_order == "bn_pool"
+        self.bn = AffineBatchNorm2d(c)
+        if self.bn_first:
+            self.conv_gap = nn.Sequential(nn.Conv2d(c, c, 1), nn.ReLU(inplace=True))
+        else:
+            self.conv_gap = nn.Sequential(
+                nn.Conv2d(c, c, 1, bias=False), PooledBatchNorm2d(c), nn.ReLU(inplace=True)
+            )
+        self.conv_last = ConvBNAct(c, c)
 
     def forward(self, x: Tensor) -> Tensor:
-        context = self.conv_gap(torch.mean(self.bn(x), dim=(2, 3), keepdim=True))
-        return self.conv_last(x + context)
+        if self.bn_first:
+            context = torch.mean(self.bn(x), dim=(2, 3), keepdim=True)
+        else:
+            context = self.bn(torch.mean(x, dim=(2, 3), keepdim=True))
+        return self.conv_last(x + self.conv_gap(context))
 
 
 class SemanticBranch(nn.Module):
     """(B, 3, H, W) -> stride-4/8/16/32 maps (16, 32, 64, 128 channels) and the context-embedded output."""
 
-    def __init__(self, expansion: int = 6) -> None:
+    def __init__(self, expansion: int = 6, pool_order: str = "pool_bn") -> None:
         super().__init__()
         e = expansion
         self.stem = StemBlock(16)
@@ -131,7 +152,7 @@ class SemanticBranch(nn.Module):
         self.s5 = nn.Sequential(
             GatherExpansion(64, 128, 2, e), *(GatherExpansion(128, 128, 1, e) for _ in range(3))
         )
-        self.context = ContextEmbedding(128)
+        self.context = ContextEmbedding(128, pool_order)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         s2 = self.stem(x)
@@ -146,23 +167,25 @@ class BilateralGuidedAggregation(nn.Module):
 
     Detail features are gated by the upsampled semantic ones (sigmoid) at stride 8, and the
     downsampled detail features by the semantic ones at stride 32; the two are summed and
-    passed through a 3x3 conv-BN-ReLU.
+    passed through a 3x3 conv-BN-ReLU.  ``upsample``: ``nearest`` (x4, CoinCheung/BiSeNet) or
+    ``bilinear`` (mmsegmentation; effseg's earlier choice).
     """
 
-    def __init__(self, channels: int = 128) -> None:
+    def __init__(self, channels: int = 128, upsample: str = "nearest") -> None:
         super().__init__()
         c = channels
-        self.detail_keep = nn.Sequential(*conv_bn(c, c, groups=c), nn.Conv2d(c, c, 1, bias=False))
-        self.detail_down = nn.Sequential(*conv_bn(c, c, stride=2), nn.AvgPool2d(3, stride=2, padding=1))
-        self.semantic_up = conv_bn(c, c)
-        self.semantic_keep = nn.Sequential(*conv_bn(c, c, groups=c), nn.Conv2d(c, c, 1, bias=False))
-        self.conv = conv_bn_relu(c, c)
+        self.mode = upsample
+        self.detail_keep = nn.Sequential(*conv_bn(c, c, 3, groups=c), nn.Conv2d(c, c, 1, bias=False))
+        self.detail_down = nn.Sequential(*conv_bn(c, c, 3, 2), nn.AvgPool2d(3, stride=2, padding=1))
+        self.semantic_up = conv_bn(c, c, 3)
+        self.semantic_keep = nn.Sequential(*conv_bn(c, c, 3, groups=c), nn.Conv2d(c, c, 1, bias=False))
+        self.conv = ConvBNAct(c, c)
 
     def forward(self, detail: Tensor, semantic: Tensor) -> Tensor:
         size = detail.shape[-2:]
-        high = self.detail_keep(detail) * torch.sigmoid(resize(self.semantic_up(semantic), size))
+        high = self.detail_keep(detail) * torch.sigmoid(resize(self.semantic_up(semantic), size, self.mode))
         low = self.detail_down(detail) * torch.sigmoid(self.semantic_keep(semantic))
-        return self.conv(high + resize(low, size))
+        return self.conv(high + resize(low, size, self.mode))
 
 
 class SegmentHead(nn.Module):
@@ -170,12 +193,27 @@ class SegmentHead(nn.Module):
 
     def __init__(self, in_channels: int, channels: int, num_classes: int, dropout: float = 0.1) -> None:
         super().__init__()
-        self.conv = conv_bn_relu(in_channels, channels)
+        self.conv = ConvBNAct(in_channels, channels)
         self.drop = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.cls = nn.Conv2d(channels, num_classes, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.cls(self.drop(self.conv(x)))
+
+
+class OfficialBooster(SegmentHead):
+    """CoinCheung/BiSeNet's booster head: 3x3 conv-BN-ReLU (``channels``) -> dropout -> nearest x2
+    -> 3x3 conv-BN-ReLU to ``stride ** 2`` channels -> 1x1 classifier; logits at twice the input's
+    resolution (the model upsamples them bilinearly to the image, as the official x(stride / 2))."""
+
+    def __init__(self, in_channels: int, channels: int, num_classes: int, stride: int) -> None:
+        super().__init__(in_channels, channels, num_classes)
+        self.up_conv = ConvBNAct(channels, stride * stride)
+        self.cls = nn.Conv2d(stride * stride, num_classes, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.drop(self.conv(x))
+        return self.cls(self.up_conv(torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest")))
 
 
 class BiSeNetV2(RealtimeNet):
@@ -195,16 +233,24 @@ class BiSeNetV2(RealtimeNet):
         expansion: int = 6,
         head_channels: int = 1024,
         booster_channels: int = 128,
+        pool_order: str = "pool_bn",
+        upsample: str = "nearest",
+        boosters: str = "light",
         config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(num_classes, aux, config or {"name": "bisenetv2"})
         self.detail = DetailBranch()
-        self.semantic = SemanticBranch(expansion)
-        self.bga = BilateralGuidedAggregation(128)
+        self.semantic = SemanticBranch(expansion, pool_order)
+        self.bga = BilateralGuidedAggregation(128, upsample)
         self.head = SegmentHead(128, head_channels, num_classes)
         if aux:
-            for name, cin in zip(("aux2", "aux3", "aux4", "aux5"), (16, 32, 64, 128), strict=True):
-                setattr(self, name, SegmentHead(cin, booster_channels, num_classes))
+            for i, cin in zip((2, 3, 4, 5), (16, 32, 64, 128), strict=True):
+                head = (
+                    OfficialBooster(cin, booster_channels, num_classes, 2**i)
+                    if boosters == "official"
+                    else SegmentHead(cin, booster_channels, num_classes)
+                )
+                setattr(self, f"aux{i}", head)
         init_weights(self)
         for m in self.semantic.modules():  # each residual branch starts as the identity (zero-init last BN)
             if isinstance(m, GatherExpansion):
@@ -228,12 +274,18 @@ def build_bisenetv2(
     expansion: int = 6,
     head_channels: int = 1024,
     booster_channels: int = 128,
+    pool_order: str = "pool_bn",
+    upsample: str = "nearest",
+    boosters: str = "light",
 ) -> BiSeNetV2:
     """BiSeNetV2 (3.36M inference parameters at 19 classes).
 
     ``aux``: build the four booster heads (training only); ``expansion``: the gather-and-expansion
     ratio (paper: 6); ``head_channels``: the main segment head's width (1024);
-    ``booster_channels``: the boosters' width (128).
+    ``booster_channels``: the boosters' width (128); ``pool_order``: the context embedding's
+    ``pool_bn`` (official) or ``bn_pool`` (effseg's earlier order); ``upsample``: the guided
+    aggregation's ``nearest`` (official) or ``bilinear``; ``boosters``: ``light`` or ``official``
+    (CoinCheung's booster heads, to load their checkpoints' boosters).
     """
     name = "bisenetv2"
     config = {
@@ -243,5 +295,18 @@ def build_bisenetv2(
         "expansion": check_int(name, "expansion", expansion),
         "head_channels": check_int(name, "head_channels", head_channels),
         "booster_channels": check_int(name, "booster_channels", booster_channels),
+        "pool_order": check_choice(name, "pool_order", pool_order, POOL_ORDERS),
+        "upsample": check_choice(name, "upsample", upsample, UPSAMPLE_MODES),
+        "boosters": check_choice(name, "boosters", boosters, BOOSTERS),
     }
-    return BiSeNetV2(num_classes, aux, expansion, head_channels, booster_channels, config=config)
+    return BiSeNetV2(
+        num_classes,
+        aux,
+        expansion,
+        head_channels,
+        booster_channels,
+        pool_order,
+        upsample,
+        boosters,
+        config=config,
+    )

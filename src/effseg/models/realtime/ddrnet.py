@@ -11,10 +11,13 @@ pools with kernels 5/9/17 and strides 2/4/8 plus a global mean, each upsampled a
 hierarchically with a 3x3 conv.  The main head reads the sum of both branches at stride 8; the
 auxiliary head (loss weight 0.4) reads the high-resolution branch after the first fusion.
 
-Deviation from the paper, for batch-1 training and any input size: in every pooled DAPPM
-branch the BatchNorm runs before the pooling (the paper pools, then BN-ReLU-conv), so no
-BatchNorm ever sees a 1x1 pooled map; the global branch is ``torch.mean`` over (H, W) (exports at
-any size; in eval mode BN-then-mean equals mean-then-BN).  The parameter count is unchanged.
+Every pooled DAPPM branch pools, then applies BN-ReLU-conv, as the paper and the official code
+(``pool_order="pool_bn"``); the global branch is ``torch.mean`` over (H, W) (exports at any
+size). Its BatchNorm is a :class:`~effseg.models.realtime._base.AffineBatchNorm2d`, which trains
+on batch 1 too (on a pooled map of one value per channel it uses its running statistics).
+``pool_order="bn_pool"`` is the order effseg used before (BatchNorm before the pool): the models
+trained with it (the shipped ``camvid-ddrnet23_slim``) are rebuilt with it.  The parameter count
+is the same in both orders.
 
 ``planes``, ``spp_planes`` and ``head_planes`` default to DDRNet-23-slim (32, 128, 64);
 DDRNet-23 is (64, 128, 128).
@@ -28,17 +31,31 @@ import torch
 from torch import Tensor, nn
 
 from effseg.models.contract import LossTerm
+from effseg.models.layers import conv_bn
 from effseg.models.realtime._base import (
+    POOL_ORDERS,
     AffineBatchNorm2d,
     RealtimeNet,
     check_bool,
+    check_choice,
     check_int,
-    conv_bn,
     init_weights,
     resize,
 )
 
-__all__ = ["DDRNet", "build_ddrnet23_slim", "BasicBlock", "Bottleneck", "SegHead", "make_layer"]
+__all__ = [
+    "DDRNet",
+    "LEGACY_OPTIONS",
+    "build_ddrnet23_slim",
+    "BasicBlock",
+    "Bottleneck",
+    "SegHead",
+    "make_layer",
+]
+
+#: option values for a model config stored before the option existed (the BatchNorm-before-pool
+#: DAPPM of effseg's first DDRNet): :func:`effseg.models.realtime.with_legacy_defaults`.
+LEGACY_OPTIONS = {"pool_order": "bn_pool"}
 
 
 class BasicBlock(nn.Module):
@@ -48,10 +65,10 @@ class BasicBlock(nn.Module):
 
     def __init__(self, cin: int, planes: int, stride: int = 1, relu: bool = True) -> None:
         super().__init__()
-        self.conv1 = conv_bn(cin, planes, stride=stride)
-        self.conv2 = conv_bn(planes, planes)
+        self.conv1 = conv_bn(cin, planes, 3, stride)
+        self.conv2 = conv_bn(planes, planes, 3)
         out = planes * self.expansion
-        self.downsample = conv_bn(cin, out, kernel=1, stride=stride) if stride != 1 or cin != out else None
+        self.downsample = conv_bn(cin, out, 1, stride) if stride != 1 or cin != out else None
         self.relu = relu
 
     def forward(self, x: Tensor) -> Tensor:
@@ -68,10 +85,10 @@ class Bottleneck(nn.Module):
     def __init__(self, cin: int, planes: int, stride: int = 1, relu: bool = False) -> None:
         super().__init__()
         out = planes * self.expansion
-        self.conv1 = conv_bn(cin, planes, kernel=1)
-        self.conv2 = conv_bn(planes, planes, stride=stride)
-        self.conv3 = conv_bn(planes, out, kernel=1)
-        self.downsample = conv_bn(cin, out, kernel=1, stride=stride) if stride != 1 or cin != out else None
+        self.conv1 = conv_bn(cin, planes, 1)
+        self.conv2 = conv_bn(planes, planes, 3, stride)
+        self.conv3 = conv_bn(planes, out, 1)
+        self.downsample = conv_bn(cin, out, 1, stride) if stride != 1 or cin != out else None
         self.relu = relu
 
     def forward(self, x: Tensor) -> Tensor:
@@ -105,18 +122,22 @@ def bn_relu_conv(cin: int, cout: int, kernel: int = 1, groups: int = 1) -> nn.Se
 
 
 class PooledBranch(nn.Module):
-    """BatchNorm -> average pool (kernel ``kernel``, stride ``kernel // 2``; a global mean when ``kernel``
-    is 0) -> ReLU -> 1x1 conv."""
+    """Average pool (kernel ``kernel``, stride ``kernel // 2``; a global mean when ``kernel`` is 0)
+    -> BatchNorm -> ReLU -> 1x1 conv (``pool_order="pool_bn"``, the official order), or BatchNorm
+    first (``"bn_pool"``, effseg's earlier order); (B, cin, h, w) -> (B, cout, h', w')."""
 
-    def __init__(self, cin: int, cout: int, kernel: int) -> None:
+    def __init__(self, cin: int, cout: int, kernel: int, pool_order: str = "pool_bn") -> None:
         super().__init__()
+        self.bn_first = pool_order == "bn_pool"
         self.bn = AffineBatchNorm2d(cin)
         self.pool = nn.AvgPool2d(kernel, kernel // 2, kernel // 2) if kernel else None
         self.conv = nn.Conv2d(cin, cout, 1, bias=False)
 
+    def _pool(self, x: Tensor) -> Tensor:
+        return self.pool(x) if self.pool is not None else torch.mean(x, dim=(2, 3), keepdim=True)
+
     def forward(self, x: Tensor) -> Tensor:
-        x = self.bn(x)
-        x = self.pool(x) if self.pool is not None else torch.mean(x, dim=(2, 3), keepdim=True)
+        x = self._pool(self.bn(x)) if self.bn_first else self.bn(self._pool(x))
         return self.conv(torch.relu(x))
 
 
@@ -132,10 +153,10 @@ class DAPPM(nn.Module):
     compressed by a 1x1 and added to a 1x1 shortcut of the input.
     """
 
-    def __init__(self, cin: int, branch: int, cout: int) -> None:
+    def __init__(self, cin: int, branch: int, cout: int, pool_order: str = "pool_bn") -> None:
         super().__init__()
         self.scale0 = bn_relu_conv(cin, branch)
-        self.scales = nn.ModuleList(PooledBranch(cin, branch, k) for k in POOL_KERNELS)
+        self.scales = nn.ModuleList(PooledBranch(cin, branch, k, pool_order) for k in POOL_KERNELS)
         self.process = nn.ModuleList(bn_relu_conv(branch, branch, 3) for _ in POOL_KERNELS)
         self.compression = bn_relu_conv(branch * 5, cout)
         self.shortcut = bn_relu_conv(cin, cout)
@@ -190,6 +211,7 @@ class DDRNet(RealtimeNet):
         planes: int = 32,
         spp_planes: int = 128,
         head_planes: int = 64,
+        pool_order: str = "pool_bn",
         config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(num_classes, aux, config or {"name": "ddrnet23_slim"})
@@ -206,13 +228,13 @@ class DDRNet(RealtimeNet):
         self.layer4_ = make_layer(BasicBlock, hp, hp, 2)
         self.layer5_ = make_layer(Bottleneck, hp, hp, 1)
         # bilateral fusion
-        self.compression3 = conv_bn(4 * p, hp, kernel=1)
-        self.compression4 = conv_bn(8 * p, hp, kernel=1)
-        self.down3 = conv_bn(hp, 4 * p, stride=2)
+        self.compression3 = conv_bn(4 * p, hp, 1)
+        self.compression4 = conv_bn(8 * p, hp, 1)
+        self.down3 = conv_bn(hp, 4 * p, 3, 2)
         self.down4 = nn.Sequential(
-            *conv_bn(hp, 4 * p, stride=2), nn.ReLU(inplace=True), *conv_bn(4 * p, 8 * p, stride=2)
+            *conv_bn(hp, 4 * p, 3, 2), nn.ReLU(inplace=True), *conv_bn(4 * p, 8 * p, 3, 2)
         )
-        self.spp = DAPPM(16 * p, spp_planes, 4 * p)
+        self.spp = DAPPM(16 * p, spp_planes, 4 * p, pool_order)
         self.final_layer = SegHead(4 * p, head_planes, num_classes)
         self.aux_head = SegHead(hp, head_planes, num_classes) if aux else None
         init_weights(self)
@@ -251,12 +273,14 @@ def build_ddrnet23_slim(
     planes: int = 32,
     spp_planes: int = 128,
     head_planes: int = 64,
+    pool_order: str = "pool_bn",
 ) -> DDRNet:
     """DDRNet-23-slim (5.70M inference parameters at 19 classes).
 
     ``aux``: build the auxiliary head (training only, loss weight 0.4); ``planes``: base width
     (32; DDRNet-23: 64); ``spp_planes``: DAPPM branch width (128); ``head_planes``: head width
-    (64; DDRNet-23: 128).
+    (64; DDRNet-23: 128); ``pool_order``: ``pool_bn`` (DAPPM pools, then BatchNorm: the official
+    order) or ``bn_pool`` (effseg's earlier order, for the models trained with it).
     """
     name = "ddrnet23_slim"
     config = {
@@ -266,5 +290,6 @@ def build_ddrnet23_slim(
         "planes": check_int(name, "planes", planes),
         "spp_planes": check_int(name, "spp_planes", spp_planes),
         "head_planes": check_int(name, "head_planes", head_planes),
+        "pool_order": check_choice(name, "pool_order", pool_order, POOL_ORDERS),
     }
-    return DDRNet(num_classes, aux, planes, spp_planes, head_planes, config=config)
+    return DDRNet(num_classes, aux, planes, spp_planes, head_planes, pool_order, config=config)

@@ -25,8 +25,13 @@ stage 3; 0.4), ``boundary`` (the boundary head's (B, 1, H, W) logits; kind ``bou
 effseg's criterion scores ``p`` with plain CE and ``out`` / ``out_bas`` with the run's loss (OHEM
 in the published recipe).
 
-Deviation from the paper, for batch-1 training: the PAPPM's BatchNorms run before the
-pooling (see :mod:`effseg.models.realtime.ddrnet`); the global branch is ``torch.mean``.
+The PAPPM pools, then applies BN-ReLU-conv (``pool_order="pool_bn"``, the official order; see
+:mod:`effseg.models.realtime.ddrnet` for batch-1 training and the earlier ``bn_pool`` order); the
+global branch is ``torch.mean``.  The outputs are upsampled to the input size with
+``align_corners=True`` (``align_corners``, default true), as the official recipe does
+(``MODEL.ALIGN_CORNERS: True`` in its ``configs/default.py``); the resizes inside the network keep
+``align_corners=False`` as there.  Models trained before these options existed are rebuilt with
+``pool_order="bn_pool"`` and ``align_corners=False`` (:data:`LEGACY_OPTIONS`).
 """
 
 from __future__ import annotations
@@ -37,7 +42,16 @@ import torch
 from torch import Tensor, nn
 
 from effseg.models.contract import LossTerm
-from effseg.models.realtime._base import RealtimeNet, check_bool, check_int, conv_bn, init_weights, resize
+from effseg.models.layers import conv_bn
+from effseg.models.realtime._base import (
+    POOL_ORDERS,
+    RealtimeNet,
+    check_bool,
+    check_choice,
+    check_int,
+    init_weights,
+    resize,
+)
 from effseg.models.realtime.ddrnet import (
     POOL_KERNELS,
     BasicBlock,
@@ -49,17 +63,20 @@ from effseg.models.realtime.ddrnet import (
     stem,
 )
 
-__all__ = ["PIDNet", "build_pidnet_s"]
+__all__ = ["LEGACY_OPTIONS", "PIDNet", "build_pidnet_s"]
+
+#: option values for a model config stored before the options existed (effseg's first PIDNet).
+LEGACY_OPTIONS = {"pool_order": "bn_pool", "align_corners": False}
 
 
 class PAPPM(nn.Module):
     """Parallel aggregation PPM: (B, cin, h, w) -> (B, cout, h, w); see the module docstring."""
 
-    def __init__(self, cin: int, branch: int, cout: int) -> None:
+    def __init__(self, cin: int, branch: int, cout: int, pool_order: str = "pool_bn") -> None:
         super().__init__()
         n = len(POOL_KERNELS)
         self.scale0 = bn_relu_conv(cin, branch)
-        self.scales = nn.ModuleList(PooledBranch(cin, branch, k) for k in POOL_KERNELS)
+        self.scales = nn.ModuleList(PooledBranch(cin, branch, k, pool_order) for k in POOL_KERNELS)
         self.scale_process = bn_relu_conv(branch * n, branch * n, 3, groups=n)
         self.compression = bn_relu_conv(branch * (n + 1), cout)
         self.shortcut = bn_relu_conv(cin, cout)
@@ -76,8 +93,8 @@ class Pag(nn.Module):
 
     def __init__(self, channels: int, mid: int) -> None:
         super().__init__()
-        self.f_p = conv_bn(channels, mid, kernel=1)
-        self.f_i = conv_bn(channels, mid, kernel=1)
+        self.f_p = conv_bn(channels, mid, 1)
+        self.f_i = conv_bn(channels, mid, 1)
 
     def forward(self, p: Tensor, i: Tensor) -> Tensor:
         size = p.shape[-2:]
@@ -90,8 +107,8 @@ class Bag(nn.Module):
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
-        self.conv_p = conv_bn(cin, cout, kernel=1)
-        self.conv_i = conv_bn(cin, cout, kernel=1)
+        self.conv_p = conv_bn(cin, cout, 1)
+        self.conv_i = conv_bn(cin, cout, 1)
 
     def forward(self, p: Tensor, i: Tensor, d: Tensor) -> Tensor:
         sigma = torch.sigmoid(d)
@@ -116,9 +133,12 @@ class PIDNet(RealtimeNet):
         planes: int = 32,
         ppm_planes: int = 96,
         head_planes: int = 128,
+        pool_order: str = "pool_bn",
+        align_corners: bool = True,
         config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(num_classes, aux, config or {"name": "pidnet_s"})
+        self.output_align_corners = align_corners
         p = planes
         m, n = 2, 3  # blocks per stage of PIDNet-S/M
         # I branch
@@ -128,10 +148,10 @@ class PIDNet(RealtimeNet):
         self.layer3 = make_layer(BasicBlock, 2 * p, 4 * p, n, stride=2)
         self.layer4 = make_layer(BasicBlock, 4 * p, 8 * p, n, stride=2)
         self.layer5 = make_layer(Bottleneck, 8 * p, 8 * p, 2, stride=2)
-        self.spp = PAPPM(16 * p, ppm_planes, 4 * p)
+        self.spp = PAPPM(16 * p, ppm_planes, 4 * p, pool_order)
         # P branch
-        self.compression3 = conv_bn(4 * p, 2 * p, kernel=1)
-        self.compression4 = conv_bn(8 * p, 2 * p, kernel=1)
+        self.compression3 = conv_bn(4 * p, 2 * p, 1)
+        self.compression4 = conv_bn(8 * p, 2 * p, 1)
         self.pag3 = Pag(2 * p, p)
         self.pag4 = Pag(2 * p, p)
         self.layer3_ = make_layer(BasicBlock, 2 * p, 2 * p, m)
@@ -141,8 +161,8 @@ class PIDNet(RealtimeNet):
         self.layer3_d = BasicBlock(2 * p, p, relu=False)
         self.layer4_d = make_layer(Bottleneck, p, p, 1)
         self.layer5_d = make_layer(Bottleneck, 2 * p, 2 * p, 1)
-        self.diff3 = conv_bn(4 * p, p)
-        self.diff4 = conv_bn(8 * p, 2 * p)
+        self.diff3 = conv_bn(4 * p, p, 3)
+        self.diff4 = conv_bn(8 * p, 2 * p, 3)
         self.dfm = Bag(4 * p, 4 * p)
         # heads
         self.final_layer = SegHead(4 * p, head_planes, num_classes)
@@ -185,11 +205,15 @@ def build_pidnet_s(
     planes: int = 32,
     ppm_planes: int = 96,
     head_planes: int = 128,
+    pool_order: str = "pool_bn",
+    align_corners: bool = True,
 ) -> PIDNet:
     """PIDNet-S (7.63M inference parameters at 19 classes).
 
     ``aux``: build the P-branch and boundary heads (training only); ``planes``: base width
-    (32; PIDNet-M: 64); ``ppm_planes``: PAPPM branch width (96); ``head_planes``: head width (128).
+    (32; PIDNet-M: 64); ``ppm_planes``: PAPPM branch width (96); ``head_planes``: head width (128);
+    ``pool_order``: ``pool_bn`` (official) or ``bn_pool`` (effseg's earlier order);
+    ``align_corners``: the final bilinear resize's ``align_corners`` (official: true).
     """
     name = "pidnet_s"
     config = {
@@ -199,5 +223,7 @@ def build_pidnet_s(
         "planes": check_int(name, "planes", planes),
         "ppm_planes": check_int(name, "ppm_planes", ppm_planes),
         "head_planes": check_int(name, "head_planes", head_planes),
+        "pool_order": check_choice(name, "pool_order", pool_order, POOL_ORDERS),
+        "align_corners": check_bool(name, "align_corners", align_corners),
     }
-    return PIDNet(num_classes, aux, planes, ppm_planes, head_planes, config=config)
+    return PIDNet(num_classes, aux, planes, ppm_planes, head_planes, pool_order, align_corners, config=config)

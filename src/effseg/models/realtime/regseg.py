@@ -27,15 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from effseg.errors import ModelError
-from effseg.models.realtime._base import (
-    RealtimeNet,
-    check_bool,
-    check_int,
-    conv_bn,
-    conv_bn_relu,
-    init_weights,
-    resize,
-)
+from effseg.models.layers import ConvBNAct, conv_bn
+from effseg.models.realtime._base import RealtimeNet, check_bool, check_int, init_weights, resize
 
 __all__ = ["RegSeg", "build_regseg", "DBlock", "REGSEG_DILATIONS"]
 
@@ -70,7 +63,7 @@ class DilatedGroupConv(nn.Module):
         part = channels // len(dilations)
         self.splits = [part] * len(dilations)
         self.convs = nn.ModuleList(
-            conv_bn(part, part, stride=stride, groups=part // group_width, dilation=d) for d in dilations
+            conv_bn(part, part, 3, stride, groups=part // group_width, dilation=d) for d in dilations
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -87,16 +80,16 @@ class DBlock(nn.Module):
         self, cin: int, cout: int, dilations: Sequence[int], group_width: int = 16, stride: int = 1
     ) -> None:
         super().__init__()
-        self.conv1 = conv_bn_relu(cin, cout, kernel=1)
+        self.conv1 = ConvBNAct(cin, cout, 1)
         self.conv2 = nn.Sequential(
             DilatedGroupConv(cout, dilations, group_width, stride), nn.ReLU(inplace=True)
         )
         self.se = SqueezeExcitation(cout, cin // 4)
-        self.conv3 = conv_bn(cout, cout, kernel=1)
+        self.conv3 = conv_bn(cout, cout, 1)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
             pool: nn.Module = nn.AvgPool2d(2, 2, ceil_mode=True) if stride != 1 else nn.Identity()
-            self.shortcut = nn.Sequential(pool, *conv_bn(cin, cout, kernel=1))
+            self.shortcut = nn.Sequential(pool, *conv_bn(cin, cout, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.conv3(self.se(self.conv2(self.conv1(x))))
@@ -109,11 +102,11 @@ class Decoder(nn.Module):
     def __init__(self, channels: tuple[int, int, int], num_classes: int) -> None:
         super().__init__()
         c4, c8, c16 = channels
-        self.head16 = conv_bn_relu(c16, 128, kernel=1)
-        self.head8 = conv_bn_relu(c8, 128, kernel=1)
-        self.head4 = conv_bn_relu(c4, 8, kernel=1)
-        self.conv8 = conv_bn_relu(128, 64)
-        self.conv4 = conv_bn_relu(64 + 8, 64)
+        self.head16 = ConvBNAct(c16, 128, 1)
+        self.head8 = ConvBNAct(c8, 128, 1)
+        self.head4 = ConvBNAct(c4, 8, 1)
+        self.conv8 = ConvBNAct(128, 64)
+        self.conv4 = ConvBNAct(64 + 8, 64)
         self.classifier = nn.Conv2d(64, num_classes, 1)
 
     def forward(self, x4: Tensor, x8: Tensor, x16: Tensor) -> Tensor:
@@ -139,7 +132,7 @@ class RegSeg(RealtimeNet):
     ) -> None:
         super().__init__(num_classes, aux, config or {"name": "regseg"})
         gw = group_width
-        self.stem = conv_bn_relu(3, 32, stride=2)
+        self.stem = ConvBNAct(3, 32, 3, 2)
         self.stage4 = DBlock(32, 48, (1,), gw, 2)
         self.stage8 = nn.Sequential(
             DBlock(48, 128, (1,), gw, 2), DBlock(128, 128, (1,), gw), DBlock(128, 128, (1,), gw)
