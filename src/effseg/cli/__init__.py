@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("data", "synthesise a city, prepare Cityscapes, inspect datasets"),
     "train": ("train", "train a model from a YAML config or a shipped config name"),
     "eval": ("evaluate", "evaluate a run, checkpoint, ONNX file or shipped model (mIoU, confusion matrix)"),
+    "crossdrive": ("crossdrive", "leave one drive out: train on the other drives, score the held-out one"),
     "bench": ("bench", "measure params, GFLOPs, latency and memory of models"),
     "export": ("export", "export a checkpoint to ONNX (optionally int8) or TorchScript"),
     "predict": ("predict", "segment images, folders, videos or a camera: masks, overlays, label ids, video"),
@@ -70,6 +71,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except EffsegError as err:
         print(f"effseg: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full or read-only disk no command foresaw: still one line
+        from effseg.fileio import OUTPUT_ERRNOS, describe_os_error
+
+        if err.errno not in OUTPUT_ERRNOS:
+            raise
+        print(f"effseg: error: {describe_os_error(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("effseg: interrupted", file=sys.stderr)
