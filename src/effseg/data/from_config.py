@@ -6,24 +6,56 @@ all read the same images with the same options.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from torch.utils.data import Dataset
 
 from effseg.config import Config
-from effseg.errors import ConfigError
+from effseg.errors import ConfigError, DataError
 
-__all__ = ["build_datasets", "val_dataset_options"]
+__all__ = ["build_datasets", "check_data_root", "val_dataset_options"]
+
+
+def _root_holds(dataset: str, splits: tuple[str, ...]) -> str:
+    """What a ``dataset`` root folder must hold, in words, for the ``splits`` used."""
+    key = dataset.lower()
+    if key == "camvid":
+        folders = " ".join(f"{s}/ {s}annot/" for s in dict.fromkeys(splits))
+        return f"a folder holding {folders} (SegNet's CamVid layout: images, and label PNGs by the same name)"
+    if key in ("cityscapes", "synthetic"):
+        hold = f"leftImg8bit/{splits[0]}/ and gtFine/{splits[0]}/ (the Cityscapes layout)"
+        if key == "synthetic":
+            return f"a folder to generate the synthetic city in (or one holding {hold})"
+        return f"a folder holding {hold}"
+    if key == "folder":
+        return "a folder holding images/, masks/ (matched by file stem) and classes.yaml"
+    return "the dataset's folder"
+
+
+def check_data_root(cfg: Config, splits: tuple[str, ...] | None = None) -> None:
+    """A one-line DataError naming ``data.root`` and what the folder must hold when the root is
+    unset (shipped models carry none) or missing (another machine's path).  The synthetic city
+    is generated into a missing root, so only an unset one is refused there."""
+    d = cfg.data
+    splits = splits or (d.train_split, d.val_split)
+    fix = f"pass --set data.root=PATH, {_root_holds(d.dataset, splits)}"
+    if not str(d.root).strip():
+        raise DataError(f"data.root is not set (dataset {d.dataset!r}); {fix}")
+    if d.dataset.lower() != "synthetic" and not Path(d.root).expanduser().is_dir():
+        raise DataError(f"data.root={d.root}: no such folder (dataset {d.dataset!r}); {fix}")
 
 
 def build_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
     """``(train set with the training transform, val set normalised only)`` of a config.
 
     Raises:
+        DataError: ``data.root`` is unset or missing (:func:`check_data_root`).
         ConfigError: a set's number of classes differs from ``model.num_classes``.
     """
     from effseg.data import build_dataset, build_eval_transform, build_train_transform
 
+    check_data_root(cfg)
     d = cfg.data
     train_tf = build_train_transform(
         crop_size=tuple(d.crop_size),
@@ -47,7 +79,7 @@ def build_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
         if ds.num_classes != cfg.model.num_classes:
             raise ConfigError(
                 f"model.num_classes={cfg.model.num_classes} but the {name} set of {d.dataset!r} "
-                f"has {ds.num_classes} classes"
+                f"has {ds.num_classes} classes; set --set model.num_classes={ds.num_classes}"
             )
     return train_set, val_set
 

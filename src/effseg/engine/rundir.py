@@ -7,11 +7,15 @@ Rank 0 only. Rules (``effseg train --resume / --force``):
 - ``--resume`` with ``last.pt``: resumed (half-written ``*.tmp`` checkpoints are removed);
 - ``--resume`` of a run killed before its first checkpoint (a valid ``config.yaml``, no
   ``last.pt``): started over, said so;
-- ``--force``: the folder's contents are deleted (only if it looks like a run folder).
+- ``--force``: the folder's contents are deleted (only if it looks like a run folder);
+- a start that fails before the run wrote anything (a missing data root, a bad config value)
+  leaves no empty folder behind: the lock of a folder this call created or emptied removes it
+  on release when it is still empty (:class:`_RunDirLock`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,7 @@ from effseg.engine import distributed as du
 from effseg.engine.checkpoint import remove_temp_files
 from effseg.engine.runlock import LOCK_NAME, RunLock
 from effseg.errors import CheckpointError, ConfigError, EffsegError
+from effseg.fileio import make_dir
 
 __all__ = ["open_run_dir", "prepare_run_dir", "write_config"]
 
@@ -50,6 +55,20 @@ def _clear(run_dir: Path) -> None:
             entry.unlink()
 
 
+class _RunDirLock(RunLock):
+    """The run folder's lock. When this start created or emptied the folder (``fresh``), releasing
+    the lock also removes the folder if nothing was written into it (the start failed), so that no
+    empty ``runs/<name>/`` is left to be mistaken for a run later ("neither best.pt nor last.pt")."""
+
+    fresh = False
+
+    def release(self) -> None:
+        super().release()
+        if self.fresh:
+            with contextlib.suppress(OSError):  # not empty, or gone: nothing to do
+                self.run_dir.rmdir()
+
+
 def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> tuple[bool, RunLock, list[str]]:
     """Lock ``run_dir`` and make it ready; returns ``(resume for real, the lock, notes to print)``.
 
@@ -60,8 +79,9 @@ def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> tuple[bool, Run
         CheckpointError: ``--resume`` on a non-empty folder that holds no effseg run.
     """
     created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = RunLock(run_dir)
+    make_dir(run_dir, "the run folder")  # a read-only or full disk, a file in the way: one line
+    lock = _RunDirLock(run_dir)
+    lock.fresh = created
     notes: list[str] = []
     try:
         note = lock.acquire()
@@ -86,6 +106,7 @@ def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> tuple[bool, Run
                     "(no last.pt); starting it over"
                 )
                 _clear(run_dir)
+                lock.fresh = True
             else:
                 notes.append(f"nothing to resume in {run_dir} (no run there yet); starting a new run")
             return False, lock, notes
@@ -99,6 +120,7 @@ def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> tuple[bool, Run
                     f"{run_dir} is not empty and not an effseg run folder; refusing to delete it"
                 )
             _clear(run_dir)
+            lock.fresh = True
         return False, lock, notes
     except BaseException:
         lock.release()
