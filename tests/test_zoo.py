@@ -122,6 +122,62 @@ def test_models_pretrained_cli(zoo: dict, capsys: pytest.CaptureFixture[str]) ->
     assert "camvid-tiny" in out and "12.50" in out and "64x48" in out and "3.2" in out and "1 min" in out
 
 
+def test_registry_fields_of_the_front(
+    zoo: dict, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # no wrapped lines
+    (zoo["folder"] / "models.yaml").write_text(
+        "models:\n"
+        "  - {name: camvid-tiny, file: camvid-tiny.pt, dataset: camvid, input_size: 64x48, role: fast,\n"
+        "     miou_val: 61.5, miou_crossdrive: 52.25, crossdrive_folds: {0001TP: 50, 0006R0: 54.5},\n"
+        "     crossdrive_recipe: effseg crossdrive tiny.yaml, train_data: train+val,\n"
+        "     train_command: effseg train tiny.yaml, train_minutes: 40.5, iterations: 9,\n"
+        "     latency_ms: {eager: 12.25, onnxruntime: 4.5}, machine: test box}\n"
+        "  - {name: camvid-old, file: camvid-tiny.pt, dataset: camvid, input_size: 64x48,\n"
+        "     cpu_latency_ms: 7}\n"
+    )
+    tiny, old = list_pretrained()
+    assert tiny.role == "fast" and tiny.miou_crossdrive == 52.25 and tiny.train_data == "train+val"
+    assert tiny.crossdrive_folds == {"0001TP": 50.0, "0006R0": 54.5}
+    assert tiny.latency_ms == {"eager": 12.25, "onnxruntime": 4.5} and tiny.train_minutes == 40.5
+    assert old.latency_ms == {"eager": 7.0} and old.miou_crossdrive is None  # older entries still load
+    assert main(["models", "--pretrained"]) == 0
+    out = capsys.readouterr().out
+    for text in (
+        "cross-drive",
+        "same-drive val",
+        "52.25",
+        "61.50",
+        "camvid train+val",
+        "onnxruntime 4.5",
+        "0006R0 54.50",
+    ):
+        assert text in out, text
+    row = next(line for line in out.splitlines() if "camvid-old" in line)
+    assert row.split("│")[3].strip() == "-"  # no cross-drive figure: "-", never a number
+    for bad, match in (
+        ("role: fastest", r"models\[0\]\.role: 'fastest'; expected one of fast, balanced, accurate"),
+        ("latency_ms: {eager: quick}", r"models\[0\]\.latency_ms\.eager: 'quick' is not a number"),
+        ("latency_ms: 12", r"models\[0\]\.latency_ms: expected a mapping"),
+    ):
+        entry = f"name: camvid-tiny, file: camvid-tiny.pt, dataset: camvid, input_size: 64x48, {bad}"
+        (zoo["folder"] / "models.yaml").write_text(f"models:\n  - {{{entry}}}\n")
+        with pytest.raises(ModelError, match=match):
+            list_pretrained()
+
+
+def test_shipped_registry_labels_its_figures() -> None:
+    """The shipped entry keeps its name, and carries no cross-drive figure until one is measured."""
+    from effseg.zoo import zoo_dir
+
+    if zoo_dir() != Path(effseg.zoo.__file__).parent:
+        pytest.skip("EFFSEG_ZOO_DIR points elsewhere")
+    entry = find_pretrained("camvid-ddrnet23_slim")
+    assert entry.miou_val is not None and entry.train_data == "train"
+    assert entry.miou_crossdrive is None or entry.crossdrive_recipe  # a figure always has its command
+    assert entry.latency_ms.get("eager") is not None and entry.machine
+
+
 def test_eval_shipped_model(zoo: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = _camvid_root(tmp_path / "camvid")
     out = tmp_path / "ev"

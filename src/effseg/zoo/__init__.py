@@ -1,9 +1,12 @@
 """What ships inside the package: trained models and training configs, found by name.
 
 - Shipped models: ``models.yaml`` in this folder lists each weight file next to it with its
-  figures (val mIoU, budget, input size, CPU latency).  ``effseg.load("camvid-<name>")`` finds
-  the file here; nothing is downloaded.  ``EFFSEG_ZOO_DIR`` points to another folder holding a
-  ``models.yaml`` and its weight files (tests, or a site-wide model store).
+  figures: its role on the accuracy/latency front (fast / balanced / accurate), the same-drive
+  val mIoU and the cross-drive estimate (leave one drive out, mean of the folds: the figure that
+  predicts new streets), what it was trained on and how (command, wall time), and its latency per
+  runtime on a named machine. ``effseg.load("camvid-<name>")`` finds the file here; nothing is
+  downloaded. ``EFFSEG_ZOO_DIR`` points to another folder holding a ``models.yaml`` and its
+  weight files (tests, or a site-wide model store).
 - Shipped configs: :mod:`effseg.zoo.configs` (``effseg train camvid/cpu_40min``).
 
 This module reads YAML and paths only; it imports no torch.
@@ -12,7 +15,7 @@ This module reads YAML and paths only; it imports no torch.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +23,25 @@ from effseg.errors import ModelError
 
 ZOO_ENV = "EFFSEG_ZOO_DIR"
 REGISTRY = "models.yaml"
-_FIELDS = {
+#: The roles of the shipped models on the accuracy/latency front.
+ROLES = ("fast", "balanced", "accurate")
+_FIELDS: dict[str, type] = {
     "name": str,
     "file": str,
     "dataset": str,
     "classes": int,
+    "role": str,
     "miou_val": float,
+    "miou_crossdrive": float,
+    "crossdrive_folds": dict,
+    "crossdrive_recipe": str,
+    "train_data": str,
+    "train_command": str,
+    "train_minutes": float,
     "budget": str,
     "iterations": int,
     "input_size": str,
+    "latency_ms": dict,
     "cpu_latency_ms": float,
     "machine": str,
     "card": str,
@@ -38,17 +51,28 @@ _REQUIRED = ("name", "file", "dataset", "input_size")
 
 @dataclass(frozen=True)
 class ZooModel:
-    """One shipped model: its registry entry and the weight file it names."""
+    """One shipped model: its registry entry and the weight file it names (mIoU in percent)."""
 
     name: str
     file: str
     dataset: str
     input_size: str  # WIDTHxHEIGHT, the size the network sees by default
     classes: int | None = None
-    miou_val: float | None = None  # percent, val split, no TTA
+    role: str | None = None  # one of ROLES
+    # same-drive val: the dataset's val split, no TTA (CamVid val is 101 frames of 0016E5, a drive
+    # that training also saw: it measures a street the model knows)
+    miou_val: float | None = None
+    # cross-drive estimate: mean over leave-one-drive-out folds of the recipe (effseg crossdrive)
+    miou_crossdrive: float | None = None
+    crossdrive_folds: dict[str, float] = field(default_factory=dict)  # held-out drive -> mIoU
+    crossdrive_recipe: str | None = None  # the effseg crossdrive command that measured it
+    train_data: str | None = None  # e.g. "train+val" (all drives) or "train"
+    train_command: str | None = None
+    train_minutes: float | None = None  # minutes of training on `machine` (validation excluded)
     budget: str | None = None
     iterations: int | None = None
-    cpu_latency_ms: float | None = None
+    latency_ms: dict[str, float] = field(default_factory=dict)  # runtime -> median ms at input_size
+    cpu_latency_ms: float | None = None  # eager latency (older entries; also latency_ms["eager"])
     machine: str | None = None
     card: str | None = None
     folder: str = ""
@@ -85,6 +109,9 @@ def _entry(raw: Any, index: int, registry: Path) -> ZooModel:
     for key, value in raw.items():
         if value is None:
             continue
+        if _FIELDS[key] is dict:
+            values[key] = _numbers(value, f"{where}.{key}")
+            continue
         try:
             values[key] = _FIELDS[key](value)
         except (TypeError, ValueError):
@@ -92,7 +119,23 @@ def _entry(raw: Any, index: int, registry: Path) -> ZooModel:
     w, sep, h = values["input_size"].lower().partition("x")
     if not (sep and w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0):
         raise ModelError(f"{where}.input_size: {values['input_size']!r}; expected WIDTHxHEIGHT, e.g. 480x360")
+    if values.get("role") is not None and values["role"] not in ROLES:
+        raise ModelError(f"{where}.role: {values['role']!r}; expected one of {', '.join(ROLES)}")
+    if "cpu_latency_ms" in values:  # the older single figure is the eager latency
+        values["latency_ms"] = {"eager": values["cpu_latency_ms"], **values.get("latency_ms", {})}
     return ZooModel(folder=str(registry.parent), **values)
+
+
+def _numbers(value: Any, where: str) -> dict[str, float]:
+    """A mapping of names to numbers (``latency_ms``, ``crossdrive_folds``), or a one-line error."""
+    if not isinstance(value, dict):
+        raise ModelError(f"{where}: expected a mapping of names to numbers, e.g. {{eager: 87.4}}")
+    out: dict[str, float] = {}
+    for k, v in value.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ModelError(f"{where}.{k}: {v!r} is not a number")
+        out[str(k)] = float(v)
+    return out
 
 
 def list_pretrained() -> list[ZooModel]:
@@ -134,4 +177,12 @@ def find_pretrained(name: str) -> ZooModel:
     raise ModelError(f"unknown shipped model {name!r}; known: {known_names()}")
 
 
-__all__ = ["ZOO_ENV", "ZooModel", "find_pretrained", "known_names", "list_pretrained", "looks_like_zoo_name"]
+__all__ = [
+    "ROLES",
+    "ZOO_ENV",
+    "ZooModel",
+    "find_pretrained",
+    "known_names",
+    "list_pretrained",
+    "looks_like_zoo_name",
+]
