@@ -96,3 +96,27 @@ def test_a_failed_start_keeps_a_folder_the_user_made(tmp_path: Path, capsys) -> 
     made = tmp_path / "runs" / "c"
     assert main(["train", str(config), "--run-dir", str(made)]) == 2
     assert not made.exists()
+
+
+def test_a_rank_failure_is_one_line_that_torchruns_summary_shows(tmp_path: Path, monkeypatch) -> None:
+    """Under torchrun each rank stops with one line naming it; torchrun's agent reads the same line
+    from the rank's error file (its ProcessFailure is what prints the failure summary)."""
+    import torch.distributed as dist
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
+
+    from effseg.engine.distributed import rank_failure
+
+    err = DataError("data.root=/x: no such folder")
+    assert rank_failure(err) is err  # run alone: unchanged, no file
+    error_file = tmp_path / "error.json"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(error_file))
+    assert str(rank_failure(err)) == "rank 1 of 2: data.root=/x: no such folder"
+    failure = ProcessFailure(local_rank=1, pid=1, exitcode=2, error_file=str(error_file))
+    assert failure.message["message"] == "effseg: error: rank 1 of 2: data.root=/x: no such folder"
+    lost = rank_failure(dist.DistError("Connection closed by peer\n  [long gloo trace]"))
+    assert str(lost) == (
+        "rank 1 of 2: lost the other processes (DistError: Connection closed by peer); "
+        "the first rank's error says why"
+    )

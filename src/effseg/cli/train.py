@@ -52,14 +52,20 @@ def resolve(config: str, run_dir: str | None) -> tuple[Path, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch.distributed as dist
+
     from effseg.config import load_config
-    from effseg.engine.distributed import get_rank
+    from effseg.engine.distributed import get_rank, rank_failure
     from effseg.engine.train import train
+    from effseg.errors import EffsegError
 
     overrides = [item for group in args.overrides for item in group]
-    cfg_file, run_dir = resolve(args.config, args.run_dir)
-    cfg = load_config(cfg_file, overrides)
-    summary = train(cfg, run_dir, resume=args.resume, force=args.force)
+    try:
+        cfg_file, run_dir = resolve(args.config, args.run_dir)
+        cfg = load_config(cfg_file, overrides)
+        summary = train(cfg, run_dir, resume=args.resume, force=args.force)
+    except (EffsegError, dist.DistError) as err:  # under torchrun: one line per rank, not a traceback
+        raise rank_failure(err) from None
     if get_rank() == 0:
         best = summary["best_miou"]
         best_txt = f"{best * 100:.2f}" if best is not None and best >= 0 else "-"

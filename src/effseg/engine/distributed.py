@@ -7,7 +7,9 @@ or gloo on CPU. Without them everything runs as a single process (rank 0 of 1).
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +18,7 @@ import torch.distributed as dist
 from torch import nn
 
 from effseg.device import resolve_device
-from effseg.errors import ConfigError
+from effseg.errors import ConfigError, EffsegError
 
 __all__ = [
     "DistInfo",
@@ -32,6 +34,7 @@ __all__ = [
     "all_reduce_sum",
     "broadcast_flag",
     "convert_sync_bn",
+    "rank_failure",
 ]
 
 
@@ -170,3 +173,33 @@ def scale_to_global_batch(
     if distill_loss is not None:
         distill_loss = distill_loss * (image_scale if per_image else pixel_scale)
     return loss, distill_loss
+
+
+def rank_failure(err: BaseException) -> BaseException:
+    """The error to stop this process with: under torchrun one line naming the rank, also written
+    to the error file torchrun's agent reads (``TORCHELASTIC_ERROR_FILE``), so that its failure
+    summary shows effseg's line for each rank instead of a pointer to torch's docs.
+
+    ``err`` is an :class:`EffsegError` (bad input, or "rank 0 could not ...") or a collective that
+    failed because another process died (``torch.distributed.DistError``, many lines: its first
+    one is kept). Run alone, ``err`` is returned unchanged."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return err
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if not isinstance(err, EffsegError):
+        text = f"lost the other processes ({type(err).__name__}: {text}); the first rank's error says why"
+    message = f"rank {os.environ.get('RANK', '?')} of {world}: {text}"
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        try:
+            with open(path, "w", encoding="utf-8") as f:
+                # torchrun's structured form without a "py_callstack": its summary shows the message
+                line = {
+                    "message": f"effseg: error: {message}",
+                    "extraInfo": {"timestamp": str(int(time.time()))},
+                }
+                json.dump({"message": line}, f)
+        except OSError:
+            pass  # the summary then says less; the line below is printed all the same
+    return EffsegError(message)
