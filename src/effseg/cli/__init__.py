@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("predict", "segment images, folders, videos or a camera: masks, overlays, label ids, video"),
     "serve": ("serve", "a local web page: drop an image, see its segmentation, class shares and latency"),
     "demo": ("demo", "synthetic data -> train -> eval -> bench -> report, no download"),
+    "doctor": ("doctor", "what is installed, which runtimes this CPU can use, what is missing for what"),
 }
 
 
