@@ -120,3 +120,13 @@ def test_a_rank_failure_is_one_line_that_torchruns_summary_shows(tmp_path: Path,
         "rank 1 of 2: lost the other processes (DistError: Connection closed by peer); "
         "the first rank's error says why"
     )
+
+
+def test_eval_of_the_shipped_model_asks_for_the_data_root(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)  # nothing called data/ or val/ here
+    assert main(["eval", "camvid-ddrnet23_slim", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "effseg: error: data.root is not set (dataset 'camvid'); pass --set data.root=PATH, a folder "
+        "holding val/ valannot/ (SegNet's CamVid layout: images, and label PNGs by the same name)"
+    )

@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from effseg.config import apply_overrides, config_from_dict, load_config
     from effseg.data import build_dataset, build_eval_transform
-    from effseg.data.from_config import val_dataset_options
+    from effseg.data.from_config import check_data_root, val_dataset_options
     from effseg.deploy.artifact import load_artifact
     from effseg.engine import distributed as du
     from effseg.engine.evaluate import evaluate, parse_tta, print_eval_table, write_eval_outputs
@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"{path} carries no training config; pass --config CONFIG.yaml for the dataset")
         mean = meta.get("mean") or cfg.data.mean
         std = meta.get("std") or cfg.data.std
+        check_data_root(cfg, (args.split or cfg.data.val_split,))  # shipped models carry no data root
         dataset = build_dataset(
             cfg.data.dataset,
             cfg.data.root,
