@@ -33,7 +33,11 @@ def build_data(cfg: Config, info: du.DistInfo) -> tuple[Dataset, Dataset, EpochS
         train_set, val_set = build_datasets(cfg)
     n = len(train_set)
     if n < t.batch_size:
-        raise ConfigError(f"train.batch_size={t.batch_size} is larger than the train set ({n} images)")
+        fit = n - n % info.world_size  # the largest global batch the set fills, split over the ranks
+        raise ConfigError(
+            f"train.batch_size={t.batch_size} is larger than the train set ({n} images); "
+            f"set --set train.batch_size={fit} or less (or add images)"
+        )
     sampler = EpochSampler(n, t.batch_size, info.world_size, info.rank, t.seed)
     loader = build_train_loader(train_set, sampler, cfg.data.num_workers, t.seed, info.device.type == "cuda")
     return train_set, val_set, sampler, loader
