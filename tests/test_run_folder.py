@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from effseg import fileio as fileio_mod
 from effseg.cli import main as cli_main
 from effseg.config import config_from_dict, save_config
-from effseg.engine import checkpoint as ckpt_mod
 from effseg.engine import train as train_mod
 from effseg.engine.checkpoint import load_checkpoint
 from effseg.engine.runlock import RunFolderLocked, RunLock
@@ -200,7 +200,7 @@ def test_inf_batchnorm_statistics_are_not_saved(
 def test_full_disk_while_checkpointing_is_one_line(
     city: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    real_fsync, calls = ckpt_mod.os.fsync, []
+    real_fsync, calls = fileio_mod.os.fsync, []
 
     def fsync(fd: int) -> None:
         calls.append(fd)
@@ -208,7 +208,7 @@ def test_full_disk_while_checkpointing_is_one_line(
             raise OSError(errno.ENOSPC, "No space left on device")
         real_fsync(fd)
 
-    monkeypatch.setattr(ckpt_mod.os, "fsync", fsync)
+    monkeypatch.setattr(fileio_mod.os, "fsync", fsync)
     run = tmp_path / "run"
     path = write_config(
         tmp_path / "exp.yaml",
@@ -217,8 +217,9 @@ def test_full_disk_while_checkpointing_is_one_line(
     assert cli_main(["train", str(path), "--run-dir", str(run)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == (
-        f"effseg: error: {run}/last.pt: no space left on device while writing it (the previous last.pt "
-        f"is intact); training stopped, last good checkpoint kept: {run}/last.pt (iteration 1)"
+        f"effseg: error: {run}/last.pt: cannot write the checkpoint: no space left on the device; free some "
+        f"space there or write somewhere else (the previous last.pt is intact); training stopped, last good "
+        f"checkpoint kept: {run}/last.pt (iteration 1)"
     )
     assert load_checkpoint(run / "last.pt")["iteration"] == 1
     assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp")) and not (run / ".lock").exists()

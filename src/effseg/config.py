@@ -360,6 +360,8 @@ def _check_values(cfg: Config, where: str) -> None:
         fail("train.ohem_thresh", "a probability in (0, 1]", t.ohem_thresh)
     if t.class_weights is not None and len(t.class_weights) != m.num_classes:
         fail("train.class_weights", f"{m.num_classes} weights (model.num_classes)", t.class_weights)
+    if t.class_weights is not None and not all(math.isfinite(w) and w > 0 for w in t.class_weights):
+        fail("train.class_weights", "positive numbers, one per class", t.class_weights)
     for key in ("log_interval",):
         if getattr(t, key) < 1:
             fail(f"train.{key}", "a positive integer", getattr(t, key))
@@ -453,4 +455,6 @@ def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> Confi
 
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML (``load_config`` reads it back identically)."""
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+    from effseg.fileio import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False), "the config")

@@ -5,60 +5,57 @@ Routes:
 - ``GET /``: one page: drop or choose an image, see the overlay with its legend, the class
   shares and the latency.
 - ``POST /api/predict`` (multipart field ``file``): JSON ``{"width", "height", "classes",
-  "labels" (H rows of W class ids), "shares" ({class: fraction of pixels}), "latency_ms",
-  "runtime"}``.
+  "labels_png" (the class ids as an 8-bit greyscale PNG, base64), "shares" ({class: fraction of
+  pixels}), "latency_ms", "runtime"}``, plus ``"resized_from"`` ``[W, H]`` and a ``"note"`` when
+  the upload was larger than the pixel cap and was resized.
 - ``POST /api/predict.png?kind=ids|color|overlay``: a PNG (8-bit class ids, colour mask, or
-  overlay with legend) for scripts.
-- ``POST /api/view``: what the page shows (overlay PNG as base64, shares, latency).
+  overlay with legend) for scripts; a resize is said in the ``X-Effseg-Note`` header.
+- ``POST /api/view``: what the page shows (overlay PNG as base64, shares, latency, note).
 - ``GET /api/info``: the model's classes, palette and runtime.
 
-A bad upload (not an image, larger than ``max_upload_mb``, a decompression bomb) is answered
-with status 400 or 413 and ``{"error": "<one line>"}``; the server keeps serving.
+Staying responsive: decoding, inference and encoding run in a pool of ``workers`` threads (the
+model itself one call at a time), never on the event loop, so ``/api/info`` and the page answer
+while predictions run. At most ``workers + queue`` uploads are in flight; the next one gets 503
+with ``Retry-After``. The upload limit is enforced while the body streams in (the
+``Content-Length`` first, then the bytes read: an oversized upload is never received in full).
+Uploads with more than ``max_megapixels`` pixels are resized (to the model's own input size when
+it has one) and the answer says so.
+
+Every refused request -- bad upload (400), too large (413), busy (503), unknown route (404), a
+malformed form (400) -- is answered with ``{"error": "<one line>"}``; the server keeps serving.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the route annotations at run time.
+import asyncio
 import base64
+import contextlib
 import io
-import re
+import math
+import socket
 import threading
 import time
-import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from effseg.app.serve_page import PAGE
+from effseg.app.serve_upload import (
+    Admission,
+    UploadGuard,
+    UploadTooLarge,
+    decode_upload,
+    megabytes,
+    status_of,
+)
 from effseg.data.visualize import add_legend, colorize, overlay
-from effseg.errors import DataError, EffsegError
+from effseg.errors import ConfigError, DataError, EffsegError
 
 DEFAULT_MAX_UPLOAD_MB = 20.0
-
-
-def decode_upload(data: bytes, max_bytes: int) -> np.ndarray:
-    """Uploaded bytes -> ``(H, W, 3)`` uint8 RGB; :class:`DataError` (one line) for an empty or too
-    large upload, a file that is not an image, or a decompression bomb."""
-    from PIL import Image, UnidentifiedImageError
-
-    from effseg.api import read_image
-
-    if not data:
-        raise DataError("the upload is empty; choose an image file (PNG, JPEG, ...)")
-    if len(data) > max_bytes:
-        raise DataError(f"the upload is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            img.load()
-            return read_image(img)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        declared = re.search(r"\((\d+) pixels\)", str(err))
-        raise DataError(
-            f"the image declares {declared.group(1) if declared else 'too many'} pixels, more than the "
-            f"{Image.MAX_IMAGE_PIXELS} allowed: refused as a possible decompression bomb"
-        ) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"the upload is not a readable image ({type(err).__name__}: {err})") from None
+DEFAULT_MAX_MEGAPIXELS = 4.0
+DEFAULT_WORKERS = 2
+DEFAULT_QUEUE = 8
+PICTURE_KINDS = ("ids", "color", "overlay")
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -70,7 +67,7 @@ def _png(array: np.ndarray) -> bytes:
 
 
 class Segmenter:
-    """One predictor + engine shared by the request threads (calls serialised by a lock)."""
+    """One predictor + engine shared by the request threads (model calls serialised by a lock)."""
 
     def __init__(self, predictor: Any, engine: Any) -> None:
         self.predictor, self.engine = predictor, engine
@@ -83,6 +80,10 @@ class Segmenter:
             labels = self.engine(image)
             return labels, (time.perf_counter() - t0) * 1000.0
 
+    @property
+    def runtime(self) -> str:
+        return getattr(self.engine, "name", "")
+
     def shares(self, labels: np.ndarray) -> dict[str, float]:
         """Fraction of pixels per class, largest first; classes absent from the image left out."""
         n = len(self.predictor.classes)
@@ -93,93 +94,208 @@ class Segmenter:
 
     def picture(self, image: np.ndarray, labels: np.ndarray, kind: str) -> np.ndarray:
         p = self.predictor
-        color = colorize(labels, p.palette)
         if kind == "ids":
             return labels
+        color = colorize(labels, p.palette)
         if kind == "color":
             return color
         return add_legend(overlay(image, color, 0.5), p.classes, p.palette, labels)
 
 
-def create_app(segmenter: Segmenter, *, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, title: str = "effseg"):  # noqa: ANN201 - FastAPI
-    """The FastAPI application (see the module docstring for its routes)."""
-    from fastapi import FastAPI, File, Query, Request, UploadFile
-    from fastapi.responses import HTMLResponse, JSONResponse, Response
+class _Work:
+    """What one request does in a worker thread: decode, segment, encode the answer."""
 
-    app = FastAPI(title=f"{title} - effseg serve", docs_url=None, redoc_url=None)
+    def __init__(self, segmenter: Segmenter, max_bytes: int, max_pixels: int) -> None:
+        self.s, self.max_bytes, self.max_pixels = segmenter, max_bytes, max_pixels
+        self.model_size = getattr(segmenter.predictor, "input_size", None)
+
+    def run(self, data: bytes) -> tuple[np.ndarray, np.ndarray, float, dict[str, Any]]:
+        image, info = decode_upload(data, self.max_bytes, self.max_pixels, self.model_size)
+        labels, ms = self.s(image)
+        return image, labels, ms, info
+
+    def predict(self, data: bytes) -> dict[str, Any]:
+        image, labels, ms, info = self.run(data)
+        return {
+            "width": int(image.shape[1]),
+            "height": int(image.shape[0]),
+            "classes": list(self.s.predictor.classes),
+            "labels_png": base64.b64encode(_png(labels.astype(np.uint8))).decode(),
+            "shares": self.s.shares(labels),
+            "latency_ms": round(ms, 2),
+            "runtime": self.s.runtime,
+            **info,
+        }
+
+    def png(self, data: bytes, kind: str) -> tuple[bytes, float, dict[str, Any]]:
+        image, labels, ms, info = self.run(data)
+        return _png(self.s.picture(image, labels, kind)), ms, info
+
+    def view(self, data: bytes) -> dict[str, Any]:
+        image, labels, ms, info = self.run(data)
+        p = self.s.predictor
+        colors = {c: "#" + bytes(int(v) for v in p.palette[i]).hex() for i, c in enumerate(p.classes)}
+        return {
+            "overlay": base64.b64encode(_png(self.s.picture(image, labels, "overlay"))).decode(),
+            "width": int(image.shape[1]),
+            "height": int(image.shape[0]),
+            "shares": self.s.shares(labels),
+            "colors": colors,
+            "latency_ms": round(ms, 2),
+            "runtime": self.s.runtime,
+            **info,
+        }
+
+
+def check_serve_options(
+    port: int = 8000,
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    workers: int = DEFAULT_WORKERS,
+    queue: int = DEFAULT_QUEUE,
+) -> None:
+    """One-line :class:`ConfigError` for an option out of range (before anything is loaded)."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ConfigError(f"--port {port}: expected a TCP port number 1..65535")
+    for name, value, top in (
+        ("--max-upload-mb", max_upload_mb, 10_000),
+        ("--max-megapixels", max_megapixels, 80),
+    ):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 < value <= top):
+            raise ConfigError(f"{name} {value}: expected a number above 0 and at most {top}")
+    if not 1 <= workers <= 64:
+        raise ConfigError(f"--workers {workers}: expected 1..64 threads")
+    if not 0 <= queue <= 1000:
+        raise ConfigError(f"--queue {queue}: expected 0..1000 waiting requests")
+
+
+def create_app(  # noqa: ANN201 - FastAPI
+    segmenter: Segmenter,
+    *,
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    title: str = "effseg",
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    workers: int = DEFAULT_WORKERS,
+    queue: int = DEFAULT_QUEUE,
+):
+    """The FastAPI application (see the module docstring for its routes)."""
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
+    from starlette.datastructures import UploadFile
+    from starlette.exceptions import HTTPException
+
+    check_serve_options(8000, max_upload_mb, max_megapixels, workers, queue)
     max_bytes = int(max_upload_mb * 1e6)
-    page = PAGE.replace("{{TITLE}}", title).replace("{{MAX_MB}}", f"{max_upload_mb:g}")
+    work = _Work(segmenter, max_bytes, int(max_megapixels * 1e6))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="effseg-serve")
+    admission = Admission(workers, queue)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Any):  # noqa: ANN202 - the worker threads end with the server
+        yield
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title=f"{title} - effseg serve", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+    )
+    app.add_middleware(UploadGuard, admission=admission, max_bytes=max_bytes)
+    app.state.admission, app.state.pool = admission, pool
+    page = (
+        PAGE.replace("{{TITLE}}", title)
+        .replace("{{MAX_MB}}", f"{max_upload_mb:g}")
+        .replace("{{MAX_MP}}", f"{max_megapixels:g}")
+    )
+    p = segmenter.predictor
+    info_answer = {
+        "model": title,
+        "classes": list(p.classes),
+        "palette": np.asarray(p.palette).tolist(),
+        "runtime": segmenter.runtime,
+        "max_upload_mb": max_upload_mb,
+        "max_megapixels": max_megapixels,
+    }
+
+    def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
 
     @app.exception_handler(EffsegError)
     async def _bad_input(_request: Request, err: EffsegError) -> JSONResponse:
-        status = 413 if "the limit is" in str(err) else 400
-        return JSONResponse({"error": str(err)}, status_code=status)
+        headers = {"Retry-After": str(err.retry_after)} if hasattr(err, "retry_after") else None
+        return error(status_of(err), str(err), headers)
 
-    async def _read(file: UploadFile) -> np.ndarray:
-        data = await file.read(max_bytes + 1)
-        return decode_upload(data, max_bytes)
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, err: HTTPException) -> JSONResponse:
+        if err.status_code == 404:
+            return error(
+                404, f"no such route: {request.url.path} (routes: /, /api/info, /api/predict, /api/view)"
+            )
+        if err.status_code == 405:
+            return error(405, f"{request.method} is not allowed on {request.url.path}")
+        detail = err.detail if isinstance(err.detail, str) else str(err.detail)
+        return error(err.status_code, " ".join(detail.split()), getattr(err, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, err: RequestValidationError) -> JSONResponse:
+        first = (err.errors() or [{}])[0]
+        where = ".".join(str(x) for x in first.get("loc", ()) if x not in ("body", "query"))
+        return error(400, f"{where or 'request'}: {first.get('msg', 'invalid')}")
+
+    async def upload(request: Request) -> bytes:
+        """The bytes of the multipart field ``file`` (size limits enforced on the way in)."""
+        form = await request.form(max_files=1, max_fields=8)
+        try:
+            file = form.get("file")
+            if not isinstance(file, UploadFile):
+                raise DataError(
+                    "no image in the request: send it as the multipart form field 'file' "
+                    "(curl -F file=@street.jpg ...)"
+                )
+            if file.size is not None and file.size > max_bytes:
+                raise UploadTooLarge(
+                    f"the upload is {megabytes(file.size)}; the limit is {megabytes(max_bytes)}"
+                )
+            return await file.read()
+        finally:
+            await form.close()
+
+    async def off_loop(fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
     @app.get("/", response_class=HTMLResponse)
-    def index() -> str:
+    async def index() -> str:
         return page
 
     @app.get("/api/info")
-    def info() -> dict[str, Any]:
-        p = segmenter.predictor
-        return {
-            "model": title,
-            "classes": list(p.classes),
-            "palette": np.asarray(p.palette).tolist(),
-            "runtime": getattr(segmenter.engine, "name", ""),
-        }
+    async def info() -> dict[str, Any]:
+        return info_answer
 
     @app.post("/api/predict")
-    async def predict(file: UploadFile = File(...)) -> dict[str, Any]:  # noqa: B008 - FastAPI style
-        image = await _read(file)
-        labels, ms = segmenter(image)
-        return {
-            "width": int(image.shape[1]),
-            "height": int(image.shape[0]),
-            "classes": list(segmenter.predictor.classes),
-            "labels": labels.tolist(),
-            "shares": segmenter.shares(labels),
-            "latency_ms": round(ms, 2),
-            "runtime": getattr(segmenter.engine, "name", ""),
-        }
+    async def predict(request: Request) -> dict[str, Any]:
+        return await off_loop(work.predict, await upload(request))
 
     @app.post("/api/predict.png")
-    async def predict_png(
-        file: UploadFile = File(...),  # noqa: B008 - FastAPI style
-        kind: str = Query("ids", pattern="^(ids|color|overlay)$"),
-    ) -> Response:
-        image = await _read(file)
-        labels, ms = segmenter(image)
+    async def predict_png(request: Request) -> Response:
+        kind = request.query_params.get("kind", "ids")
+        if kind not in PICTURE_KINDS:
+            raise DataError(f"kind={kind!r}: expected one of {', '.join(PICTURE_KINDS)}")
+        png, ms, extra = await off_loop(work.png, await upload(request), kind)
         headers = {"X-Latency-Ms": f"{ms:.2f}"}
-        return Response(_png(segmenter.picture(image, labels, kind)), media_type="image/png", headers=headers)
+        if extra.get("note"):
+            headers["X-Effseg-Note"] = extra["note"]
+        return Response(png, media_type="image/png", headers=headers)
 
     @app.post("/api/view")
-    async def view(file: UploadFile = File(...)) -> dict[str, Any]:  # noqa: B008 - FastAPI style
-        image = await _read(file)
-        labels, ms = segmenter(image)
-        p = segmenter.predictor
-        colors = {c: "#" + bytes(int(v) for v in p.palette[i]).hex() for i, c in enumerate(p.classes)}
-        return {
-            "overlay": base64.b64encode(_png(segmenter.picture(image, labels, "overlay"))).decode(),
-            "width": int(image.shape[1]),
-            "height": int(image.shape[0]),
-            "shares": segmenter.shares(labels),
-            "colors": colors,
-            "latency_ms": round(ms, 2),
-            "runtime": getattr(segmenter.engine, "name", ""),
-        }
+    async def view(request: Request) -> dict[str, Any]:
+        return await off_loop(work.view, await upload(request))
 
     return app
 
 
 def load_segmenter(model: str, runtime: str = "eager", device: str = "cpu") -> Segmenter:
     """Load ``model`` (any :func:`effseg.load` spec) with ``runtime`` for serving. ``auto`` and the
-    onnxruntime runtimes export per image size; ``auto`` times on, and the int8 runtimes calibrate
-    on, the package's street photos (:func:`effseg.sample_images`), never on a blank frame."""
+    onnxruntime runtimes export per image size (kept in a bounded cache); ``auto`` times on, and
+    the int8 runtimes calibrate on, the package's street photos (:func:`effseg.sample_images`)."""
     from effseg.api import load
     from effseg.data.image import read_image
     from effseg.pipeline.engines import build_engine
@@ -192,6 +308,25 @@ def load_segmenter(model: str, runtime: str = "eager", device: str = "cpu") -> S
     return Segmenter(predictor, engine)
 
 
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (listening starts when the server runs); a port in use,
+    a privileged port or an address this computer does not have is one :class:`ConfigError` line."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as err:
+        raise ConfigError(f"--host {host}: not an address of this computer ({err})") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as err:
+        sock.close()
+        why = "the port is in use (another server?)" if err.errno == 98 else (err.strerror or str(err))
+        raise ConfigError(f"cannot listen on {host}:{port}: {why}; choose another --port") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(
     model: str,
     host: str = "127.0.0.1",
@@ -199,15 +334,31 @@ def serve(
     runtime: str = "eager",
     device: str = "cpu",
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    workers: int = DEFAULT_WORKERS,
+    queue: int = DEFAULT_QUEUE,
 ) -> None:
-    """Load ``model`` and serve the app with uvicorn until Ctrl-C."""
+    """Bind ``host:port``, load ``model`` and serve the app with uvicorn until Ctrl-C. The
+    ``on http://...`` line is printed once the port is bound and the model loaded."""
+    check_serve_options(port, max_upload_mb, max_megapixels, workers, queue)
     try:
         import uvicorn
     except ImportError as err:
-        raise DataError(
-            f"effseg serve needs uvicorn: pip install uvicorn fastapi python-multipart ({err})"
-        ) from None
-    segmenter = load_segmenter(model, runtime, device)
-    app = create_app(segmenter, max_upload_mb=max_upload_mb, title=str(model))
-    print(f"effseg serve: {model} ({getattr(segmenter.engine, 'name', runtime)}) on http://{host}:{port}/")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+        raise DataError(f"effseg serve needs the web extra: pip install 'effseg[serve]' ({err})") from None
+    sock = bind_socket(host, port)
+    try:
+        segmenter = load_segmenter(model, runtime, device)
+        app = create_app(
+            segmenter,
+            max_upload_mb=max_upload_mb,
+            title=str(model),
+            max_megapixels=max_megapixels,
+            workers=workers,
+            queue=queue,
+        )
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        shown = f"[{host}]" if ":" in host else host
+        print(f"effseg serve: {model} ({segmenter.runtime}) on http://{shown}:{port}/", flush=True)
+        server.run(sockets=[sock])
+    finally:
+        sock.close()

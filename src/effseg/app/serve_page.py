@@ -21,11 +21,13 @@ PAGE = """<!doctype html>
   .sw { display: inline-block; width: 12px; height: 12px; border: 1px solid #333; vertical-align: middle; }
   #error { color: #b00; margin-top: 1rem; font-weight: 600; }
   #status { color: #555; margin-top: .6rem; }
+  #note { color: #555; font-size: .9rem; }
 </style>
 </head>
 <body>
 <h1>effseg: {{TITLE}}</h1>
-<p class="sub">Semantic segmentation on this computer. Images stay local (limit {{MAX_MB}} MB).</p>
+<p class="sub">Semantic segmentation on this computer. Images stay local (limit {{MAX_MB}} MB;
+photos above {{MAX_MP}} megapixels are resized).</p>
 <label id="drop" for="file">Drop an image here, or click to choose one
   <input id="file" type="file" accept="image/*" hidden>
 </label>
@@ -35,6 +37,7 @@ PAGE = """<!doctype html>
   <img id="overlay" alt="segmentation overlay with legend">
   <div>
     <p>Latency: <b id="latency"></b> ms (<span id="runtime"></span>), <span id="size"></span></p>
+    <p id="note"></p>
     <table id="shares"><tbody></tbody></table>
   </div>
 </div>
@@ -47,16 +50,18 @@ async function send(file) {
   let reply, data;
   try {
     reply = await fetch("/api/view", { method: "POST", body });
-    data = await reply.json();
+    data = await reply.json();  // every answer is JSON, errors too: {"error": "<one line>"}
   } catch (err) { show("status", ""); show("error", "request failed: " + err); return; }
   show("status", "");
   if (!reply.ok) {
     document.getElementById("result").classList.remove("shown");
-    show("error", data.error || ("error " + reply.status)); return;
+    const wait = reply.headers.get("Retry-After");
+    show("error", (data.error || ("error " + reply.status)) + (wait ? " (retry in " + wait + " s)" : ""));
+    return;
   }
   document.getElementById("overlay").src = "data:image/png;base64," + data.overlay;
   show("latency", data.latency_ms.toFixed(1)); show("runtime", data.runtime);
-  show("size", data.width + "x" + data.height);
+  show("size", data.width + "x" + data.height); show("note", data.note || "");
   const rows = document.querySelector("#shares tbody"); rows.innerHTML = "";
   for (const [name, share] of Object.entries(data.shares)) {
     const tr = document.createElement("tr"); tr.className = "share";

@@ -73,6 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EffsegError as err:
         print(f"effseg: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a full or read-only disk no command foresaw: still one line
+        from effseg.fileio import OUTPUT_ERRNOS, describe_os_error
+
+        if err.errno not in OUTPUT_ERRNOS:
+            raise
+        print(f"effseg: error: {describe_os_error(err)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("effseg: interrupted", file=sys.stderr)
         return 130

@@ -64,10 +64,11 @@ def run(args: argparse.Namespace) -> int:
     from effseg.config import apply_overrides, config_from_dict, load_config
     from effseg.data import build_dataset, build_eval_transform
     from effseg.data.from_config import check_data_root, val_dataset_options
-    from effseg.deploy.artifact import load_artifact
+    from effseg.deploy.artifact import load_artifact, val_pick_note
     from effseg.engine import distributed as du
     from effseg.engine.evaluate import evaluate, parse_tta, print_eval_table, write_eval_outputs
     from effseg.errors import ConfigError
+    from effseg.fileio import writable_dir
 
     path = Path(args.checkpoint)
     if args.calib and args.runtime != "compile-int8":
@@ -78,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         art = load_artifact(path, info.device)
         model, meta = art.model, art.meta
+        out = _output_folder(args.out, art, path)
+        if info.is_main:  # an unwritable output folder is refused before the evaluation runs
+            writable_dir(out, "the evaluation results (--out DIR)")
         if args.config:
             cfg = load_config(args.config, overrides)
         elif meta.get("config"):
@@ -139,6 +143,16 @@ def run(args: argparse.Namespace) -> int:
         stack.close()
         du.cleanup()
     return 0
+
+
+def _output_folder(out: str | None, art, path: Path) -> Path:
+    """``--out``, else ``eval/<name>`` for a shipped model (the package folder is not ours to write
+    into), else ``eval/`` beside the run folder or checkpoint."""
+    if out:
+        return Path(out)
+    if art.kind == "shipped":
+        return Path("eval") / art.name
+    return (path if path.is_dir() else path.parent) / "eval"
 
 
 def _runtime_record(runtime: str, calib: str | None, model) -> str | dict:

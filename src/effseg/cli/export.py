@@ -5,8 +5,13 @@
     effseg export runs/pspnet_r18 --int8 --calib data/cityscapes --eval-split val --out q.onnx
 
 BatchNorm is folded into the convolutions, the file passes ``onnx.checker`` and its
-logits are compared with PyTorch's (printed).  ``--int8``: static post-training
-quantization (onnxruntime QDQ, per-channel int8 weights) calibrated on real images.
+logits are compared with PyTorch's (printed; NaN or infinite logits fail the export).  The file
+is written under a temporary name beside ``--out`` and renamed onto it only when every check
+passed, so an earlier file at ``--out`` survives a kill, a full disk or a failed check.
+``--int8``: static post-training quantization (onnxruntime QDQ, per-channel int8 weights)
+calibrated on real images.
+A run folder means its final weights ``last.pt`` (``best.pt`` if it has no ``last.pt``); the
+output names the file read, and labels an mIoU of the val-picked ``best.pt`` on its val split.
 """
 
 from __future__ import annotations
@@ -48,7 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from effseg.deploy.artifact import CHECKPOINT_SUFFIXES, run_folder_weights, val_pick_note
     from effseg.deploy.export_run import run_export
+    from effseg.fileio import atomic_write_text
 
     report = run_export(
         args.source,
@@ -86,11 +93,15 @@ def run(args: argparse.Namespace) -> int:
             f"on {q['agreement_images']}"
         )
         if "miou_int8" in q:
+            note = val_pick_note(weights, (report.get("metadata") or {}).get("config"), q["eval_split"])
             print(
                 f"mIoU on {q['eval_split']} ({q['eval_images']} images): fp32 {q['miou_fp32']:.2f}, "
                 f"int8 {q['miou_int8']:.2f} ({q['miou_change']:+.2f} points)"
+                + (f" -- {note}" if note else "")
             )
         print(f"fp32 ONNX kept at {report['fp32_path']}")
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n")
+        atomic_write_text(
+            Path(args.json), json.dumps(report, indent=2, default=str) + "\n", "the export report"
+        )
     return 0

@@ -40,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(.mp4, .avi, .mov; .mkv is lossless) at the input's frame rate and size",
     )
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing output video (without it, predict refuses to; a folder's files are "
+        "replaced)",
+    )
+    parser.add_argument(
         "--overlay",
         nargs="?",
         const=0.5,
@@ -106,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         class_ids=args.class_ids,
         label_ids=args.label_ids,
         fps=args.fps,
+        overwrite=args.overwrite,
     )
     summary = predict(
         args.model,

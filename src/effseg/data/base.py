@@ -19,12 +19,85 @@ import torch
 from effseg.config import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (re-exported: the one definition)
 from effseg.data.image import IMAGE_SUFFIXES, read_image, read_label  # noqa: F401  (re-exported)
 from effseg.data.visualize import colorize  # noqa: F401  (re-exported: effseg.data.colorize)
-from effseg.errors import DataError
+from effseg.errors import DataError, EffsegError
 from effseg.size import Size, read_old_size
 
 IGNORE_INDEX = 255
 
 Transform = Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]]
+
+
+class SampleError(DataError):
+    """A bad sample (a corrupt image, a label out of range): one line naming the file, also when it
+    is raised in a ``DataLoader`` worker process.
+
+    torch re-raises a worker's exception in the main process as ``type(err)(text)``, ``text`` being
+    ``Caught SampleError in DataLoader worker process 0.`` followed by the worker's whole traceback;
+    this class keeps only the last line's message, the one the worker raised.
+    """
+
+    def __init__(self, message: str = "") -> None:
+        if message.startswith("Caught ") and "\n" in message:
+            last = message.rstrip().splitlines()[-1]
+            marker = f"{type(self).__name__}: "
+            message = last.split(marker, 1)[1] if marker in last else last
+        super().__init__(message)
+
+
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` from an image file's header, without decoding a pixel; a file that is
+    missing, not an image, or cut short (a PNG without its end chunk, a JPEG without its end marker)
+    is a one-line :class:`DataError`."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the decoder refuses it later
+            with Image.open(path) as img:
+                size, fmt = img.size, img.format
+        with path.open("rb") as f:
+            f.seek(0, 2)
+            length = f.tell()
+            f.seek(max(0, length - 1024))
+            tail = f.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except Image.DecompressionBombError:
+        return (0, 0)  # refused with its declared size when decoded
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataError(f"{path}: cannot decode image ({msg}); the file is corrupt or truncated") from None
+    if (fmt == "PNG" and not tail.endswith(_PNG_END)) or (fmt == "JPEG" and b"\xff\xd9" not in tail):
+        raise DataError(
+            f"{path}: cannot decode image (the file ends before its {fmt} end marker); the file is "
+            "corrupt or truncated"
+        )
+    return size
+
+
+def check_readable(dataset: SegmentationDataset) -> None:
+    """Check every image and label file of ``dataset`` from its header and its last bytes (no pixel
+    decoded; milliseconds per pair): readable, complete, and image and label of one size.
+
+    The trainer runs it on the validation set before the first step, so that a corrupt val image
+    stops the run at once, not at the first validation (which would lose that step's checkpoint).
+
+    Raises:
+        DataError: one line naming the first bad file.
+    """
+    for image_path, label_path in dataset.samples:
+        iw, ih = _header_size(Path(image_path))
+        lw, lh = _header_size(Path(label_path))
+        if (iw, ih) != (lw, lh) and 0 not in (iw, lw):
+            raise DataError(
+                f"image {image_path} is {iw}x{ih} but its label {label_path} is {lw}x{lh} (WxH); "
+                "they must match"
+            )
 
 
 def check_same_size(image: np.ndarray, label: np.ndarray, image_path: Path, label_path: Path) -> None:
@@ -166,9 +239,16 @@ class SegmentationDataset(torch.utils.data.Dataset):
         return image, label
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(image FloatTensor (3, H, W) normalised, label LongTensor (H, W))``."""
-        image, label = self.load_raw(index)
-        return self.transform(image, label)
+        """Return ``(image FloatTensor (3, H, W) normalised, label LongTensor (H, W))``.
+
+        A bad file is a :class:`SampleError` (one line naming it, also from a DataLoader worker)."""
+        try:
+            image, label = self.load_raw(index)
+            return self.transform(image, label)
+        except SampleError:
+            raise
+        except EffsegError as err:
+            raise SampleError(str(err)) from None
 
     def __repr__(self) -> str:
         return (

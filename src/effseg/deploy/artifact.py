@@ -134,11 +134,13 @@ def _load_checkpoint(path: Path, device: str | torch.device, kind: str = "checkp
 def _load_onnx(path: Path, require_metadata: bool) -> Artifact:
     try:
         from effseg.deploy import runtime
+        from effseg.deploy.export import check_onnx_finite
     except ImportError as err:  # onnx / onnxruntime: dependencies of effseg, missing here
         raise ModelError(
             f"{path}: running ONNX files needs onnx and onnxruntime: pip install onnx onnxruntime ({err})"
         ) from None
     model, meta = runtime.load_onnx_model(path, require_metadata=require_metadata)
+    check_onnx_finite(path)  # a NaN weight would answer class 0 everywhere without a word
     meta = dict(meta)
     fixed = meta.get("fixed_input_size")  # [W, H] of a static-size graph, None when dynamic
     meta["input_size"] = (int(fixed[1]), int(fixed[0])) if fixed else None

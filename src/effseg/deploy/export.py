@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -38,8 +39,16 @@ from effseg.deploy.onnx_io import (
     write_onnx_metadata,
 )
 from effseg.errors import ExportError
+from effseg.fileio import atomic_path, atomic_write_bytes
 
-__all__ = ["DEFAULT_OPSET", "ExportReport", "export_onnx", "export_torchscript"]
+__all__ = [
+    "DEFAULT_OPSET",
+    "ExportReport",
+    "check_finite_logits",
+    "check_onnx_finite",
+    "export_onnx",
+    "export_torchscript",
+]
 
 
 def _fold_batchnorm_with_ort(path: Path) -> None:
@@ -134,12 +143,31 @@ def export_onnx(
     work.  Raises :class:`ExportError` when fp32 argmax agreement with PyTorch is
     below ``min_agreement``.
     """
-    onnx = require("onnx")
-
     if opset < 17:
         raise ExportError(f"opset {opset}: expected >= 17 (LayerNorm/Resize semantics effseg relies on)")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out, "the ONNX export", fsync=True) as tmp:
+        report = _export_onnx_to(
+            model, tmp, out, input_size, dynamic, opset, meta, check_parity, min_agreement
+        )
+    report.path = str(out)
+    return report
+
+
+def _export_onnx_to(
+    model: nn.Module,
+    tmp: Path,
+    out: Path,
+    input_size: tuple[int, int],
+    dynamic: bool,
+    opset: int,
+    meta: dict[str, Any] | None,
+    check_parity: bool,
+    min_agreement: float,
+) -> ExportReport:
+    """:func:`export_onnx`'s steps, writing and checking the file ``tmp`` (messages name ``out``)."""
+    onnx = require("onnx")
+
     model = model.eval()
     x = _example_input(input_size)
     dynamic_shapes = None
@@ -165,11 +193,11 @@ def export_onnx(
             f"ONNX export of {type(model).__name__} at {input_size[1]}x{input_size[0]} "
             f"(dynamic={dynamic}) failed: {first}"
         ) from err
-    program.save(str(out))
-    bn = onnx_op_types(out).get("BatchNormalization", 0)
+    program.save(str(tmp))
+    bn = onnx_op_types(tmp).get("BatchNormalization", 0)
     if bn:
-        _fold_batchnorm_with_ort(out)
-        bn = onnx_op_types(out).get("BatchNormalization", 0)
+        _fold_batchnorm_with_ort(tmp)
+        bn = onnx_op_types(tmp).get("BatchNormalization", 0)
     if bn:
         raise ExportError(f"{out}: {bn} BatchNormalization node(s) could not be folded into a convolution")
     metadata = model_metadata(model, meta)
@@ -184,8 +212,8 @@ def export_onnx(
             "precision": "fp32",
         }
     )
-    write_onnx_metadata(out, metadata)
-    onnx.checker.check_model(str(out), full_check=True)
+    write_onnx_metadata(tmp, metadata)
+    onnx.checker.check_model(str(tmp), full_check=True)
     report = ExportReport(
         path=str(out),
         format="onnx",
@@ -197,10 +225,11 @@ def export_onnx(
         metadata=metadata,
     )
     if check_parity:
-        session = ort_session(out)
+        session = ort_session(tmp)
         with torch.inference_mode():
             ref = model(x)
         got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+        check_finite_logits(ref, got, out)
         report.parity = compare_logits(ref, got)
         if report.parity["argmax_agreement"] < min_agreement:
             raise ExportError(
@@ -252,7 +281,6 @@ def export_torchscript(
     """Trace ``model`` at ``input_size`` (H, W), freeze it (``torch.jit.freeze`` folds BatchNorm into
     convolutions) and save it with the metadata as the extra file ``effseg.json``."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     x = _example_input(input_size)
     with torch.no_grad():
@@ -260,11 +288,11 @@ def export_torchscript(
         frozen = torch.jit.freeze(traced)
         ref = model(x)
         got = frozen(x)
+    check_finite_logits(ref, got, out)
     metadata = model_metadata(model, meta)
     metadata.update(
         {"input_size": list(input_size), "dynamic": False, "format": "torchscript", "precision": "fp32"}
     )
-    torch.jit.save(frozen, str(out), _extra_files={"effseg.json": json.dumps(metadata)})
     bn = sum(1 for n in frozen.graph.nodes() if n.kind() == "aten::batch_norm")
     report = ExportReport(
         path=str(out),
@@ -280,4 +308,53 @@ def export_torchscript(
             f"{out}: TorchScript argmax agreement {report.parity['argmax_agreement']:.4%} "
             f"< {min_agreement:.1%}"
         )
+    # Serialised in memory, then written by Python: torch.jit.save's own C++ file writer aborts the
+    # interpreter on a full disk (std::terminate), a Python write raises an OSError we can explain.
+    buffer = io.BytesIO()
+    torch.jit.save(frozen, buffer, _extra_files={"effseg.json": json.dumps(metadata)})
+    atomic_write_bytes(out, buffer.getbuffer(), "the TorchScript export", fsync=True)
     return report
+
+
+def check_onnx_finite(path: str | Path) -> None:
+    """Raise a one-line :class:`ExportError` naming the first floating-point initializer (weight)
+    of an ONNX file that holds a NaN or an infinity: such a file runs, and answers class 0."""
+    onnx = require("onnx")
+    from onnx import numpy_helper
+
+    floats = {
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.FLOAT16,
+        onnx.TensorProto.DOUBLE,
+        onnx.TensorProto.BFLOAT16,
+    }
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - the loader reports unreadable files itself, in its own words
+        return
+    bad = [
+        init.name
+        for init in proto.graph.initializer
+        if init.data_type in floats
+        and not init.external_data
+        and not np.isfinite(numpy_helper.to_array(init)).all()
+    ]
+    if bad:
+        more = f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else ""
+        raise ExportError(
+            f"{path}: weight {bad[0]} holds NaN or infinite values{more}; the file is damaged: "
+            "export it again from a good checkpoint"
+        )
+
+
+def check_finite_logits(ref: torch.Tensor, got: torch.Tensor, out: str | Path) -> None:
+    """Raise :class:`ExportError` when PyTorch's (``ref``) or the exported file's (``got``) logits on
+    the parity input hold a NaN or an infinity: argmax agreement means nothing then (NaN compares
+    unequal, and argmax of an all-NaN row is 0 on both sides)."""
+    for who, t in (("PyTorch's", ref), ("the exported graph's", got)):
+        bad = int((~torch.isfinite(t.float())).sum())
+        if bad:
+            raise ExportError(
+                f"{out}: {who} logits hold {bad} NaN or infinite values of {t.numel()} on the parity "
+                "input: the model's weights are broken (not finite?); nothing was written"
+            )

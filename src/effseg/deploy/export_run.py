@@ -17,13 +17,14 @@ from torch import nn
 
 from effseg.config import IMAGENET_MEAN, IMAGENET_STD
 from effseg.deploy.artifact import load_artifact
-from effseg.deploy.export import export_onnx, export_torchscript
+from effseg.deploy.export import check_finite_logits, export_onnx, export_torchscript
 from effseg.deploy.onnx_io import DEFAULT_OPSET, compare_logits, read_onnx_metadata, write_onnx_metadata
 from effseg.deploy.runtime import load_onnx_model
 from effseg.errors import ExportError
+from effseg.fileio import OutputError, atomic_path, writable_dir
 from effseg.size import Size, parse_size
 
-__all__ = ["calibration_arrays", "load_source", "parse_input_size", "run_export"]
+__all__ = ["calibration_arrays", "check_output_file", "load_source", "parse_input_size", "run_export"]
 
 
 def parse_input_size(text: str | tuple[int, int] | list[int]) -> Size:
@@ -133,6 +134,7 @@ def run_export(
         raise ExportError("--int8 needs --format onnx without --dynamic (static QDQ calibration at one size)")
     if int8 and not calib:
         raise ExportError("--int8 needs --calib DIR_OR_SPLIT: real images to calibrate activation ranges")
+    check_output_file(out, "--out")
     model, meta, name = load_source(source, num_classes=num_classes)
     if fmt == "torchscript":
         return export_torchscript(model, out, size, meta=meta).to_dict()
@@ -140,16 +142,49 @@ def run_export(
     report = export_onnx(model, fp32_path, size, dynamic=dynamic, opset=opset, meta=meta)
     if not int8:
         return report.to_dict()
-    from effseg.deploy.quantize import quantize_onnx
-
     if not evaluate:
         eval_split = None
     elif eval_split is None and isinstance(meta.get("config"), dict):  # default: the config's val split
         eval_split = (meta["config"].get("data") or {}).get("val_split")
-    arrays, source_desc = calibration_arrays(str(calib), size, meta, calib_images)
-    settings = quantize_onnx(fp32_path, out, arrays, calibration_source=source_desc)
+    # Every step on a temporary file beside --out, renamed onto it only once all passed: a kill, a
+    # full disk or a failed check leaves an earlier file at --out as it was.
+    with atomic_path(out, "the int8 ONNX export", fsync=True) as tmp:
+        settings, int8_meta = _quantize_and_compare(
+            fp32_path, tmp, out, meta, size, str(calib), calib_images, eval_split, eval_images
+        )
+    report.path, report.int8 = str(out), settings
+    report.metadata = int8_meta
+    return report.to_dict() | {"fp32_path": str(fp32_path), "model": name}
+
+
+def check_output_file(out: Path, what: str) -> None:
+    """Refuse, before any work, an output path that is a folder or whose folder cannot be written."""
+    if out.is_dir():
+        raise OutputError(f"{what} {out}: is a folder; give a file name such as {out / 'model.onnx'}")
+    writable_dir(out.parent, f"{what} {out.name}")
+
+
+def _quantize_and_compare(
+    fp32_path: Path,
+    tmp: Path,
+    out: Path,
+    meta: dict[str, Any],
+    size: Size,
+    calib: str,
+    calib_images: int,
+    eval_split: str | None,
+    eval_images: int | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Quantize ``fp32_path`` into ``tmp`` (the file that becomes ``out``; int8 QDQ calibrated on
+    ``calib``), compare it with fp32 (argmax agreement on held-out images; mIoU on ``eval_split``
+    when the config names a dataset) and store the settings in its metadata; returns
+    ``(settings, int8 metadata)``."""
+    from effseg.deploy.quantize import quantize_onnx
+
+    arrays, source_desc = calibration_arrays(calib, size, meta, calib_images)
+    settings = quantize_onnx(fp32_path, tmp, arrays, calibration_source=source_desc)
     fp32_model, _ = load_onnx_model(fp32_path)
-    int8_model, _ = load_onnx_model(out)
+    int8_model, _ = load_onnx_model(tmp)
     agree_arrays, agree_desc = arrays, f"{len(arrays)} calibration images"
     if eval_split and isinstance(meta.get("config"), dict):  # held-out images, not the calibration ones
         agree_arrays, agree_desc = calibration_arrays(eval_split, size, meta, eval_images or calib_images)
@@ -157,7 +192,9 @@ def run_export(
     max_diff = 0.0
     for arr in agree_arrays:
         x = torch.from_numpy(arr)
-        cmp = compare_logits(fp32_model(x), int8_model(x))
+        ref, got = fp32_model(x), int8_model(x)
+        check_finite_logits(ref, got, out)
+        cmp = compare_logits(ref, got)
         agree.append(cmp["argmax_agreement"])
         max_diff = max(max_diff, cmp["max_abs_diff"])
     settings["argmax_agreement_vs_fp32"] = float(np.mean(agree))
@@ -173,9 +210,7 @@ def run_export(
             eval_split=eval_split,
             eval_images=fp["images"],
         )
-    int8_meta = read_onnx_metadata(out)
+    int8_meta = read_onnx_metadata(tmp)
     int8_meta["quantization"] = settings
-    write_onnx_metadata(out, int8_meta)
-    report.path, report.int8 = str(out), settings
-    report.metadata = int8_meta
-    return report.to_dict() | {"fp32_path": str(fp32_path), "model": name}
+    write_onnx_metadata(tmp, int8_meta)
+    return settings, int8_meta

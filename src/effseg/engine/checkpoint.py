@@ -13,23 +13,23 @@ is refused, so everything in it must be tensors and plain Python containers.
 
 from __future__ import annotations
 
-import errno
 import io
-import os
 import pickle
-import tempfile
+import re
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 from torch import nn
 
 from effseg.errors import CheckpointError, EffsegError, refused_pickle_message
+from effseg.fileio import OutputError, atomic_write_bytes
 
 __all__ = [
     "save_checkpoint",
     "remove_temp_files",
     "nonfinite_entries",
+    "check_finite",
     "load_checkpoint",
     "load_model",
     "resolve_checkpoint",
@@ -37,47 +37,31 @@ __all__ = [
 ]
 
 
-def _write_bytes(f: BinaryIO, data: bytes) -> None:
-    """Write ``data`` to ``f`` and flush it to the disk (a separate step so tests can fail it)."""
-    f.write(data)
-    f.flush()
-    os.fsync(f.fileno())
-
-
 def save_checkpoint(path: str | Path, obj: dict[str, Any]) -> None:
-    """Write ``obj`` to ``path`` atomically: a temp file in the same folder, fsync, ``os.replace``.
+    """Write ``obj`` to ``path`` atomically (:func:`effseg.fileio.atomic_path`: a temp file in the
+    same folder, fsync, ``os.replace``).
 
     A crash or kill mid-write leaves the previous file intact (and at worst a stray
-    ``.<name>.*.tmp`` file, which :func:`remove_temp_files` cleans at resume). The
-    checkpoint is serialised in memory first, so a full disk is an ``OSError`` of the
-    file write, reported as one line.
+    ``.<name>.*.tmp.pt`` file, which :func:`remove_temp_files` cleans at resume). The checkpoint is
+    serialised in memory first, so a full disk is an ``OSError`` of the file write.
 
     Raises:
-        CheckpointError: no space left on the device (or another OS error writing the file).
+        CheckpointError: the one line of :func:`effseg.fileio.describe_output_error` (full disk,
+            read-only folder, no permission, ...), saying that the previous file is intact.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            _write_bytes(f, buffer.getbuffer().tobytes())
-        os.replace(tmp, path)
-    except OSError as err:
-        kept = f"the previous {path.name} is intact" if path.is_file() else f"no earlier {path.name}"
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise CheckpointError(f"{path}: no space left on device while writing it ({kept})") from None
-        raise CheckpointError(f"{path}: cannot write it: {err.strerror or err} ({kept})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        atomic_write_bytes(path, buffer.getbuffer(), "the checkpoint", fsync=True)
+    except OutputError as err:
+        raise CheckpointError(str(err)) from None
 
 
 def remove_temp_files(folder: str | Path) -> list[Path]:
     """Delete the half-written ``.<name>.pt.*.tmp`` files that killed writers left in ``folder``."""
     removed = []
-    for tmp in Path(folder).glob(".*.pt.*.tmp"):
+    for tmp in Path(folder).glob(".*.pt.*.tmp*"):
         try:
             tmp.unlink()
             removed.append(tmp)
@@ -104,21 +88,106 @@ def resolve_checkpoint(path_or_run_dir: str | Path) -> Path:
     return path
 
 
+def _not_a_checkpoint(path: Path) -> str | None:
+    """Why ``path`` is not a PyTorch checkpoint at all, from its first bytes (None if it may be one).
+
+    ``torch.save`` writes a zip archive (``PK\\x03\\x04``) or, in the legacy format, a pickle of
+    protocol 2 or more (first byte ``\\x80``); anything else is some other file, never "code".
+    """
+    try:
+        with path.open("rb") as f:
+            head = f.read(4096)
+    except OSError as err:
+        return f"cannot read it ({err.strerror or err})"
+    if not head:
+        return "the file is empty (a write that was interrupted?)"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return None
+    if re.search(rb"(^|[\n(])c[\w.]+\n[\w.]+\n", head):
+        return None  # a text (protocol 0) pickle naming a global: let the unpickler refuse its code
+    text = head.decode("utf-8", "replace").rstrip("\ufffd")  # a cut multi-byte character at the end
+    if text and all(c.isprintable() or c in "\r\n\t" for c in text):
+        first = text.strip().splitlines()[0][:40] if text.strip() else ""
+        return f"not a PyTorch checkpoint but a text file (it starts with {first!r})"
+    return "not a PyTorch checkpoint (its first bytes are neither a zip archive nor a pickle)"
+
+
+def _pickle_globals(path: Path, limit: int = 64 << 20) -> list[str]:
+    """The ``module.name`` globals a plain pickle file would import, read with :mod:`pickletools`
+    (which parses opcodes and runs nothing); empty for a file that does not parse."""
+    import pickletools
+
+    found: list[str] = []
+    strings: list[str] = []
+    try:
+        data = path.read_bytes()[:limit]
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("GLOBAL", "INST") and isinstance(arg, str):
+                found.append(arg.replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # noqa: BLE001 - garbage raises anything; what was found so far stands
+        pass
+    return found
+
+
+def _read_failure(err: BaseException) -> str:
+    """A complete clause for a checkpoint that starts like one but cannot be read."""
+    text = str(err).strip()
+    if isinstance(err, EOFError) or "failed finding central directory" in text or "end of file" in text:
+        return "the file is truncated or damaged (an interrupted copy or write?)"
+    first = text.splitlines()[0] if text else type(err).__name__
+    first = first.split(". ")[0].rstrip(".")  # torch appends paragraphs of advice: keep the first sentence
+    if len(first) > 160:
+        first = first[:157].rsplit(" ", 1)[0] + " ..."
+    return f"the file is damaged ({type(err).__name__}: {first})"
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint dict with ``torch.load(weights_only=True)``; errors become CheckpointError."""
+    """Read a checkpoint dict with ``torch.load(weights_only=True)``; errors become CheckpointError.
+
+    A file that is not a checkpoint (text, an image, empty) says so; one that carries code is
+    refused as such (:func:`effseg.errors.refused_pickle_message`); a truncated one says it is
+    truncated."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
+    why = _not_a_checkpoint(path)
+    if why:
+        raise CheckpointError(f"{path}: {why}; expected a checkpoint written by effseg or torch.save")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        if "Unsupported operand" in str(err):  # a pickle opcode the weights-only unpickler lacks
+            imported = _pickle_globals(path)
+            if imported:  # read, never run: pickletools only parses the opcodes
+                raise CheckpointError(
+                    refused_pickle_message(path, Exception(f"GLOBAL {imported[0]}"))
+                ) from None
+            raise CheckpointError(
+                f"{path}: refused: a pickle that the safe weights-only loader cannot read (it uses an "
+                "opcode torch.save never writes); use a checkpoint written by effseg or torch.save"
+            ) from None
         raise CheckpointError(refused_pickle_message(path, err)) from None
     except Exception as err:  # noqa: BLE001 - the unpickler raises anything (IndexError, KeyError...) on garbage
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first[:200]})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: {_read_failure(err)}") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a checkpoint dict, got {type(obj).__name__}")
     return obj
+
+
+def check_finite(state: dict[str, torch.Tensor], source: str) -> None:
+    """Raise a one-line :class:`CheckpointError` naming the first weight of ``state`` that holds a
+    NaN or an infinity (a damaged checkpoint gives wrong answers without a word otherwise)."""
+    bad = nonfinite_entries({k: v for k, v in state.items() if isinstance(v, torch.Tensor)})
+    if bad:
+        more = f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else ""
+        raise CheckpointError(
+            f"{source}: weight {bad[0]} holds NaN or infinite values{more}; the checkpoint is damaged "
+            "(a diverged run or a broken copy): use an earlier checkpoint or train again"
+        )
 
 
 def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -194,6 +263,9 @@ def load_model(
         model = build_model(**model_config)
     except EffsegError as err:
         raise CheckpointError(f"{path}: cannot rebuild its model: {err}") from None
+    if not isinstance(ckpt["model"], dict):
+        raise CheckpointError(f"{path}: its 'model' entry is a {type(ckpt['model']).__name__}, not weights")
+    check_finite(ckpt["model"], str(path))
     load_state_dict_checked(model, ckpt["model"], str(path))
     model.to(device).eval()
     meta = {k: ckpt.get(k) for k in ("model_config", "classes", "palette", "mean", "std", "config")}

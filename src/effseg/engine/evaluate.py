@@ -117,8 +117,9 @@ def evaluate(
         if classes != list(CITYSCAPES_CLASSES):
             raise DataError("--save-label-ids needs a dataset with the 19 Cityscapes classes")
         to_label_ids = train_ids_to_label_ids
-        out_dir = Path(save_label_ids)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        from effseg.fileio import writable_dir
+
+        out_dir = writable_dir(save_label_ids, "the label-id PNGs")  # before the evaluation runs
     samples = getattr(dataset, "samples", None)
 
     was_training = isinstance(model, nn.Module) and model.training
@@ -177,7 +178,10 @@ def evaluate(
                     if samples
                     else f"{int(index):06d}_pred_labelIds.png"
                 )
-                Image.fromarray(ids).save(out_dir / name)  # uint8 (H, W) -> mode L
+                from effseg.fileio import atomic_path
+
+                with atomic_path(out_dir / name, "a label-id PNG") as tmp:
+                    Image.fromarray(ids).save(tmp)  # uint8 (H, W) -> mode L
             if bar is not None:
                 bar.advance(task)
     finally:
@@ -322,16 +326,17 @@ def _jsonable(obj: Any) -> Any:
 
 def write_eval_outputs(result: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     """Write ``eval.json``, ``eval.md`` and ``confusion_matrix.png`` into ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from effseg.fileio import atomic_path, atomic_write_text, make_dir
+
+    out = make_dir(out_dir, "the evaluation results")
     paths = {
         "json": out / "eval.json",
         "markdown": out / "eval.md",
         "confusion": out / "confusion_matrix.png",
     }
-    paths["json"].write_text(
-        json.dumps(_jsonable(result), indent=2, allow_nan=False) + "\n", encoding="utf-8"
-    )
-    paths["markdown"].write_text(markdown_table(result), encoding="utf-8")
-    plot_confusion(result, paths["confusion"])
+    text = json.dumps(_jsonable(result), indent=2, allow_nan=False) + "\n"
+    atomic_write_text(paths["json"], text, "the evaluation results")  # atomic: no 0-byte eval.json
+    atomic_write_text(paths["markdown"], markdown_table(result), "the evaluation table")
+    with atomic_path(paths["confusion"], "the confusion matrix") as tmp:
+        plot_confusion(result, tmp)
     return paths

@@ -1,4 +1,5 @@
-"""One writer per run folder: ``<run>/.lock``, created with ``O_CREAT | O_EXCL``.
+"""One writer per run folder: ``<run>/.lock``, created atomically with its content (a temp file
+hard-linked to ``.lock``: it fails when the lock exists, like ``O_CREAT | O_EXCL``).
 
 The lock file holds ``{"pid", "host", "started"}`` of its holder. Under torchrun only
 rank 0 takes it (one lock per job). A lock whose holder is a dead process on this
@@ -9,13 +10,17 @@ here), refuses the second writer with a one-line :class:`RunFolderLocked`.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import socket
+import tempfile
 import time
 from pathlib import Path
 
 from effseg.errors import EffsegError
+from effseg.fileio import output_errors
 
 __all__ = ["LOCK_NAME", "RunFolderLocked", "RunLock"]
 
@@ -58,47 +63,80 @@ class RunLock:
             return {}
         return data if isinstance(data, dict) else {}
 
+    def _create(self) -> bool:
+        """Create the lock with its content in one step: the holder record is written to a temp
+        file that is then hard-linked to ``.lock`` (``link`` fails if ``.lock`` exists, like
+        ``O_EXCL``), so no reader ever sees an empty lock and a full disk leaves none behind.
+        Returns False when the lock exists. File systems without hard links fall back to
+        ``O_CREAT | O_EXCL`` (the lock is removed again if writing its record fails)."""
+        record = json.dumps(
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            }
+        )
+        what = "the run folder's lock"
+        with output_errors(self.path, what):
+            fd, tmp = tempfile.mkstemp(prefix=f"{LOCK_NAME}.", suffix=".tmp", dir=self.run_dir)
+            try:
+                os.fchmod(fd, 0o644)  # readable by other users' runs (mkstemp makes 0600 files)
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(record)
+                try:
+                    os.link(tmp, self.path)
+                    return True
+                except FileExistsError:
+                    return False
+                except OSError as err:
+                    if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                        raise
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+        with output_errors(self.path, what):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(record)
+            except BaseException:
+                self.path.unlink(missing_ok=True)
+                raise
+        return True
+
     def acquire(self) -> str | None:
         """Take the lock; returns a one-line note when a stale lock was taken over.
 
         Raises:
             RunFolderLocked: another live process (or a process on another host) holds it.
+            OutputError: the lock cannot be written (read-only folder, full disk, no permission).
         """
         note = None
         for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self._holder()
-                if holder is None:  # released between our two calls: try again
-                    continue
-                pid, host = holder.get("pid"), holder.get("host")
-                if not holder:  # being written by its holder right now, or garbage
-                    age = time.time() - self.path.stat().st_mtime if self.path.exists() else 0.0
-                    if age < 10:
-                        time.sleep(0.2)
-                        continue
-                elif host != socket.gethostname() or not isinstance(pid, int) or _pid_alive(pid):
-                    raise RunFolderLocked(
-                        f"run folder {self.run_dir} is in use by process {pid} on host {host} "
-                        f"(lock {self.path}, since {holder.get('started', '?')}); wait for it to end, "
-                        "or delete the lock file if that process is gone"
-                    ) from None
-                who = f"process {pid} on {host}" if holder else "an unreadable lock file"
-                note = f"took over the stale lock of {self.run_dir} left by {who} (no longer running)"
-                self.path.unlink(missing_ok=True)
+            if self._create():
+                self.held = True
+                return note
+            holder = self._holder()
+            if holder is None:  # released between our two calls: try again
                 continue
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(
-                    {
-                        "pid": os.getpid(),
-                        "host": socket.gethostname(),
-                        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                    },
-                    f,
-                )
-            self.held = True
-            return note
+            pid, host = holder.get("pid"), holder.get("host")
+            if not holder:  # being written by an older effseg right now, or garbage
+                age = time.time() - self.path.stat().st_mtime if self.path.exists() else 0.0
+                if age < 10:
+                    time.sleep(0.2)
+                    continue
+            elif host != socket.gethostname() or not isinstance(pid, int) or _pid_alive(pid):
+                raise RunFolderLocked(
+                    f"run folder {self.run_dir} is in use by process {pid} on host {host} "
+                    f"(lock {self.path}, since {holder.get('started', '?')}); wait for it to end, "
+                    "or delete the lock file if that process is gone"
+                ) from None
+            who = f"process {pid} on {host}" if holder else "an unreadable lock file"
+            note = f"took over the stale lock of {self.run_dir} left by {who} (no longer running)"
+            self.path.unlink(missing_ok=True)
         raise RunFolderLocked(f"run folder {self.run_dir}: could not take its lock {self.path}; try again")
 
     def release(self) -> None:

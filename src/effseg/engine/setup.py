@@ -9,6 +9,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from effseg.config import Config
+from effseg.data.base import check_readable
 from effseg.data.from_config import build_datasets
 from effseg.engine import distributed as du
 from effseg.engine.sampler import EpochSampler, build_train_loader
@@ -25,6 +26,7 @@ def build_data(cfg: Config, info: du.DistInfo) -> tuple[Dataset, Dataset, EpochS
     if info.is_main:
         try:
             train_set, val_set = build_datasets(cfg)
+            check_readable(val_set)  # a corrupt val image stops the run now, not at the first validation
         except EffsegError as e:
             err = e
     if du.broadcast_flag(err is not None, info.device):  # also the barrier for the other ranks

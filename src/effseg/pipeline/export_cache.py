@@ -8,8 +8,11 @@
   and ``choice.json`` (``auto``'s measurements, agreements and pick). The hash is over the
   weights, so a changed checkpoint exports again (older hash folders are removed).
 
-Every file is written to a temporary name and renamed (:func:`atomic_path`): an interrupted
-export never leaves a half-written model for the next run to load.
+Every file is written to a temporary name and renamed (:func:`effseg.fileio.atomic_path`): an
+interrupted export never leaves a half-written model for the next run to load. A cached file that
+is damaged all the same (a disk error, a copy cut short) is found when first used by this process
+(``onnx.checker``), removed and exported again, with a one-line note. The cache is bounded: at most
+:data:`MAX_SIZES` network sizes per model; the least recently used size folder goes first.
 """
 
 from __future__ import annotations
@@ -30,9 +33,12 @@ import numpy as np
 import torch
 
 from effseg.errors import ModelError
+from effseg.fileio import atomic_path, atomic_write_text, make_dir
 from effseg.pipeline.postprocess import add_argmax_to_onnx, cut_final_resize
+from effseg.size import note_once
 
 CACHE_ENV = "EFFSEG_CACHE"
+MAX_SIZES = 8  # network-size folders kept per model (least recently used removed first)
 
 
 def deploy_functions() -> tuple[Callable, Callable, Callable]:
@@ -86,6 +92,7 @@ class ExportCache:
         self.model = model
         self.meta = meta
         self.hash = weights_hash(model)[:16]
+        self._checked: set[Path] = set()
 
     def folder(self, net: tuple[int, int]) -> Path:
         """``root/<hash>/<W>x<H>`` for network size ``net`` = (H, W); stale hash folders removed."""
@@ -95,27 +102,58 @@ class ExportCache:
                 if old.is_dir() and re.fullmatch(r"[0-9a-f]{16}", old.name):
                     shutil.rmtree(old, ignore_errors=True)
         d = base / f"{net[1]}x{net[0]}"
-        d.mkdir(parents=True, exist_ok=True)
+        if d.is_dir():
+            with contextlib.suppress(OSError):
+                os.utime(d)  # most recently used
+            return d
+        make_dir(d, "the runtime cache")
+        sizes = [p for p in base.iterdir() if p.is_dir() and re.fullmatch(r"\d+x\d+", p.name)]
+        for old in sorted(sizes, key=lambda p: p.stat().st_mtime)[: max(0, len(sizes) - MAX_SIZES)]:
+            if old != d:
+                shutil.rmtree(old, ignore_errors=True)
         return d
+
+    def usable(self, path: Path) -> bool:
+        """Whether the cached file ``path`` is there and whole. A damaged one (it fails
+        ``onnx.checker``) is removed with a one-line note, so that the caller exports it again.
+        Each file is checked once per process."""
+        if not path.is_file():
+            return False
+        if path in self._checked:
+            return True
+        try:
+            import onnx
+
+            onnx.checker.check_model(onnx.load(str(path), load_external_data=False))
+        except Exception as err:  # noqa: BLE001 - protobuf and the checker raise many types
+            text = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+            note_once(f"{path}: damaged runtime cache entry ({text}); exporting it again")
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return False
+        self._checked.add(path)
+        return True
 
     def onnx(self, net: tuple[int, int], precision: str, samples: Sequence[torch.Tensor] = ()) -> Path:
         """The fp32 (or int8, calibrated on ``samples``) file for ``net`` = (H, W); exported if missing."""
         export_onnx, _, quantize_onnx = deploy_functions()
         d = self.folder(net)
         fp32 = d / "fp32.onnx"
-        if not fp32.is_file():
-            with atomic_path(fp32) as tmp, warnings.catch_warnings():
+        if not self.usable(fp32):
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the exporter's deprecation chatter
-                export_onnx(self.model, tmp, input_size=net, meta=self.meta)
+                export_onnx(self.model, fp32, input_size=net, meta=self.meta)  # atomic itself
+            self._checked.add(fp32)
         if precision == "fp32":
             return fp32
         int8 = d / "int8.onnx"
-        if not int8.is_file():
+        if not self.usable(int8):
             if not samples:
                 raise ModelError(f"{int8}: int8 quantization needs sample frames to calibrate on")
             calib = [s.numpy().astype(np.float32) for s in samples[::2] or samples]
-            with atomic_path(int8) as tmp:
+            with atomic_path(int8, "the runtime cache") as tmp:
                 quantize_onnx(fp32, tmp, calib, calibration_source="first frames of the input")
+            self._checked.add(int8)
             self.record(net, int8_agreement=self.agreement(fp32, int8, samples[1::2] or samples))
         return int8
 
@@ -123,18 +161,22 @@ class ExportCache:
         """``base`` with ArgMax in the graph (``labels``) or without its final Resize (``lowres``,
         None when the graph has none to cut)."""
         path = base.with_suffix(f".{kind}.onnx")
-        if path.is_file():
+        if path.is_file() and path.stat().st_size == 0:  # the marker of "no final Resize to cut"
+            return None
+        if self.usable(path):
             return path
         if kind == "labels":
-            with atomic_path(path) as tmp:
+            with atomic_path(path, "the runtime cache") as tmp:
                 add_argmax_to_onnx(base, tmp)
+            self._checked.add(path)
             return path
-        with atomic_path(path) as tmp:
+        with atomic_path(path, "the runtime cache") as tmp:
             ok = cut_final_resize(base, tmp)
             if not ok:
                 Path(tmp).write_bytes(b"")
         if path.stat().st_size == 0:
             return None
+        self._checked.add(path)
         return path
 
     def agreement(
@@ -166,18 +208,7 @@ class ExportCache:
     def record(self, net: tuple[int, int], **values: Any) -> dict[str, Any]:
         data = self.read(net)
         data.update(values)
-        with atomic_path(self.choice_path(net)) as tmp:
-            Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True))
+        atomic_write_text(
+            self.choice_path(net), json.dumps(data, indent=2, sort_keys=True), "the runtime cache"
+        )
         return data
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path):  # noqa: ANN202 - yields a temporary path, renamed onto ``path`` on success
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)

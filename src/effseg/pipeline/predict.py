@@ -12,7 +12,10 @@ With ``--out DIR`` the outputs mirror each input's relative path (a video's fram
 
 With ``--out x.mp4`` (``.avi``, ``.mov``, ``.mkv``) one video is written at the input's frame
 rate and size: colour masks, or overlays with ``--overlay`` (legend drawn in the corner).
-An unreadable input is reported by name and skipped; the others go on.
+An unreadable input is reported by name and skipped; the others go on. Every file is written
+atomically (:mod:`effseg.fileio`). An unusable ``--out`` (a file where a folder is needed, an
+existing video without ``--overwrite``, an unwritable folder) is refused before the model loads;
+a write that fails later (a full disk) stops the run with one line counting what was written.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from rich.console import Console
 from effseg.api import IMAGE_EXTENSIONS
 from effseg.data.visualize import add_legend, colorize, inset_legend, overlay
 from effseg.errors import DataError, ModelError
+from effseg.fileio import OutputError, atomic_write_bytes, writable_dir
 from effseg.pipeline.threaded import PipelineSummary, run_pipeline
 from effseg.pipeline.video import (
     WRITE_CODECS,
@@ -103,7 +107,8 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
 @dataclass
 class Outputs:
     """What to write for each frame. ``overlay_alpha`` None: no overlay; ``legend`` None: on for
-    overlays, off for colour masks."""
+    overlays, off for colour masks; ``overwrite``: replace an existing output video (a folder's
+    files are always replaced, each atomically)."""
 
     out: Path
     overlay_alpha: float | None = None
@@ -111,6 +116,7 @@ class Outputs:
     class_ids: bool = False
     label_ids: bool = False
     fps: float | None = None
+    overwrite: bool = False
 
     @property
     def is_video(self) -> bool:
@@ -123,6 +129,7 @@ class _Writer:
     def __init__(self, predictor: Any, outputs: Outputs, fps: float) -> None:
         self.p, self.o, self.fps = predictor, outputs, fps
         self.video: VideoSink | None = None
+        self.frames = 0  # frames whose outputs are written (or handed to the video)
         self.to_label_ids = None
         if outputs.label_ids:
             from effseg.data.cityscapes import CITYSCAPES_CLASSES, train_ids_to_label_ids
@@ -152,6 +159,7 @@ class _Writer:
             if self.video is None:
                 self.video = VideoSink(o.out, self.fps, image.shape[:2])
             self.video.write(self.picture(image, labels, color))
+            self.frames += 1
             return []
         written = [o.out / "color" / f"{frame.rel}.png"]
         legend = o.legend is True and o.overlay_alpha is None
@@ -165,18 +173,47 @@ class _Writer:
         if self.to_label_ids is not None:
             written.append(o.out / "label_ids" / f"{frame.rel}.png")
             _save_png(np.asarray(self.to_label_ids(labels), dtype=np.uint8), written[-1])
+        self.frames += 1
         return written
 
-    def close(self) -> None:
+    def close(self, keep: bool = True) -> None:
+        """Finish the video (``keep``) or drop its temporary file (a failed run)."""
         if self.video is not None:
-            self.video.close()
+            self.video.close() if keep else self.video.discard()
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
+    """Encode ``array`` as PNG in memory, then write it atomically (an earlier file is replaced
+    whole or kept whole)."""
+    import io
+
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path, compress_level=1)
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", compress_level=1)
+    atomic_write_bytes(path, buf.getbuffer(), "a predicted mask")
+
+
+def check_outputs(outputs: Outputs) -> None:
+    """Refuse an unusable ``--out`` before any model is loaded: a file where a folder is needed, an
+    existing video without ``overwrite``, a folder that cannot be written (full, read-only, no
+    permission). Every refusal is one line naming the path."""
+    out = outputs.out
+    if outputs.is_video:
+        if out.is_dir():
+            raise OutputError(f"--out {out}: is a folder; give a new video file name, e.g. {out / 'seg.mp4'}")
+        if out.exists() and not outputs.overwrite:
+            raise OutputError(
+                f"--out {out}: the video exists; add --overwrite to replace it, or choose another name"
+            )
+        writable_dir(out.parent, f"the output video {out.name}")
+        return
+    if out.exists() and not out.is_dir():
+        raise OutputError(
+            f"--out {out}: is a file, not a folder; give a folder for the PNGs, or a video file name "
+            f"ending in {', '.join(sorted(WRITE_CODECS))}"
+        )
+    writable_dir(out, "the predicted masks (--out)")
 
 
 def open_sources(
@@ -238,6 +275,7 @@ def predict(
     from effseg.api import load
     from effseg.pipeline.engines import build_engine
 
+    check_outputs(outputs)
     console = console or Console(stderr=True, soft_wrap=True)
     predictor = predictor or load(model, device=device, batch_size=1)
     # a shipped model's (or a static graph's) own size unless the caller chose one
@@ -267,14 +305,22 @@ def predict(
         engine(samples[0])
         engine.model_seconds, engine.frames = 0.0, 0
     writer = _Writer(predictor, outputs, outputs.fps or fps or 30.0)
-    if not outputs.is_video:
-        outputs.out.mkdir(parents=True, exist_ok=True)
+    keep = False
     try:
-        return run_pipeline(
+        summary = run_pipeline(
             itertools.chain(head, frames), engine, writer, total=total, console=console, progress=progress
         )
+        keep = True
+    except KeyboardInterrupt:  # Ctrl-C ends a camera recording: the frames so far are the video
+        keep = True
+        raise
+    except OutputError as err:  # a full disk, a folder that turned read-only: stop, and say how far
+        of = f" of {total}" if total else ""
+        what = "frames into the video (not kept)" if outputs.is_video else f"frames' outputs in {outputs.out}"
+        raise OutputError(f"{err}; predict stopped after writing {writer.frames}{of} {what}") from None
     finally:
-        writer.close()
+        writer.close(keep)
+    return summary
 
 
 def _tta_engine(predictor: Any, runtime: str, tta: str, input_size: Size | None) -> Any:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from effseg.errors import DataError
+from effseg.fileio import AtomicTarget, OutputError, describe_output_error
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 WRITE_CODECS = {".mp4": "mp4v", ".mov": "mp4v", ".m4v": "mp4v", ".avi": "MJPG", ".mkv": "FFV1"}
@@ -136,7 +137,13 @@ def video_frames(source: str | Path | int, max_frames: int | None = None) -> Ite
 
 
 class VideoSink:
-    """Writes RGB ``(H, W, 3)`` uint8 frames to a video file at ``fps`` (codec by extension)."""
+    """Writes RGB ``(H, W, 3)`` uint8 frames to a video file at ``fps`` (codec by extension).
+
+    The frames go to a hidden temporary file beside ``path`` (``.<name>.<random>.tmp<suffix>``);
+    :meth:`close` checks that it reads back as a video and renames it onto ``path``, so an earlier
+    file there survives a failed run and a half-written video is never left under the final name.
+    :meth:`discard` removes the temporary file instead.
+    """
 
     def __init__(self, path: str | Path, fps: float, size: tuple[int, int]) -> None:
         """``size`` is ``(height, width)`` in pixels; every frame must have it."""
@@ -148,13 +155,15 @@ class VideoSink:
             raise DataError(
                 f"--out {self.path}: unknown video extension; expected one of {sorted(WRITE_CODECS)}"
             )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.size = size
         h, w = size
+        self.target = AtomicTarget(self.path, "the output video", fsync=True)
+        self.tmp = self.target.tmp
         self._writer = cv2.VideoWriter(
-            str(self.path), cv2.VideoWriter_fourcc(*WRITE_CODECS[suffix]), fps, (w, h)
+            str(self.tmp), cv2.VideoWriter_fourcc(*WRITE_CODECS[suffix]), fps, (w, h)
         )
         if not self._writer.isOpened():
+            self.target.discard()
             raise DataError(f"--out {self.path}: OpenCV cannot write {WRITE_CODECS[suffix]} video here")
         self.frames = 0
 
@@ -170,4 +179,37 @@ class VideoSink:
         self.frames += 1
 
     def close(self) -> None:
+        """Finish the file, check it and rename it onto ``path``.
+
+        Raises:
+            OutputError: the video could not be written (full disk, read-only folder; OpenCV's
+                writer fails silently, so the file is read back to find out).
+        """
         self._writer.release()
+        try:
+            _check_video(self.tmp, self.frames, self.path, self.target.kept)
+        except BaseException:
+            self.target.discard()
+            raise
+        self.target.commit()
+
+    def discard(self) -> None:
+        """Stop writing and remove the temporary file; ``path`` keeps what it held."""
+        self._writer.release()
+        self.target.discard()
+
+
+def _check_video(tmp: Path, frames: int, path: Path, kept: str = "") -> None:
+    """Raise :class:`OutputError` unless ``tmp`` opens as a video with a readable first frame."""
+    import cv2
+
+    if frames == 0:
+        return
+    cap = cv2.VideoCapture(str(tmp))
+    try:
+        ok = cap.isOpened() and cap.read()[0]
+    finally:
+        cap.release()
+    if not ok:
+        why = RuntimeError("OpenCV wrote a file that does not read back as a video")
+        raise OutputError(describe_output_error(path, "the output video", why, kept))
