@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "crossdrive": ("crossdrive", "leave one drive out: train on the other drives, score the held-out one"),
     "bench": ("bench", "measure params, GFLOPs, latency and memory of models"),
     "export": ("export", "export a checkpoint to ONNX (optionally int8) or TorchScript"),
+    "select": ("select", "time the shipped models here; name the most accurate within a budget"),
     "predict": ("predict", "segment images, folders, videos or a camera: masks, overlays, label ids, video"),
     "serve": ("serve", "a local web page: drop an image, see its segmentation, class shares and latency"),
     "demo": ("demo", "synthetic data -> train -> eval -> bench -> report, no download"),
