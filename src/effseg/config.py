@@ -76,8 +76,13 @@ class ModelConfig:
     aux: bool = True
     width_mult: float | None = None  # MobileNet width multiplier (null: 1.0)
     reduced_tail: bool | None = None  # MobileNetV3 only: last stage halved (the paper's "RF2")
-    # torchvision-format ImageNet state dict on disk (never downloaded).
+    # torchvision-format ImageNet state dict on disk (never downloaded); for a whole network, its
+    # official repository's ImageNet file (docs/models.md "Official checkpoints").
     pretrained_backbone: str | None = None
+    # Start from trained weights: a shipped name (camvid-ddrnet23_slim), a run folder, a .pt or an
+    # official checkpoint of the same network; classifiers for another class count start afresh
+    # (effseg.engine.init_weights, docs/training.md "Start from trained weights").
+    init: str | None = None
     # The model's own options: a head's (e.g. ASPP ``rates``) or a whole network's (``planes``).
     options: dict[str, Any] = field(default_factory=dict)
     head_options: dict[str, Any] = field(default_factory=dict)  # the old spelling of ``options``
@@ -152,6 +157,10 @@ class DataConfig:
     # ``trainval``, validate on the third (docs/datasets.md, ``effseg crossdrive``).
     train_drives: list[str] = field(default_factory=list)
     val_drives: list[str] = field(default_factory=list)
+    # Frames of each drive to keep (file-name order): N or "first:N" (the first N), "after:N" (the
+    # rest); null = all. Fine-tune on a few labelled frames, score on the others (docs/training.md).
+    train_frames: int | str | None = None
+    val_frames: int | str | None = None
     # Extra keyword arguments for :func:`effseg.data.build_dataset` (dataset specific).
     options: dict[str, Any] = field(default_factory=dict)
     crop_size: Size = Size(h=512, w=1024)  # training crops; YAML: WIDTHxHEIGHT, e.g. 1024x512
@@ -211,6 +220,11 @@ class TrainConfig:
     no_decay_norm_bias: bool = False
     # No weight decay on the squeeze-excitation layers (MobileNetV3's SE fc1/fc2 weights too).
     no_decay_se: bool = False
+    # Parts of the model that do not train: "backbone", "head" (parameter_groups) or module names
+    # (e.g. layer1, spp); their BatchNorm layers keep their running statistics.
+    freeze: list[str] = field(default_factory=list)
+    # Learning-rate factor for the parameters model.init loaded (e.g. 0.1), on top of head_lr_mult.
+    loaded_lr_mult: float = 1.0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
     deterministic: bool = False
@@ -336,7 +350,7 @@ def _check_values(cfg: Config, where: str) -> None:
         fail("train.warmup_fraction", "a number in [0, 1)", t.warmup_fraction)
     if t.batch_size < 1:
         fail("train.batch_size", "a positive integer", t.batch_size)
-    for key in ("lr", "head_lr_mult"):
+    for key in ("lr", "head_lr_mult", "loaded_lr_mult"):
         if getattr(t, key) <= 0:
             fail(f"train.{key}", "a positive number", getattr(t, key))
     for key in ("momentum", "weight_decay", "poly_power"):

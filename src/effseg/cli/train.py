@@ -7,6 +7,7 @@ with ``--resume``). Default run folder: ``runs/<config stem>``.
     effseg train configs/cityscapes/pspnet_r18.yaml --set data.root=/data/cityscapes
     effseg train camvid/lraspp_mbv3 --set data.root=/data/CamVid
     effseg train configs/synthetic/pspnet_mbv2.yaml --resume
+    effseg train mydata.yaml --init camvid-ddrnet23_slim        # fine-tune a shipped model
     torchrun --nproc-per-node 4 -m effseg train configs/cityscapes/pspnet_r50.yaml
 """
 
@@ -33,6 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="continue the run in the run folder from last.pt (starts it if it has no checkpoint yet)",
     )
     group.add_argument("--force", action="store_true", help="delete an existing run folder and start over")
+    parser.add_argument(
+        "--init",
+        metavar="WEIGHTS",
+        help="start from trained weights (model.init): a shipped model (camvid-ddrnet23_slim), a run "
+        "folder, a .pt, or an official checkpoint of the same network; classifiers for another number "
+        "of classes start afresh",
+    )
 
 
 def resolve(config: str, run_dir: str | None) -> tuple[Path, Path]:
@@ -63,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg_file, run_dir = resolve(args.config, args.run_dir)
         cfg = load_config(cfg_file, overrides)
+        if args.init:
+            cfg.model.init = args.init
         summary = train(cfg, run_dir, resume=args.resume, force=args.force)
     except (EffsegError, dist.DistError) as err:  # under torchrun: one line per rank, not a traceback
         raise rank_failure(err) from None

@@ -19,6 +19,7 @@ from effseg.data.base import (
     read_image,
     read_label,
     select_drives,
+    select_frames,
 )
 from effseg.data.cityscapes import (
     CITYSCAPES_CLASSES,
@@ -54,16 +55,21 @@ def build_dataset(
             Every dataset: ``cache`` (bool): decode every sample now and keep it in memory
             (see :meth:`SegmentationDataset.enable_cache`); ``drives`` (list of names): keep
             only the frames of these drives, the file-name prefix before the first ``_``
-            (see :func:`effseg.data.base.select_drives`; leave-one-drive-out in docs/datasets.md).
+            (see :func:`effseg.data.base.select_drives`; leave-one-drive-out in docs/datasets.md);
+            ``frames`` (``N``, ``"first:N"`` or ``"after:N"``): the first N frames of each drive, or
+            the ones after them (:func:`effseg.data.base.select_frames`; after ``drives``).
     """
     options = dict(options)
     cache = options.pop("cache", False)
     drives = options.pop("drives", None)
+    frames = options.pop("frames", None)
     if not isinstance(cache, bool):
         raise DataError(f"dataset option 'cache': expected true or false, got {cache!r}")
     dataset = _build(str(name).lower(), name, root, split, transform, options)
     if drives:
         select_drives(dataset, drives)
+    if frames is not None:
+        select_frames(dataset, frames)
     if cache:
         dataset.enable_cache(preload=True)
     return dataset
@@ -121,5 +127,6 @@ __all__ = [
     "read_image",
     "read_label",
     "select_drives",
+    "select_frames",
     "train_ids_to_label_ids",
 ]

@@ -287,6 +287,38 @@ def select_drives(dataset: SegmentationDataset, drives: Sequence[str] | str) -> 
     return dataset
 
 
+def select_frames(dataset: SegmentationDataset, frames: int | str) -> SegmentationDataset:
+    """Keep a reproducible subset of each drive's frames (file-name order), in place.
+
+    ``frames``: ``N`` or ``"first:N"`` keeps the first ``N`` frames of every drive (a few labelled
+    frames to fine-tune on), ``"after:N"`` every frame after them (the rest, to score on).
+
+    Raises:
+        DataError: a malformed value, or a drive with no frame left (the message gives the counts).
+    """
+    text = str(frames).strip()
+    kind, _, count = text.rpartition(":") if ":" in text else ("first", "", text)
+    if isinstance(frames, bool) or kind not in ("first", "after") or not count.isdigit() or int(count) < 1:
+        raise DataError(
+            f"dataset option 'frames'={frames!r}: expected N or 'first:N' (the first N frames of each "
+            "drive) or 'after:N' (the frames after them), N >= 1"
+        )
+    n, by_drive = int(count), {}
+    for sample in sorted(dataset.samples, key=lambda s: Path(s[0]).name):
+        by_drive.setdefault(drive_of(sample[0]), []).append(sample)
+    kept = {d: (s[:n] if kind == "first" else s[n:]) for d, s in by_drive.items()}
+    empty = [d for d, s in kept.items() if not s]
+    if empty:
+        have = ", ".join(f"{d} ({len(s)})" for d, s in by_drive.items())
+        raise DataError(
+            f"dataset option 'frames'={text!r} leaves no frame of drive {empty[0]!r} in split "
+            f"{dataset.split!r} of {dataset.root}; frames per drive: {have}"
+        )
+    keep = {id(sample) for samples in kept.values() for sample in samples}
+    dataset.samples = [s for s in dataset.samples if id(s) in keep]
+    return dataset
+
+
 def drive_counts(dataset: SegmentationDataset) -> dict[str, int]:
     """``{drive: number of frames}`` of a dataset, in order of first appearance."""
     counts: dict[str, int] = {}

@@ -66,7 +66,11 @@ def build_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
         std=tuple(d.std),
     )
     train_set = build_dataset(
-        d.dataset, d.root, d.train_split, transform=train_tf, **_with_drives(d.options, d.train_drives)
+        d.dataset,
+        d.root,
+        d.train_split,
+        transform=train_tf,
+        **_with_drives(d.options, d.train_drives, d.train_frames),
     )
     val_set = build_dataset(
         d.dataset,
@@ -87,16 +91,21 @@ def build_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
 def val_dataset_options(cfg: Config) -> dict[str, Any]:
     """Dataset options for evaluation: with ``eval.resize`` set, labels stay at full resolution
     (the dataset's own ``resize`` option is dropped; the evaluator resizes the image instead)."""
-    opts = _with_drives(cfg.data.options, cfg.data.val_drives)
+    opts = _with_drives(cfg.data.options, cfg.data.val_drives, cfg.data.val_frames)
     if cfg.eval.resize is not None:
         opts.pop("resize", None)
     return opts
 
 
-def _with_drives(options: dict[str, Any], drives: list[str]) -> dict[str, Any]:
-    """Dataset options with ``drives`` set from ``data.train_drives`` / ``data.val_drives``
-    (which win over a ``data.options.drives`` shared by both splits)."""
+def _with_drives(
+    options: dict[str, Any], drives: list[str], frames: int | str | None = None
+) -> dict[str, Any]:
+    """Dataset options with ``drives`` set from ``data.train_drives`` / ``data.val_drives`` and
+    ``frames`` from ``data.train_frames`` / ``data.val_frames`` (which win over a ``data.options``
+    value shared by both splits)."""
     opts = dict(options)
     if drives:
         opts["drives"] = list(drives)
+    if frames is not None:
+        opts["frames"] = frames
     return opts

@@ -1,7 +1,9 @@
 """The optimiser, its parameter groups (learning rate, weight decay) and the LR schedule.
 
 Groups: ``backbone`` (``train.lr``) and ``head`` (``train.lr x head_lr_mult``), as the
-model's ``parameter_groups()`` splits them. Weight decay applies to every parameter
+model's ``parameter_groups()`` splits them, without the parameters ``train.freeze`` froze. With
+``train.loaded_lr_mult`` != 1, the parameters ``model.init`` loaded move to ``<group>_loaded``
+(the group's rate times ``loaded_lr_mult``). Weight decay applies to every parameter
 unless a no-decay rule moves it to a ``<group>_no_decay`` group (same learning rate):
 
 - ``train.no_decay_norm_bias``: every 1-D parameter (norm weights and biases, biases);
@@ -36,11 +38,22 @@ def model_no_decay_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 def param_groups(model: nn.Module, t: TrainConfig) -> list[dict[str, Any]]:
     """Optimizer parameter groups of ``model`` (see the module docstring), each with a ``name``."""
-    groups = model.parameter_groups()  # type: ignore[operator]
+    from effseg.engine.init_weights import loaded_parameter_ids
+
+    # train.freeze: frozen parameters (requires_grad False) are not optimised
+    groups = {k: [p for p in v if p.requires_grad] for k, v in model.parameter_groups().items()}  # type: ignore[operator]
     out: list[dict[str, Any]] = [
         {"params": groups["backbone"], "lr": t.lr, "name": "backbone"},
         {"params": groups["head"], "lr": t.lr * t.head_lr_mult, "name": "head"},
     ]
+    loaded = loaded_parameter_ids(model) if t.loaded_lr_mult != 1.0 else set()
+    if loaded:  # train.loaded_lr_mult: what model.init loaded learns at a multiple of its group's rate
+        for g in list(out):
+            g["params"], mine = (
+                [p for p in g["params"] if id(p) not in loaded],
+                [p for p in g["params"] if id(p) in loaded],
+            )
+            out.append({"params": mine, "lr": g["lr"] * t.loaded_lr_mult, "name": f"{g['name']}_loaded"})
     if not (t.no_decay_norm_bias or t.no_decay_se):
         return out
     se = {id(p) for p in model_no_decay_parameters(model)} if t.no_decay_se else set()

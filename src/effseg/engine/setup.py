@@ -49,18 +49,22 @@ def build_model(
     cfg: Config, info: du.DistInfo, resume: bool
 ) -> tuple[nn.Module, DistributedDataParallel | None]:
     """The model on its device (BatchNorm momentum, SyncBN, memory format as configured) and,
-    under torchrun, its DDP wrapper. No pretrained backbone is loaded when resuming (the
-    checkpoint holds every weight)."""
+    under torchrun, its DDP wrapper; ``model.init`` loaded and ``train.freeze`` applied
+    (:mod:`effseg.engine.init_weights`). No pretrained backbone or init weights are loaded when
+    resuming (the checkpoint holds every weight)."""
+    from effseg.engine.init_weights import finish_model, prepare_model
     from effseg.models import build_model as build_network
 
     t, m = cfg.train, cfg.model
-    model = build_network(**m.build_kwargs(), pretrained_backbone=None if resume else m.pretrained_backbone)
+    source, backbone = prepare_model(cfg, resume)  # model.init; the options it fixes join cfg.model
+    model = build_network(**m.build_kwargs(), pretrained_backbone=backbone)
     if t.bn_momentum is not None:
         for mod in model.modules():
             if isinstance(mod, nn.modules.batchnorm._BatchNorm):
                 mod.momentum = t.bn_momentum
     if t.sync_bn and info.distributed:
         model = du.convert_sync_bn(model)
+    finish_model(model, source, cfg, resume, info.is_main)  # load model.init (not on resume), train.freeze
     model.to(info.device)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -52,6 +52,7 @@ from effseg.engine.checkpoint import (
 )
 from effseg.engine.distill import Distiller
 from effseg.engine.ema import WeightEMA
+from effseg.engine.init_weights import check_resume_options, init_record
 from effseg.engine.losses import build_criterion
 from effseg.engine.optim import build_optimizer, build_scheduler
 from effseg.engine.rundir import open_run_dir, write_config
@@ -154,6 +155,8 @@ class _Trainer:
         self.log = RunLog(self.run_dir, self.main, t.tensorboard, self.iteration if self.resume else None)
         if self.main:
             write_config(self.cfg, self.run_dir, self.resume)
+        if (record := init_record(self.model)) is not None:  # model.init: loaded, re-initialised, why
+            self.log.log(record, "init")
         start = self.started = time.perf_counter()
         self.window = LossWindow(self.device)
         self._train_mode()
@@ -449,6 +452,7 @@ class _Trainer:
         for key in ("model", "optimizer", "scheduler", "iteration", "rng"):
             if key not in ckpt:
                 raise CheckpointError(f"{path}: cannot resume from it (no '{key}' entry)")
+        check_resume_options(ckpt.get("model_config"), self.model_config, path)  # e.g. pool_order
         if self.ema is None:
             load_state_dict_checked(self.model, ckpt["model"], str(path))
         elif "train_model" not in ckpt:

@@ -27,8 +27,20 @@ def _by_module(keys: list[str], limit: int = 6) -> str:
     return f"{len(keys)} keys in {shown}{more}"
 
 
+def _flatten(obj: Mapping, prefix: str = "") -> dict[str, object]:
+    """``{"detail": {"S1.0.conv.weight": t}}`` -> ``{"detail.S1.0.conv.weight": t}``."""
+    out: dict[str, object] = {}
+    for key, value in obj.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Read a state dict from ``path``: bare, or under ``"state_dict"`` / ``"model"``.
+    """Read a state dict from ``path``: bare, under ``"state_dict"`` / ``"model"``, or one state
+    dict per module (``{"detail": {...}, "segment": {...}}``, flattened to dotted names).
 
     Uses ``torch.load(..., weights_only=True)``: a pickle that carries code is
     refused.  A ``module.`` prefix (DataParallel/DDP) is stripped.
@@ -60,6 +72,8 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
             break
+    if isinstance(obj, Mapping) and obj and all(isinstance(v, Mapping) for v in obj.values()):
+        obj = _flatten(obj)  # per-module state dicts (CoinCheung's backbone_v2.pth: detail, segment)
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise CheckpointError(
             f"{path}: expected a state dict of tensors (bare or under 'state_dict'/'model'), "
