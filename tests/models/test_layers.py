@@ -30,3 +30,18 @@ def test_conv_bn_act_layout_and_output_size() -> None:
 def test_unpacked_into_a_sequential_keeps_flat_keys() -> None:
     head = nn.Sequential(*ConvBNAct(8, 4, 3), nn.Dropout(0.1), nn.Conv2d(4, 2, 1))
     assert [k for k in head.state_dict() if k.endswith("weight")] == ["0.weight", "1.weight", "4.weight"]
+
+
+def test_real_time_networks_build_their_conv_bn_units_here() -> None:
+    """One conv-BN-act block: the real-time networks' former private ``conv_bn`` / ``conv_bn_relu``
+    are gone, and their units keep the keys ``0`` / ``1`` that their checkpoints hold (the shipped
+    model loads unchanged: tests/test_official_checkpoints.py)."""
+    import effseg.models.realtime._base as base
+    from effseg.models import build_model
+
+    assert not hasattr(base, "conv_bn") and not hasattr(base, "conv_bn_relu")
+    model = build_model("ddrnet23_slim", num_classes=2, planes=8, spp_planes=8, head_planes=8)
+    units = [m for m in model.modules() if isinstance(m, ConvBNAct)]
+    assert len(units) > 40 and {type(u[1]) for u in units} == {nn.BatchNorm2d}
+    keys = list(model.state_dict())
+    assert "layer1.0.conv1.0.weight" in keys and "layer1.0.conv1.1.running_var" in keys
