@@ -35,10 +35,9 @@ def _umount(path: Path) -> None:
 
 def fill(path: Path) -> None:
     """Write a filler file into ``path`` until its file system is full."""
-    with open(path / ".filler", "wb") as f, contextlib.suppress(OSError):
+    with contextlib.suppress(OSError), open(path / ".filler", "wb", buffering=0) as f:
         while True:
             f.write(b"\0" * 4096)
-            f.flush()
 
 
 @contextlib.contextmanager
@@ -60,13 +59,6 @@ def read_only(path: Path) -> None:
     with pytest.raises(OSError) as err:
         (path / ".probe").write_bytes(b"x")
     assert err.value.errno == errno.EROFS
-
-
-@pytest.fixture()
-def disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs at ``tmp_path/disk`` (prepare files, then :func:`fill` or :func:`read_only`)."""
-    with tmpfs(tmp_path / "disk", 2048) as path:
-        yield path
 
 
 def failing(code: int) -> Callable[..., None]:

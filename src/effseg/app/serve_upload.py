@@ -45,9 +45,9 @@ def status_of(err: EffsegError) -> int:
 
 
 def megabytes(n: float) -> str:
-    """``12.3 MB`` (10^6 bytes), with more digits for small sizes."""
+    """``12.3 MB`` (10^6 bytes), three significant digits (``0.23 MB``, ``999 MB``, ``1234 MB``)."""
     mb = n / 1e6
-    return f"{mb:.1f} MB" if mb >= 0.1 else f"{mb:.3f} MB"
+    return f"{mb:.3g} MB" if mb < 1000 else f"{mb:.0f} MB"
 
 
 def fit_size(w: int, h: int, max_pixels: int, model_size: Size | None) -> tuple[int, int]:

@@ -161,7 +161,7 @@ def check_output_file(out: Path, what: str) -> None:
     """Refuse, before any work, an output path that is a folder or whose folder cannot be written."""
     if out.is_dir():
         raise OutputError(f"{what} {out}: is a folder; give a file name such as {out / 'model.onnx'}")
-    writable_dir(out.parent, f"{what} {out.name}")
+    writable_dir(out.parent, f"the export {out.name} ({what})")
 
 
 def _quantize_and_compare(

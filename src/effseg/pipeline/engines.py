@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import platform
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from effseg.size import Size
 
 RUNTIMES = ("auto", "eager", "compile", "compile-int8", *ONNX_RUNTIMES)
 MIN_INT8_AGREEMENT = 0.98
+MAX_SESSIONS = 4  # onnxruntime / OpenVINO sessions an OnnxEngine keeps (one per network size)
 POSTPROCESS = ("graph", "lowres")  # onnxruntime: ArgMax in the graph, or low-res logits + exact refine
 
 
@@ -161,11 +163,15 @@ class OnnxEngine(Engine):
         self.samples = list(samples)
         self.backend = backend
         self.name = backend + ("-int8" if precision == "int8" else "") + f" ({postprocess})"
-        self._sessions: dict[tuple[int, int], tuple[Any, str, str]] = {}
+        self._sessions: OrderedDict[tuple[Any, bool], tuple[Any, str, str]] = OrderedDict()
 
     def _session(self, net: tuple[int, int], out: tuple[int, int]) -> tuple[Any, str, str]:
         key = (net, out == net)
-        if key not in self._sessions:
+        if key in self._sessions:
+            self._sessions.move_to_end(key)  # an LRU of MAX_SESSIONS sizes: memory stays bounded
+        else:
+            while len(self._sessions) >= MAX_SESSIONS:
+                self._sessions.popitem(last=False)
             _, onnx_session, _ = export_cache.deploy_functions()
             base = self.cache.onnx(net, self.precision, [self.prepare(s) for s in self.samples])
             kind = "labels" if self.postprocess == "graph" and out == net else self.postprocess
