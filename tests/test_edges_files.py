@@ -330,3 +330,13 @@ def test_training_stops_before_the_first_step_on_a_corrupt_val_image(tmp_path: P
         f"file '{root / 'images' / 'val' / 's0.png'}'); the file is corrupt or truncated"
     ]
     assert not (run / "last.pt").exists() and "iteration" not in out.out
+
+
+@pytest.mark.parametrize("name", ["camvid", "cityscapes", "folder", "synthetic"])
+def test_a_root_that_is_a_file_is_not_a_directory(tmp_path: Path, name: str) -> None:
+    root = tmp_path / "root.txt"
+    root.write_text("a file, not a dataset")
+    with pytest.raises(DataError) as err:
+        build_dataset(name, root, "train")
+    assert f"root {root} is a file, not a directory" in str(err.value)
+    assert "does not exist" not in str(err.value) and root.read_text() == "a file, not a dataset"

@@ -100,6 +100,12 @@ def check_readable(dataset: SegmentationDataset) -> None:
             )
 
 
+def root_problem(root: Path) -> str:
+    """What is wrong with a dataset root that is not a folder: ``does not exist`` or ``is a file,
+    not a directory`` (for the one-line error that names it)."""
+    return "is a file, not a directory" if root.exists() else "does not exist"
+
+
 def check_same_size(image: np.ndarray, label: np.ndarray, image_path: Path, label_path: Path) -> None:
     if image.shape[:2] != label.shape[:2]:
         ih, iw = image.shape[:2]

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from effseg.data.base import IGNORE_INDEX, SegmentationDataset, Transform
+from effseg.data.base import IGNORE_INDEX, SegmentationDataset, Transform, root_problem
 from effseg.data.camvid import match_by_stem
 from effseg.errors import DataError
 from effseg.size import Size
@@ -95,7 +95,7 @@ class FolderDataset(SegmentationDataset):
     ) -> None:
         root = Path(root).expanduser()
         if not root.is_dir():
-            raise DataError(f"folder dataset root {root} does not exist; {LAYOUT_HINT}")
+            raise DataError(f"folder dataset root {root} {root_problem(root)}; {LAYOUT_HINT}")
         for name in ("images", "masks"):
             if not (root / name).is_dir():
                 raise DataError(f"folder dataset root {root} has no {name}/ folder; {LAYOUT_HINT}")

@@ -42,7 +42,10 @@ def check_data_root(cfg: Config, splits: tuple[str, ...] | None = None) -> None:
     fix = f"pass --set data.root=PATH, {_root_holds(d.dataset, splits)}"
     if not str(d.root).strip():
         raise DataError(f"data.root is not set (dataset {d.dataset!r}); {fix}")
-    if d.dataset.lower() != "synthetic" and not Path(d.root).expanduser().is_dir():
+    root = Path(d.root).expanduser()
+    if root.exists() and not root.is_dir():  # synthetic too: the city cannot be generated into a file
+        raise DataError(f"data.root={d.root}: is a file, not a directory (dataset {d.dataset!r}); {fix}")
+    if d.dataset.lower() != "synthetic" and not root.is_dir():
         raise DataError(f"data.root={d.root}: no such folder (dataset {d.dataset!r}); {fix}")
 
 

@@ -146,6 +146,10 @@ def ensure_city(
     existing city generated with other explicitly requested options is an error.
     """
     root = Path(root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise DataError(
+            f"synthetic city root {root} is a file, not a directory; give a folder to generate it in"
+        )
     asked = {
         "n_train": n_train,
         "n_val": n_val,
