@@ -95,7 +95,7 @@ def test_a_failed_start_keeps_a_folder_the_user_made(tmp_path: Path, capsys) -> 
     assert mine.is_dir()
     made = tmp_path / "runs" / "c"
     assert main(["train", str(config), "--run-dir", str(made)]) == 2
-    assert not made.exists()
+    assert not (tmp_path / "runs").exists()  # nor the parent folder it made
 
 
 def test_a_rank_failure_is_one_line_that_torchruns_summary_shows(tmp_path: Path, monkeypatch) -> None:

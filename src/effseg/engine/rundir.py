@@ -58,15 +58,19 @@ def _clear(run_dir: Path) -> None:
 class _RunDirLock(RunLock):
     """The run folder's lock. When this start created or emptied the folder (``fresh``), releasing
     the lock also removes the folder if nothing was written into it (the start failed), so that no
-    empty ``runs/<name>/`` is left to be mistaken for a run later ("neither best.pt nor last.pt")."""
+    empty ``runs/<name>/`` is left to be mistaken for a run later ("neither best.pt nor last.pt").
+    The empty parent folders the start created (``runs/``) go too."""
 
     fresh = False
+    made_parents: tuple[Path, ...] = ()  # nearest first
 
     def release(self) -> None:
         super().release()
         if self.fresh:
             with contextlib.suppress(OSError):  # not empty, or gone: nothing to do
                 self.run_dir.rmdir()
+                for parent in self.made_parents:
+                    parent.rmdir()
 
 
 def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> tuple[bool, RunLock, list[str]]:
@@ -79,9 +83,10 @@ def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> tuple[bool, Run
         CheckpointError: ``--resume`` on a non-empty folder that holds no effseg run.
     """
     created = not run_dir.exists()
+    made_parents = tuple(p for p in run_dir.parents if not p.exists())
     make_dir(run_dir, "the run folder")  # a read-only or full disk, a file in the way: one line
     lock = _RunDirLock(run_dir)
-    lock.fresh = created
+    lock.fresh, lock.made_parents = created, made_parents
     notes: list[str] = []
     try:
         note = lock.acquire()
