@@ -310,6 +310,10 @@ def plan_init(model: nn.Module, source: InitSource) -> InitReport:
             report.unused[source.origin.get(name, name)] = (
                 "training-only head this model does not build (aux=false)"
             )
+        elif source.kind == "official-backbone":  # an ImageNet model's own layers (its classifier)
+            report.unused[source.origin.get(name, name)] = (
+                "not part of the segmentation network (ImageNet model)"
+            )
     unknown = [k for k in extra if source.origin.get(k, k) not in report.unused]
     if missing or unknown or shape_bad:
         model_cfg = getattr(model, "config", {}) or {}
