@@ -197,6 +197,11 @@ def test_official_check_command(tmp_path: Path, capsys) -> None:
     assert check_main([str(path), "--model", "regseg", "--size", "192x128"]) == 0
     out = capsys.readouterr().out
     assert "argmax agreement 100.000%" in out and "RolandGao/RegSeg" in out
+    assert check_main([str(path), "--model", "pidnet_s"]) == 2  # a file of another network: one line
+    assert capsys.readouterr().err.strip() == (
+        "effseg: error: not an official pidnet_s checkpoint (XuJiacong/PIDNet models/pidnet.py): "
+        "its names do not match"
+    )
 
 
 def test_shipped_model_predictions_are_unchanged() -> None:

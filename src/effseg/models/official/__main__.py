@@ -17,8 +17,14 @@ import sys
 
 import torch
 
-from effseg.errors import EffsegError
-from effseg.models.official import OFFICIAL_SOURCES, convert_official, official_options, unwrap_official
+from effseg.errors import EffsegError, ModelError
+from effseg.models.official import (
+    OFFICIAL_SOURCES,
+    convert_official,
+    is_official_layout,
+    official_options,
+    unwrap_official,
+)
 from effseg.models.official.reference import reference_forward
 
 
@@ -26,15 +32,26 @@ def compare(name: str, state: dict, x: torch.Tensor) -> tuple[float, float]:
     """``(max |effseg - official| logit difference, argmax agreement)`` on the batch ``x``."""
     from effseg.models import build_model
 
+    if not is_official_layout(name, state):
+        raise ModelError(
+            f"not an official {name} checkpoint ({OFFICIAL_SOURCES[name]}): its names do not match"
+        )
     converted = convert_official(name, state)
-    cls = next(
-        k
-        for k in converted.state
-        if k.endswith(("final_layer.cls.weight", "head.cls.weight", "classifier.weight"))
-    )
+    heads = ("final_layer.cls.weight", "head.cls.weight", "decoder.classifier.weight")
+    cls = next((k for k in converted.state if k in heads), None)
+    if cls is None:
+        raise ModelError(
+            f"an official {name} file without its classifier (an ImageNet/backbone file): nothing to compare"
+        )
     num_classes = int(converted.state[cls].shape[0])
     aux = any(k.startswith(("aux_head.", "p_head.", "aux2.")) for k in converted.state)
     model = build_model(name, num_classes=num_classes, aux=aux, **official_options(name, converted))
+    own = model.state_dict()
+    bad = sorted(set(own) ^ set(converted.state)) + [
+        k for k in own if k in converted.state and own[k].shape != converted.state[k].shape
+    ]
+    if bad:
+        raise ModelError(f"the file does not fit effseg's {name} ({len(bad)} tensors differ, e.g. {bad[0]})")
     model.load_state_dict(converted.state, strict=True)
     model.eval()
     with torch.no_grad():
