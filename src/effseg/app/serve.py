@@ -344,7 +344,9 @@ def serve(
     try:
         import uvicorn
     except ImportError as err:
-        raise DataError(f"effseg serve needs the web extra: pip install 'effseg[serve]' ({err})") from None
+        raise DataError(
+            f"effseg serve needs uvicorn: pip install uvicorn fastapi python-multipart ({err})"
+        ) from None
     sock = bind_socket(host, port)
     try:
         segmenter = load_segmenter(model, runtime, device)
