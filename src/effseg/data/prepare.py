@@ -10,7 +10,6 @@ it stopped and never leaves a half-written PNG under its final name.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -25,6 +24,7 @@ from effseg.data.cityscapes import (
     label_ids_to_train_ids,
 )
 from effseg.errors import DataError
+from effseg.fileio import atomic_write_bytes
 
 
 def write_png_atomic(path: Path, array: np.ndarray) -> None:
@@ -34,15 +34,7 @@ def write_png_atomic(path: Path, array: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, 3])
     if not ok:
         raise DataError(f"{path}: PNG encoding failed")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, buf.tobytes(), "a prepared image")  # effseg.fileio: the one helper
 
 
 def _convert(job: tuple[str, str, str, str, float]) -> bool:

@@ -23,6 +23,7 @@ from effseg.data.base import run_parallel
 from effseg.data.synthetic.labels import EGO_MARK, STATIC_MARK, forced_classes, label_ids
 from effseg.data.synthetic.scene import make_scene
 from effseg.errors import DataError
+from effseg.fileio import atomic_write_bytes
 from effseg.size import Size, read_old_size
 
 SPLIT_CITIES = {"train": ("synthburg", "pixelhafen"), "val": ("renderstadt",), "test": ("noiseville",)}
@@ -71,9 +72,7 @@ def _write_png(path: Path, array: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:
         raise DataError(f"{path}: PNG encoding failed")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buf.tobytes())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buf.tobytes(), "a synthetic scene")  # effseg.fileio: the one helper
 
 
 def _paths(out: Path, split: str, index: int) -> tuple[Path, Path]:
