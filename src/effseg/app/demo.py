@@ -186,6 +186,7 @@ def run_demo(
     from effseg.bench.measure import bench_models
     from effseg.data.from_config import build_datasets
     from effseg.data.synthetic import MARKER, generate_city
+    from effseg.deploy.artifact import run_folder_weights
     from effseg.engine.checkpoint import load_model
     from effseg.engine.evaluate import evaluate
     from effseg.engine.train import train
@@ -262,12 +263,13 @@ def run_demo(
         i += 1
         step(i, f"evaluate {name} on {budget.n_val} validation images")
         t0 = time.perf_counter()
+        weights = run_folder_weights(run_dir)  # what effseg.load(run_dir) and the commands read
         if budget.precise_bn:
             from effseg.engine.batchnorm import precise_batchnorm
 
-            n_bn = precise_batchnorm(run_dir / "best.pt", cfg)
-            console.print(f"BatchNorm statistics re-estimated on {n_bn} training images (best.pt)")
-        model, meta = load_model(run_dir)
+            n_bn = precise_batchnorm(weights, cfg)
+            console.print(f"BatchNorm statistics re-estimated on {n_bn} training images ({weights.name})")
+        model, meta = load_model(weights)
         if val_set is None:
             val_set = build_datasets(cfg)[1]
             classes, palette = list(val_set.classes), np.asarray(val_set.palette, np.uint8)
@@ -351,7 +353,7 @@ def run_demo(
         f"Pixel accuracy of always predicting the most frequent class: {majority * 100:.1f}%.",
         *(
             [
-                "After training, the BatchNorm running statistics in best.pt were re-estimated over the "
+                "After training, the BatchNorm running statistics in last.pt were re-estimated over the "
                 "training images (precise BN): after so few iterations the running averages lag the weights. "
                 "So the table's mIoU differs from the training log's validation mIoU of the same "
                 "checkpoint before the re-estimation: "

@@ -1,10 +1,11 @@
 """``effseg eval MODEL``: mIoU table, eval.json, markdown, confusion matrix PNG.
 
-``MODEL`` is anything :func:`effseg.deploy.artifact.load_artifact` takes: a run folder, a
-``.pt`` checkpoint, an ``.onnx`` file (run with ONNX Runtime) or a shipped model name. The
-dataset comes from the config stored in the model (or ``--config``), with ``--set``
-overrides, e.g. ``--set data.root=/data/cityscapes``; an ONNX file needs ``--config`` unless
-its metadata carries one.
+``MODEL`` is anything :func:`effseg.deploy.artifact.load_artifact` takes: a run folder (its
+final weights ``last.pt``; the output names the file, and labels a figure of the val-picked
+``best.pt`` on its val split as optimistic), a ``.pt`` checkpoint, an ``.onnx`` file (run with
+ONNX Runtime) or a shipped model name. The dataset comes from the config stored in the model (or
+``--config``), with ``--set`` overrides, e.g. ``--set data.root=/data/cityscapes``; an ONNX file
+needs ``--config`` unless its metadata carries one.
 
     effseg eval runs/pspnet_r18 --tta flip,0.75,1.0,1.25
     effseg eval runs/pspnet_r18/best.pt --mode slide --save-label-ids preds/
@@ -24,7 +25,9 @@ from effseg.cli._options import add_set_option
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "checkpoint", metavar="MODEL", help="run folder, .pt checkpoint, .onnx file or shipped model name"
+        "checkpoint",
+        metavar="MODEL",
+        help="run folder (its last.pt), .pt checkpoint, .onnx file or shipped model name",
     )
     parser.add_argument("--split", help="dataset split (default: the config's data.val_split)")
     parser.add_argument(
@@ -126,16 +129,14 @@ def run(args: argparse.Namespace) -> int:
         if info.is_main:
             result["checkpoint"] = str(path)
             result["split"] = args.split or cfg.data.val_split
+            result["weights"] = str(art.path or path)  # the file read (a run folder: last.pt)
+            note = val_pick_note(art.path, meta.get("config"), result["split"])
+            result["picked_on_val"] = note or None
             result["training"] = meta.get("training")  # steps, train/val seconds, time budget
             result["runtime"] = _runtime_record(args.runtime, args.calib, model)
-            if args.out:
-                out = Path(args.out)
-            elif art.kind == "shipped":  # the package folder is not ours to write into
-                out = Path("eval") / art.name
-            else:
-                out = (path if path.is_dir() else path.parent) / "eval"
             paths = write_eval_outputs(result, out)
             print_eval_table(result)
+            print(f"weights: {result['weights']}" + (f" -- {note}" if note else ""))
             print(f"wrote {paths['json']}, {paths['markdown']}, {paths['confusion']}")
             if args.save_label_ids:
                 print(f"label-id PNGs in {args.save_label_ids}")

@@ -23,7 +23,9 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "source", metavar="RUN_OR_CHECKPOINT", help="run folder, .pt checkpoint, config .yaml or model name"
+        "source",
+        metavar="RUN_OR_CHECKPOINT",
+        help="run folder (its last.pt), .pt checkpoint, config .yaml or model name",
     )
     parser.add_argument("--format", default="onnx", choices=["onnx", "torchscript"], help="default onnx")
     parser.add_argument(
@@ -74,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
     )
     h, w = report["input_size"]
     print(f"wrote {report['path']} ({report['format']}, {w}x{h}{', dynamic' if report['dynamic'] else ''})")
+    source = Path(args.source)
+    weights = run_folder_weights(source) if source.is_dir() else source  # the file the export read
+    if source.is_dir() or (source.is_file() and source.suffix.lower() in CHECKPOINT_SUFFIXES):
+        print(f"weights: {weights}")
     if report.get("checker"):
         print(
             f"onnx.checker: {report['checker']}; BatchNormalization nodes left: {report['batchnorm_nodes']}"

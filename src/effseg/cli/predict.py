@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model",
         metavar="MODEL",
-        help="a shipped model name (camvid-...), a run directory (best.pt, else last.pt), "
+        help="a shipped model name (camvid-...), a run directory (last.pt, else best.pt), "
         "a .pt checkpoint or an .onnx file",
     )
     parser.add_argument(
