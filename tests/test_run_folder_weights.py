@@ -32,7 +32,9 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (root / sub).mkdir()
     for i in range(2):
         Image.fromarray(rng.integers(0, 255, (H, W, 3), dtype=np.uint8)).save(root / "images" / f"{i}.png")
-        Image.fromarray(rng.integers(0, NUM_CLASSES, (H, W), dtype=np.uint8)).save(root / "masks" / f"{i}.png")
+        Image.fromarray(rng.integers(0, NUM_CLASSES, (H, W), dtype=np.uint8)).save(
+            root / "masks" / f"{i}.png"
+        )
     (root / "classes.yaml").write_text("names: [road, car, sky]\n")
     return root
 
@@ -112,7 +114,9 @@ def test_the_val_pick_note_names_the_split_it_was_picked_on() -> None:
     assert val_pick_note(Path("runs/x/best.pt"), config, "test") == ""  # not the split it was picked on
     assert val_pick_note(Path("runs/x/last.pt"), config, "val") == ""
     assert val_pick_note(Path("runs/x/best.pt"), None, "val").startswith("best.pt was picked on its 'val'")
-    assert picked_on_val("best.pt") and not picked_on_val("camvid-ddrnet23_slim.pt") and not picked_on_val(None)
+    assert (
+        picked_on_val("best.pt") and not picked_on_val("camvid-ddrnet23_slim.pt") and not picked_on_val(None)
+    )
 
 
 def test_cli_eval_names_the_weights_and_labels_a_val_picked_figure(
