@@ -8,9 +8,13 @@
 For each runtime: one run over a folder of PNG frames (colour masks written as PNGs) and one over
 a video (an ``.mp4`` colour-mask video written), each reporting end-to-end FPS (wall time of the
 pipeline, first frame's warm-up excluded) and model-only FPS (normalised tensor in, class ids out).
-Then the final upsample + argmax alone, per method, on the model's own low-resolution logits:
-PyTorch's full bilinear upsample + argmax (the reference), effseg's exact boundary-only upsample,
-and onnxruntime with the ArgMax in the graph (uint8 out) against the logits graph + argmax outside.
+Then the final upsample + argmax alone, per method (interleaved: every round times each method
+once): the eager runtime's network-size logits to the frame size, and the model's own
+low-resolution logits (the graph cut before its final Resize) to the frame size, each by
+PyTorch's full bilinear upsample + argmax (the reference) and by effseg's exact boundary-only
+upsample; and onnxruntime with the ArgMax in the graph (uint8 out) against the logits graph +
+argmax outside. Frames larger than the network (``--size 960x720`` with a shipped 480x360 model)
+make the eager rows upsample.
 
 Frames are CamVid val photos resized to ``--size`` (default 480x360) when ``--camvid`` exists,
 else a synthetic moving scene. Prints the machine (lscpu model name) and the load, and writes a
@@ -133,7 +137,17 @@ def time_postprocess(predictor, frame: np.ndarray, cache_dir: Path, runs: int) -
     feed = {sessions["logits"].get_inputs()[0].name: np.ascontiguousarray(x.numpy())}
     low = torch.from_numpy(sessions["lowres"].run(None, feed)[0]) if "lowres" in sessions else None
     full_logits = sessions["logits"].run(None, feed)[0]
+    xe = rt.TorchEngine(predictor, predictor.input_size).prepare(frame)  # as `effseg predict` feeds it
+    with torch.inference_mode():  # the eager runtime's logits: the network's size, not the frame's
+        net = predictor.model(xe.to(predictor.device)).float().cpu()
+    net_size = f"{net.shape[-1]}x{net.shape[-2]}"
     methods = {
+        f"eager: network logits ({net_size}) -> frame, full bilinear + argmax (the eager runtime)": lambda: (
+            reference_argmax(net, (h, w))
+        ),
+        f"eager: network logits ({net_size}) -> frame, exact boundary-only upsample + argmax": lambda: (
+            upsample_argmax(net, (h, w))
+        ),
         "torch: full bilinear upsample + argmax (reference)": lambda: reference_argmax(low, (h, w)),
         "torch: exact boundary-only upsample + argmax": lambda: upsample_argmax(low, (h, w)),
         "numpy argmax of onnxruntime full-size logits (no network)": lambda: (
@@ -153,16 +167,15 @@ def time_postprocess(predictor, frame: np.ndarray, cache_dir: Path, runs: int) -
         methods["onnxruntime low-res graph + exact boundary-only upsample + argmax"] = lambda: (
             upsample_argmax(torch.from_numpy(sessions["lowres"].run(None, feed)[0]), (h, w))
         )
-    out = {}
-    for name, fn in methods.items():
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for fn in methods.values():  # warm-up
         fn()
-        times = []
-        for _ in range(runs):
+    for _ in range(runs):  # interleaved: each round times every method once, so load drifts hit all alike
+        for name, fn in methods.items():
             t0 = time.perf_counter()
             fn()
-            times.append(time.perf_counter() - t0)
-        out[name] = float(np.median(times) * 1000)
-    return out
+            times[name].append(time.perf_counter() - t0)
+    return {name: float(np.median(t) * 1000) for name, t in times.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ from effseg.bench.models_table import (
     TABLE_END,
     TABLE_START,
     count_flops,
+    count_params,
     model_stats,
     parse_size,
     to_markdown,
@@ -20,7 +21,7 @@ from effseg.bench.models_table import (
 )
 from effseg.cli import main
 from effseg.errors import ConfigError
-from effseg.models import build_model
+from effseg.models import build_model, list_models
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -99,3 +100,32 @@ def test_docs_table_is_current(head: str, backbone: str) -> None:
     assert m, f"{head}/{backbone} missing from docs/models.md (run: effseg models --markdown docs/models.md)"
     stats = model_stats(head, backbone, input_size=(512, 1024))
     assert (m.group(1), m.group(2)) == (f"{stats['params'] / 1e6:.2f}", f"{stats['gflops']:.1f}")
+
+
+def _parameters_an_eval_forward_uses(model: nn.Module, x: torch.Tensor) -> int:
+    """Parameters of the modules an eval-mode forward of ``x`` calls (each parameter once)."""
+    called: set[int] = set()
+    hooks = [m.register_forward_hook(lambda mod, args, out: called.add(id(mod))) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    used = {id(p): p for m in model.modules() if id(m) in called for p in m.parameters(recurse=False)}
+    return sum(p.numel() for p in used.values())
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_params_m_is_what_an_eval_forward_uses(name: str) -> None:
+    """count_params' one rule: every model declares the parameters its eval-mode forward uses
+    (aux heads excluded), measured here by the modules that forward calls."""
+    model = build_model(name, num_classes=5)  # with its auxiliary heads (the default)
+    used = _parameters_an_eval_forward_uses(model, torch.randn(1, 3, 64, 64))
+    total = sum(p.numel() for p in model.parameters())
+    assert model.inference_parameters() == used <= total
+    if name in ("pspnet", "ddrnet23_slim", "pidnet_s", "bisenetv2"):  # their aux heads: training only
+        assert used < total
+    assert count_params(model) == {"params_m": used / 1e6, "params_total_m": total / 1e6}
+    plain = nn.Sequential(nn.Conv2d(3, 4, 1))  # declares nothing: all its parameters
+    assert count_params(plain)["params_m"] == count_params(plain)["params_total_m"] == 16 / 1e6

@@ -22,7 +22,7 @@ from effseg.data.image import IMAGE_SUFFIXES, ImageLike, read_image
 from effseg.data.visualize import colorize, overlay
 from effseg.device import resolve_device
 from effseg.errors import CheckpointError, ModelError
-from effseg.models.contract import class_ids
+from effseg.models.contract import class_ids, eval_logits
 from effseg.size import Size, read_old_size
 
 # The one image reader and suffix list live in effseg.data.image; re-exported for API users.
@@ -198,19 +198,7 @@ class Predictor:
 
     def _checked_forward(self, x: torch.Tensor) -> torch.Tensor:
         """``forward(x)`` as float logits ``(B, C, h, w)``, or a one-line ModelError."""
-        logits = self._forward(x)
-        if isinstance(logits, dict):  # a model in training mode (named outputs)
-            raise ModelError(
-                f"{self.source}: model returned named outputs {sorted(logits)}; put it in eval mode "
-                "(model.eval()), which returns one logits tensor"
-            )
-        logits = torch.as_tensor(logits).float()
-        if logits.ndim != 4 or logits.shape[1] != self.num_classes:
-            raise ModelError(
-                f"{self.source}: model returned shape {tuple(logits.shape)}; "
-                f"expected (B, {self.num_classes}, H, W)"
-            )
-        return logits
+        return eval_logits(self._forward(x), self.num_classes, self.source)
 
     # -- visualisation ---------------------------------------------------------------
 
@@ -270,7 +258,7 @@ def load(
     if art.is_onnx:
 
         def forward(x: torch.Tensor) -> torch.Tensor:
-            return torch.as_tensor(model(x.cpu())).to(dev)
+            return model(x.cpu()).to(dev)  # OnnxSegmentor: a logits tensor on the CPU
 
     return Predictor(
         forward,

@@ -31,13 +31,16 @@ def parse_size(text: str) -> Size:
 
 
 def count_params(model: nn.Module) -> dict[str, float]:
-    """Parameters in millions: ``params_m`` of the inference path (no aux head), ``params_total_m``."""
+    """Parameters in millions: ``params_m`` of the inference path, ``params_total_m`` of everything.
+
+    One rule: ``params_m`` is what the model declares as the parameters an eval-mode forward uses,
+    ``model.inference_parameters()`` (the model contract: every effseg model excludes its
+    training-only auxiliary heads); a module that declares nothing counts all its parameters.
+    """
     total = sum(p.numel() for p in model.parameters())
-    if callable(getattr(model, "inference_parameters", None)):  # real-time nets declare theirs
-        return {"params_m": model.inference_parameters() / 1e6, "params_total_m": total / 1e6}
-    aux = getattr(model, "aux_head", None)
-    aux_n = sum(p.numel() for p in aux.parameters()) if isinstance(aux, nn.Module) else 0
-    return {"params_m": (total - aux_n) / 1e6, "params_total_m": total / 1e6}
+    declared = getattr(model, "inference_parameters", None)
+    inference = declared() if callable(declared) else total
+    return {"params_m": inference / 1e6, "params_total_m": total / 1e6}
 
 
 def count_flops(model: nn.Module, x: torch.Tensor | Sequence[int], batch: int = 1) -> dict[str, Any]:
@@ -81,7 +84,7 @@ def model_stats(
     except (NotImplementedError, RuntimeError):  # an op without a meta kernel: count on the CPU
         model = build_model(head, backbone=backbone, num_classes=num_classes, **kwargs)
         flops = count_flops(model, input_size)["flops"]
-    params = int(round(count_params(model)["params_total_m"] * 1e6))
+    params = int(round(count_params(model)["params_m"] * 1e6))
     return {"head": head, "backbone": backbone, "params": params, "gflops": flops / 1e9}
 
 

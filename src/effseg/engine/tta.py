@@ -17,12 +17,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from effseg.errors import ConfigError
+from effseg.models.contract import eval_logits
 
 __all__ = ["ModelLike", "describe_tta", "parse_tta", "predict_scores", "slide_logits"]
 
@@ -65,12 +65,7 @@ def describe_tta(scales: Sequence[float], flip: bool) -> str:
 
 
 def _call(model: ModelLike, x: torch.Tensor) -> torch.Tensor:
-    out = model(x)  # an eval-mode model returns one logits tensor (effseg.models.contract)
-    if isinstance(out, (list, tuple)):
-        out = out[0]
-    if isinstance(out, np.ndarray):
-        out = torch.from_numpy(out)
-    return out.to(x.device).float()
+    return eval_logits(model(x)).to(x.device)  # the contract's one logits tensor, as float32
 
 
 def slide_logits(

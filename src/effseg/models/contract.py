@@ -12,7 +12,9 @@ network) takes a float image batch ``x`` of shape ``(B, 3, H, W)`` and
   two names (PIDNet's ``"out_bas"`` is its ``"out"`` logits again, for the boundary-aware term).
 
 and declares, in its attribute ``loss_terms: dict[str, LossTerm]``, the loss and the weight
-of every training output (the keys are exactly the training-mode output names). The trainer
+of every training output (the keys are exactly the training-mode output names), and in its
+method ``inference_parameters() -> int`` the number of parameters an eval-mode forward uses
+(training-only auxiliary heads excluded: the ``params_m`` of ``effseg models`` / ``bench``). The trainer
 and :mod:`effseg.engine.losses` (``build_criterion(train_cfg, model.loss_terms)``) read only
 this declaration: no per-model branches. ``tests/models/base.py`` checks every registered model.
 """
@@ -20,12 +22,17 @@ this declaration: no per-model branches. ``tests/models/base.py`` checks every r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from effseg.config import check_output_stride
+from effseg.errors import ModelError
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = ["LossTerm", "LOSS_KINDS", "class_ids"]
+__all__ = ["Backbone", "LossTerm", "LOSS_KINDS", "class_ids", "eval_logits"]
 
 #: ``seg``: the run's segmentation loss (``train.loss``: CE or OHEM) against the label map;
 #: ``boundary``: weighted binary CE against boundary targets derived from the labels (PIDNet's l_1);
@@ -46,6 +53,19 @@ class LossTerm:
             raise ValueError(f"LossTerm kind {self.kind!r}: expected one of {', '.join(LOSS_KINDS)}")
 
 
+class Backbone(nn.Module):
+    """The Segmentor family's backbone (ResNet, MobileNetV2/V3): ``forward(x)`` returns a dict of
+    named feature maps (``"low"`` at 1/8, ``"aux"``, ``"out"`` at ``1/output_stride``), the
+    ``out_channels`` attribute their channels (name -> int), and ``output_stride`` is 8, 16 or
+    32: checked here, once for every backbone (``effseg.config.check_output_stride``, a one-line
+    ModelError), so :func:`~effseg.models.backbones.build_backbone` and
+    :func:`~effseg.models.segmentor.build_segmentor` do not repeat it."""
+
+    def __init__(self, output_stride: int) -> None:
+        super().__init__()
+        self.output_stride = check_output_stride(output_stride)
+
+
 def class_ids(logits: Tensor, dim: int = 1) -> Tensor:
     """The predicted class of every pixel: ``logits`` ``(B, C, H, W)`` -> ``(B, H, W)`` int64
     (``dim`` is the class dimension), the first index on ties, exactly as ``torch.argmax``.
@@ -56,3 +76,32 @@ def class_ids(logits: Tensor, dim: int = 1) -> Tensor:
     threads), more than the whole DDRNet-23-slim forward pass in OpenVINO at 480x360.
     """
     return logits.max(dim).indices
+
+
+def eval_logits(output: Any, num_classes: int | None = None, source: str = "model") -> Tensor:
+    """An eval-mode model's output as float32 logits ``(B, C, H, W)``: the one place that reads it.
+
+    The contract's output is one logits tensor. Callables that stand in for a model (an ONNX
+    Runtime or OpenVINO session, a user's function) may also give a numpy array, or a list /
+    tuple whose first item is the logits (a session's ``run`` result); both become a tensor.
+
+    Raises:
+        ModelError: one line naming ``source``: named outputs (a model left in training mode,
+            ``model.eval()`` fixes it), or with ``num_classes`` any shape but
+            ``(B, num_classes, H, W)``.
+    """
+    import torch
+
+    if isinstance(output, (list, tuple)) and output:
+        output = output[0]
+    if isinstance(output, dict):
+        raise ModelError(
+            f"{source}: model returned named outputs {sorted(output)}; put it in eval mode "
+            "(model.eval()), which returns one logits tensor"
+        )
+    logits = torch.as_tensor(output).float()
+    if num_classes is not None and (logits.ndim != 4 or logits.shape[1] != num_classes):
+        raise ModelError(
+            f"{source}: model returned shape {tuple(logits.shape)}; expected (B, {num_classes}, H, W)"
+        )
+    return logits

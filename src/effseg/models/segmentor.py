@@ -16,7 +16,6 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from effseg.config import check_output_stride
 from effseg.errors import ModelError
 from effseg.models.backbones import BACKBONES, build_backbone
 from effseg.models.contract import LossTerm
@@ -80,6 +79,12 @@ class Segmentor(nn.Module):
             name: F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
             for name, logits in outputs.items()
         }
+
+    def inference_parameters(self) -> int:
+        """Parameters an eval-mode forward uses: all but the auxiliary FCN head's (OCR's region
+        classifier is part of its head and counts)."""
+        aux = sum(p.numel() for p in self.aux_head.parameters()) if self.aux_head is not None else 0
+        return sum(p.numel() for p in self.parameters()) - aux
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """``{"backbone": [...], "head": [...]}``; ``head`` includes the aux head (for a 10x head LR)."""
@@ -243,7 +248,6 @@ def build_segmentor(
         raise ModelError(f"unknown backbone {backbone!r}; expected one of: {', '.join(BACKBONES)}")
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ModelError(f"num_classes={num_classes!r}: expected an integer >= 1")
-    output_stride = check_output_stride(output_stride)
     if not isinstance(width_mult, int | float) or isinstance(width_mult, bool) or not width_mult > 0:
         raise ModelError(f"width_mult={width_mult!r}: expected a number > 0")
     if not isinstance(aux, bool):
@@ -259,13 +263,14 @@ def build_segmentor(
             f"unknown option(s) {', '.join(unknown)} for head {head!r}; "
             f"valid options: {', '.join(valid) or '(none)'}"
         )
+    net = build_backbone(  # checks output_stride (effseg.models.contract.Backbone)
+        backbone, output_stride=output_stride, width_mult=width_mult, reduced_tail=reduced_tail
+    )
+    output_stride = net.output_stride
     opts = {
         key: _check_option(head, key, options.get(key, param.default), output_stride)
         for key, param in valid.items()
     }
-    net = build_backbone(
-        backbone, output_stride=output_stride, width_mult=width_mult, reduced_tail=reduced_tail
-    )
     main, aux_head = HEAD_BUILDERS[head](net.out_channels, num_classes, aux, **opts)
     default_aux_weight = inspect.signature(build_segmentor).parameters["aux_weight"].default
     config = {

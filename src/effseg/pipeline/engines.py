@@ -29,9 +29,10 @@ import torch.nn.functional as F
 
 from effseg.deploy.onnx_io import ONNX_RUNTIMES, split_runtime
 from effseg.errors import EffsegError, ModelError
+from effseg.models.contract import eval_logits
 from effseg.pipeline import export_cache
 from effseg.pipeline.export_cache import ExportCache, cache_root
-from effseg.pipeline.postprocess import upsample_argmax
+from effseg.pipeline.postprocess import reference_argmax, upsample_argmax
 from effseg.size import Size
 
 RUNTIMES = ("auto", "eager", "compile", "compile-int8", *ONNX_RUNTIMES)
@@ -103,7 +104,8 @@ class Engine:
 
 class TorchEngine(Engine):
     """Eager PyTorch, ``torch.compile``, or PT2E int8 + inductor (``compile-int8``, calibrated on
-    ``samples``, the first frames): logits at the network size -> exact fast upsample+argmax."""
+    ``samples``, the first frames): logits at the network size -> bilinear upsample to the frame
+    and argmax (:func:`~effseg.pipeline.postprocess.reference_argmax`)."""
 
     def __init__(
         self,
@@ -124,8 +126,8 @@ class TorchEngine(Engine):
             self.module = torch.compile(predictor.model) if runtime == "compile" else predictor.model
 
     def infer(self, x: torch.Tensor, out_size: tuple[int, int]) -> np.ndarray:
-        logits = self.module(x.to(self.predictor.device))  # eval mode: one logits tensor (the contract)
-        return upsample_argmax(logits.float().cpu(), tuple(out_size))
+        logits = eval_logits(self.module(x.to(self.predictor.device)))
+        return reference_argmax(logits.cpu(), tuple(out_size))  # full upsample: faster here (benchmarks.md)
 
 
 class PredictorEngine(Engine):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from torch import nn
 
-from effseg.config import check_output_stride
 from effseg.errors import ModelError
 from effseg.models.backbones.mobilenetv2 import MobileNetV2
 from effseg.models.backbones.mobilenetv3 import MobileNetV3
@@ -33,11 +32,11 @@ def build_backbone(
     ``reduced_tail=True`` (MobileNetV3 only) halves the last stage's channels.
 
     The module's ``forward(x)`` returns ``{"low", "aux", "out"}`` feature maps; it has
-    ``out_channels: dict[str, int]`` and ``output_stride: int``.
+    ``out_channels: dict[str, int]`` and ``output_stride: int`` (checked by
+    :class:`~effseg.models.contract.Backbone`, the base of every backbone).
     """
     if name not in BACKBONES:
         raise ModelError(f"unknown backbone {name!r}; expected one of: {', '.join(BACKBONES)}")
-    output_stride = check_output_stride(output_stride)
     if reduced_tail and not name.startswith("mobilenetv3"):
         raise ModelError(f"reduced_tail=true is only supported by the MobileNetV3 backbones, not {name!r}")
     if name.startswith("resnet"):

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from effseg.config import check_output_stride
 from effseg.errors import ModelError
+from effseg.models.contract import Backbone
 from effseg.models.layers import ConvBNAct
 
 __all__ = ["ConvBNAct", "InvertedResidual", "MobileNetV2", "init_mobilenet_weights", "make_divisible"]
@@ -78,7 +78,7 @@ def init_mobilenet_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(Backbone):
     """MobileNetV2 feature extractor.
 
     ``forward(x)`` with ``x`` (B, 3, H, W) returns ``{"low": 32-ch block (1/8),
@@ -88,11 +88,10 @@ class MobileNetV2(nn.Module):
     """
 
     def __init__(self, output_stride: int = 8, width_mult: float = 1.0, classifier: bool = False) -> None:
-        super().__init__()
-        output_stride = check_output_stride(output_stride)
+        super().__init__(output_stride)
+        output_stride = self.output_stride
         if not width_mult > 0:
             raise ModelError(f"width_mult={width_mult!r} must be > 0")
-        self.output_stride = output_stride
         input_channel = make_divisible(32 * width_mult)
         layers: list[nn.Module] = [ConvBNAct(3, input_channel, stride=2, activation=nn.ReLU6)]
         current_stride, dilation = 2, 1

@@ -17,9 +17,9 @@ from typing import NamedTuple
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from effseg.config import check_output_stride
 from effseg.errors import ModelError
 from effseg.models.backbones.mobilenetv2 import init_mobilenet_weights, make_divisible
+from effseg.models.contract import Backbone
 from effseg.models.layers import ConvBNAct
 
 
@@ -122,7 +122,7 @@ class InvertedResidual(nn.Module):
         return x + self.block(x) if self.use_res_connect else self.block(x)
 
 
-class MobileNetV3(nn.Module):
+class MobileNetV3(Backbone):
     """MobileNetV3 feature extractor (``variant`` ``"large"`` or ``"small"``).
 
     ``forward(x)`` with ``x`` (B, 3, H, W) returns
@@ -142,16 +142,15 @@ class MobileNetV3(nn.Module):
         classifier: bool = False,
         reduced_tail: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(output_stride)
         if variant not in _VARIANTS:
             raise ModelError(f"unknown MobileNetV3 variant {variant!r}; expected 'large' or 'small'")
-        output_stride = check_output_stride(output_stride)
+        output_stride = self.output_stride
         if not width_mult > 0:
             raise ModelError(f"width_mult={width_mult!r} must be > 0")
         if not isinstance(reduced_tail, bool):
             raise ModelError(f"reduced_tail={reduced_tail!r}: expected true or false")
         self.variant = variant
-        self.output_stride = output_stride
         self.reduced_tail = reduced_tail
         confs, last_conv, hidden = _VARIANTS[variant]
         if reduced_tail:  # last conv stays 6x the last block's width, as in torchvision

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from effseg.config import check_output_stride
 from effseg.errors import ModelError
+from effseg.models.contract import Backbone
 from effseg.models.layers import conv_bn
 
 # name -> (block type, blocks per stage); torchvision's resnet18/34/50/101.
@@ -104,7 +104,7 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
-class ResNet(nn.Module):
+class ResNet(Backbone):
     """Dilated ResNet returning a feature dict.
 
     ``forward(x)`` with ``x`` (B, 3, H, W) returns
@@ -118,14 +118,13 @@ class ResNet(nn.Module):
     """
 
     def __init__(self, name: str = "resnet18", output_stride: int = 8, classifier: bool = False) -> None:
-        super().__init__()
+        super().__init__(output_stride)
         if name not in RESNET_SPECS:
             raise ModelError(f"unknown ResNet {name!r}; expected one of {sorted(RESNET_SPECS)}")
-        output_stride = check_output_stride(output_stride)
+        output_stride = self.output_stride
         kind, layers = RESNET_SPECS[name]
         block = BasicBlock if kind == "basic" else Bottleneck
         self.name = name
-        self.output_stride = output_stride
         self.inplanes = 64
         self.dilation = 1
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
