@@ -23,6 +23,7 @@ loads these names through effseg's key maps checks the maps against the official
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 Spec = dict[str, list[int]]
@@ -340,7 +341,10 @@ SPECS = {
         ddrnet23_slim_imagenet,
         "ydhongHIT/DDRNet classification/DDRNet_23_slim.py (get_model(): planes=32, last_planes=1024)",
     ),
-    "pidnet_s": (pidnet_s, "XuJiacong/PIDNet models/pidnet.py + models/model_utils.py (pidnet_s, augment=True)"),
+    "pidnet_s": (
+        pidnet_s,
+        "XuJiacong/PIDNet models/pidnet.py + models/model_utils.py (pidnet_s, augment=True)",
+    ),
     "bisenetv2": (bisenetv2, "CoinCheung/BiSeNet lib/models/bisenetv2.py (aux_mode='train')"),
     "regseg": (regseg, "RolandGao/RegSeg model.py + blocks.py (exp48_decoder26)"),
 }
@@ -351,12 +355,12 @@ def main() -> None:
     for name, (fn, source) in SPECS.items():
         spec = fn() if name.endswith("imagenet") else fn(19)
         params = sum(
-            int(__import__("math").prod(shape))
+            int(math.prod(shape))
             for key, shape in spec.items()
             if not key.endswith(("running_mean", "running_var", "num_batches_tracked"))
         )
-        out = {"source": source, "num_classes": 1000 if name.endswith("imagenet") else 19, "parameters": params}
-        out["tensors"] = spec
+        classes = 1000 if name.endswith("imagenet") else 19
+        out = {"source": source, "num_classes": classes, "parameters": params, "tensors": spec}
         (here / f"official_{name}.json").write_text(json.dumps(out, indent=0) + "\n", encoding="utf-8")
         print(f"official_{name}.json: {len(spec)} tensors, {params:,} parameters")
 
