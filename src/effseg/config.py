@@ -64,8 +64,9 @@ class ModelConfig:
     ``name`` is the registry name: a head of the Segmentor family (``pspnet``, ``aspp``, ...)
     or a whole network (``pidnet_s``, ...); ``head`` is its old spelling, still read (both
     unset: ``pspnet``). A key left null takes the builder's default (its signature). Whole
-    networks take no ``backbone``, ``output_stride``, ``width_mult``, ``reduced_tail`` or
-    ``pretrained_backbone``: setting one is a one-line error naming the key.
+    networks take no ``backbone``, ``output_stride``, ``width_mult`` or ``reduced_tail``: setting
+    one is a one-line error naming the key; their ``pretrained_backbone`` is the official
+    repository's ImageNet file, which the trainer loads like ``init`` (effseg.engine.init_weights).
     """
 
     name: str | None = None
