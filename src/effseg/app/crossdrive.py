@@ -248,7 +248,7 @@ def evaluate_fold(fold: Fold, tta: str | None, eval_dir: Path) -> dict[str, Any]
     from effseg.data.from_config import val_dataset_options
     from effseg.deploy.artifact import load_artifact
     from effseg.device import resolve_device
-    from effseg.engine.evaluate import evaluate, write_eval_outputs
+    from effseg.engine.evaluate import eval_options, evaluate, write_eval_outputs
     from effseg.engine.tta import parse_tta
 
     cfg, e = fold.cfg, fold.cfg.eval
@@ -265,16 +265,7 @@ def evaluate_fold(fold: Fold, tta: str | None, eval_dir: Path) -> dict[str, Any]
     )
     scales, flip = parse_tta(tta)
     result = evaluate(
-        art.model,
-        dataset,
-        mode=e.mode,
-        scales=scales,
-        flip=flip,
-        resize=e.resize,
-        crop_size=e.crop_size,
-        stride=e.stride,
-        device=device,
-        num_workers=e.num_workers,
+        art.model, dataset, **eval_options(e, tta=False), scales=scales, flip=flip, device=device
     )
     result.update(
         checkpoint=str(fold.run_dir / "last.pt"),

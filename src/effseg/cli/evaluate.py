@@ -69,7 +69,13 @@ def run(args: argparse.Namespace) -> int:
     from effseg.data.from_config import check_data_root, val_dataset_options
     from effseg.deploy.artifact import load_artifact, val_pick_note
     from effseg.engine import distributed as du
-    from effseg.engine.evaluate import evaluate, parse_tta, print_eval_table, write_eval_outputs
+    from effseg.engine.evaluate import (
+        eval_options,
+        evaluate,
+        parse_tta,
+        print_eval_table,
+        write_eval_outputs,
+    )
     from effseg.errors import ConfigError
     from effseg.fileio import writable_dir
 
@@ -109,21 +115,18 @@ def run(args: argparse.Namespace) -> int:
             model = _compile_int8(model, int8_meta, dataset, e.resize, args.calib, path, art.is_onnx)
         elif args.runtime == "openvino":
             model = _openvino(art, {**meta, "config": cfg.to_dict()}, dataset, e.resize, stack)
+        options = eval_options(e)  # the config's eval section; the flags given override it
         if args.tta is not None:
-            scales, flip = parse_tta(args.tta)
-        else:
-            scales, flip = e.scales, e.flip
+            options["scales"], options["flip"] = parse_tta(args.tta)
+        if args.mode:
+            options["mode"] = args.mode
+        if args.num_workers is not None:
+            options["num_workers"] = args.num_workers
         result = evaluate(
             model,
             dataset,
-            mode=args.mode or e.mode,
-            scales=scales,
-            flip=flip,
-            resize=e.resize,
-            crop_size=e.crop_size,
-            stride=e.stride,
+            **options,
             device="cpu" if art.is_onnx or args.runtime != "eager" else info.device,
-            num_workers=e.num_workers if args.num_workers is None else args.num_workers,
             save_label_ids=args.save_label_ids,
         )
         if info.is_main:

@@ -115,13 +115,19 @@ def check_same_size(image: np.ndarray, label: np.ndarray, image_path: Path, labe
         )
 
 
-def check_train_ids(label: np.ndarray, num_classes: int, path: Path) -> np.ndarray:
-    """Raise unless every value is a train id ``0..num_classes-1`` or 255; return it as uint8."""
-    bad = (label >= num_classes) & (label != IGNORE_INDEX)
+def values_outside(label: np.ndarray, num_classes: int, ignore: int = IGNORE_INDEX) -> list[int]:
+    """Up to 8 distinct values of ``label`` that are neither a class id ``0..num_classes-1`` nor
+    ``ignore`` (empty when the label map is valid)."""
+    bad = (label >= num_classes) & (label != ignore)
     if label.dtype.kind == "i":
         bad |= label < 0
-    if bad.any():
-        values = np.unique(label[bad])[:8].tolist()
+    return np.unique(label[bad])[:8].tolist() if bad.any() else []
+
+
+def check_train_ids(label: np.ndarray, num_classes: int, path: Path) -> np.ndarray:
+    """Raise unless every value is a train id ``0..num_classes-1`` or 255; return it as uint8."""
+    values = values_outside(label, num_classes)
+    if values:
         raise DataError(
             f"{path}: label values {values} are outside the class range 0..{num_classes - 1} "
             f"(and {IGNORE_INDEX} = ignore)"

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from effseg.data.base import IGNORE_INDEX, SegmentationDataset, Transform, root_problem
+from effseg.data.base import IGNORE_INDEX, SegmentationDataset, Transform, root_problem, values_outside
 from effseg.data.camvid import match_by_stem
 from effseg.errors import DataError
 from effseg.size import Size
@@ -133,11 +133,8 @@ class FolderDataset(SegmentationDataset):
         super().__init__(names, palette, samples, transform, resize, root, split)
 
     def decode_label(self, raw: np.ndarray, path: Path) -> np.ndarray:
-        bad = (raw >= self.num_classes) & (raw != self.mask_ignore)
-        if raw.dtype.kind == "i":
-            bad |= raw < 0
-        if bad.any():
-            values = np.unique(raw[bad])[:8].tolist()
+        values = values_outside(raw, self.num_classes, self.mask_ignore)
+        if values:
             raise DataError(
                 f"{path}: mask values {values} are outside the classes 0..{self.num_classes - 1} "
                 f"(and {self.mask_ignore} = ignore) of classes.yaml"

@@ -40,6 +40,7 @@ __all__ = [
     "print_eval_table",
     "label_id_filename",
     "inference_cost",
+    "eval_options",
     "cost_line",
 ]
 
@@ -75,6 +76,19 @@ def _model_device(model: ModelLike) -> torch.device:
 
 
 @torch.no_grad()
+def eval_options(eval_cfg: Any, tta: bool = True) -> dict[str, Any]:
+    """A config's ``eval`` section (:class:`~effseg.config.EvalConfig`) as :func:`evaluate`'s
+    keywords: ``mode``, ``resize``, ``crop_size``, ``stride``, ``num_workers`` and, with ``tta``,
+    its ``scales`` and ``flip`` (the trainer's validation runs without TTA). The one mapping of
+    the section, for the trainer, ``effseg eval`` and the cross-drive estimate; a caller
+    overrides what its own flags set: ``{**eval_options(e), "mode": args.mode}``."""
+    e = eval_cfg
+    options = dict(
+        mode=e.mode, resize=e.resize, crop_size=e.crop_size, stride=e.stride, num_workers=e.num_workers
+    )
+    return {**options, "scales": list(e.scales), "flip": e.flip} if tta else options
+
+
 def evaluate(
     model: ModelLike,
     dataset: Dataset,

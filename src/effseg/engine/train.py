@@ -267,22 +267,12 @@ class _Trainer:
 
     def evaluate(self, epoch: int) -> bool:
         """Validate (outside the budget clock) and log it; returns whether it is the best so far."""
-        from effseg.engine.evaluate import evaluate
+        from effseg.engine.evaluate import eval_options, evaluate
 
-        e = self.cfg.eval
+        options = eval_options(self.cfg.eval, tta=False)  # the eval section's settings, no TTA
+        options.update(device=self.device, amp=self.cfg.train.amp, progress=False)
         with self.clock.paused():
-            res = evaluate(
-                self.inference_model,
-                self.val_set,
-                mode=e.mode,
-                resize=e.resize,
-                crop_size=e.crop_size,
-                stride=e.stride,
-                device=self.device,
-                num_workers=e.num_workers,
-                amp=self.cfg.train.amp,
-                progress=False,
-            )
+            res = evaluate(self.inference_model, self.val_set, **options)
         self._train_mode()
         self.last_val = {k: res[k] for k in ("miou", "mean_acc", "pixel_acc")}
         is_best = res["miou"] > self.best_miou

@@ -17,6 +17,14 @@ from effseg.data.synthetic.labels import BICYCLE, BUS, CAR, MOTORCYCLE, PERSON, 
 class RoadUsersMixin:
     """Vehicles (``car``, ``truck``, ``bus``, ``train``), people and riders on bicycles and motorcycles."""
 
+    def _livery(self, green: tuple[float, float]) -> np.ndarray:
+        """A bus's or train's RGB paint: half of them the common car paints, the others a
+        yellow-to-red livery whose green channel is drawn from ``green``."""
+        r = self.rng
+        if r.random() < 0.5:
+            return self._paint()
+        return np.array([r.uniform(180, 240), r.uniform(*green), 40], np.float32)
+
     def vehicle(self, kind: str, xc: float, z: float) -> None:
         r = self.rng
         if kind == "car":
@@ -28,20 +36,10 @@ class RoadUsersMixin:
             paint = np.array([r.uniform(150, 240)] * 3, np.float32) if r.random() < 0.6 else self._paint()
         elif kind == "bus":
             w, L, h = 2.5, r.uniform(11, 14), r.uniform(2.9, 3.2)
-            cls = BUS
-            paint = (
-                self._paint()
-                if r.random() < 0.5
-                else np.array([r.uniform(180, 240), r.uniform(150, 220), 40], np.float32)
-            )
+            cls, paint = BUS, self._livery((150, 220))
         else:
             w, L, h = 2.4, r.uniform(22, 32), r.uniform(3.2, 3.5)
-            cls = TRAIN
-            paint = (
-                self._paint()
-                if r.random() < 0.5
-                else np.array([r.uniform(180, 240), r.uniform(30, 70), 40], np.float32)
-            )
+            cls, paint = TRAIN, self._livery((30, 70))
         x0, x1 = xc - w / 2, xc + w / 2
         z1 = z + L
         glass = np.array([30, 38, 48], np.float32) * r.uniform(0.8, 1.6)

@@ -78,7 +78,37 @@ def init_mobilenet_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class MobileNetV2(Backbone):
+class MobileNetBackbone(Backbone):
+    """What MobileNetV2 and V3 share: ``features`` tapped by index (``_taps``: ``low``, ``aux``,
+    ``out`` -> the layer whose output it is), their weight init, the classifier check."""
+
+    features: nn.Sequential
+    _taps: dict[str, int]
+
+    def _init_weights(self) -> None:
+        init_mobilenet_weights(self)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """``{"low", "aux", "out"}``; stops at the ``out`` layer (MobileNetV2's last 1280 conv only
+        serves ImageNet classification)."""
+        feats: dict[str, Tensor] = {}
+        last = max(self._taps.values())
+        for i, layer in enumerate(self.features):
+            if i > last:
+                break
+            x = layer(x)
+            for name, idx in self._taps.items():
+                if idx == i:
+                    feats[name] = x
+        return {"low": feats["low"], "aux": feats["aux"], "out": feats["out"]}
+
+    def _check_classifier(self) -> None:
+        if not hasattr(self, "classifier"):
+            name = type(self).__name__.lower()
+            raise ModelError(f"{name} was built without its classifier; pass classifier=True")
+
+
+class MobileNetV2(MobileNetBackbone):
     """MobileNetV2 feature extractor.
 
     ``forward(x)`` with ``x`` (B, 3, H, W) returns ``{"low": 32-ch block (1/8),
@@ -123,25 +153,9 @@ class MobileNetV2(Backbone):
         self.out_channels = {k: self.features[i].out_channels for k, i in self._taps.items()}
         self._init_weights()
 
-    def _init_weights(self) -> None:
-        init_mobilenet_weights(self)
-
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
-        feats: dict[str, Tensor] = {}
-        last = self._taps["out"]
-        for i, layer in enumerate(self.features):
-            if i > last:
-                break  # features.18 (1280 conv) is only for ImageNet classification
-            x = layer(x)
-            for name, idx in self._taps.items():
-                if idx == i:
-                    feats[name] = x
-        return {"low": feats["low"], "aux": feats["aux"], "out": feats["out"]}
-
     def classify(self, x: Tensor) -> Tensor:
         """ImageNet logits (B, 1000); needs ``classifier=True``."""
-        if not hasattr(self, "classifier"):
-            raise ModelError("mobilenetv2 was built without its classifier; pass classifier=True")
+        self._check_classifier()
         x = self.features[-1](self.forward(x)["out"])
         return self.classifier(nn.functional.adaptive_avg_pool2d(x, 1).flatten(1))
 

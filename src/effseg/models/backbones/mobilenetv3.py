@@ -18,8 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from effseg.errors import ModelError
-from effseg.models.backbones.mobilenetv2 import init_mobilenet_weights, make_divisible
-from effseg.models.contract import Backbone
+from effseg.models.backbones.mobilenetv2 import MobileNetBackbone, make_divisible
 from effseg.models.layers import ConvBNAct
 
 
@@ -122,7 +121,7 @@ class InvertedResidual(nn.Module):
         return x + self.block(x) if self.use_res_connect else self.block(x)
 
 
-class MobileNetV3(Backbone):
+class MobileNetV3(MobileNetBackbone):
     """MobileNetV3 feature extractor (``variant`` ``"large"`` or ``"small"``).
 
     ``forward(x)`` with ``x`` (B, 3, H, W) returns
@@ -196,22 +195,9 @@ class MobileNetV3(Backbone):
             self.pretrained_ignore = ()
         self._init_weights()
 
-    def _init_weights(self) -> None:
-        init_mobilenet_weights(self)
-
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
-        feats: dict[str, Tensor] = {}
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            for name, idx in self._taps.items():
-                if idx == i:
-                    feats[name] = x
-        return {"low": feats["low"], "aux": feats["aux"], "out": feats["out"]}
-
     def classify(self, x: Tensor) -> Tensor:
         """ImageNet logits (B, 1000); needs ``classifier=True``."""
-        if not hasattr(self, "classifier"):
-            raise ModelError("mobilenetv3 was built without its classifier; pass classifier=True")
+        self._check_classifier()
         return self.classifier(F.adaptive_avg_pool2d(self.forward(x)["out"], 1).flatten(1))
 
 

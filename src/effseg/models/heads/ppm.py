@@ -34,16 +34,12 @@ class PPMHead(nn.Module):
     ``forward(feats)`` -> ``{"out": logits (B, num_classes, h, w)}`` from ``feats["out"]``
     (B, in_channels, h, w).  Each of the ``bins`` branches pools to ``b x b``,
     reduces to ``in_channels // len(bins)`` channels and is upsampled back
-    (bilinear, ``align_corners=False``), so any input size works.
+    (bilinear, ``align_corners=False``), so any input size works. The options' defaults are the
+    registry's, in one place: the ``pspnet`` builder (:mod:`effseg.models.segmentor`).
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        num_classes: int,
-        bins: Sequence[int] = (1, 2, 3, 6),
-        channels: int = 512,
-        dropout: float = 0.1,
+        self, in_channels: int, num_classes: int, *, bins: Sequence[int], channels: int, dropout: float
     ) -> None:
         super().__init__()
         reduction = in_channels // len(bins)
