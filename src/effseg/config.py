@@ -204,8 +204,14 @@ class TrainConfig:
     # Weight of the model's "aux" loss term; null: the weight the model declares (loss_terms,
     # 0.4 for every shipped model with an "aux" output), a number overrides it.
     aux_weight: float | None = None
-    amp: Literal["none", "bf16", "fp16"] = "none"
+    # Mixed precision. "auto": what is fast on the device the run trains on (effseg.engine.speed:
+    # CPU bf16 only where it has bf16 arithmetic, AMX-BF16 or AVX512-BF16, else fp32; CUDA bf16,
+    # or fp16 before bf16 hardware); "none" | "bf16" | "fp16" force one.
+    amp: Literal["auto", "none", "bf16", "fp16"] = "none"
     channels_last: bool = False  # model and input batches in torch.channels_last (CPU and CUDA)
+    # torch.compile (inductor) the training step: input normalisation, forward, loss and their
+    # backward; false = eager. Compiled graphs are cached on disk (docs/training.md).
+    compile: bool = False
     sync_bn: bool = False  # SyncBatchNorm under torchrun on CUDA; never the default
     freeze_bn: bool = False  # keep BatchNorm in eval mode (running statistics) while training
     # Override every BatchNorm's momentum while training (null: the model's own; torchvision's

@@ -4,10 +4,16 @@ Both builders return a callable ``(image uint8 (H, W, 3) RGB, label uint8 (H, W)
 (image FloatTensor (3, h, w) normalised, label LongTensor (h, w))``.  Labels are only
 ever resampled by nearest neighbour: every geometric op below sets
 ``mask_interpolation=cv2.INTER_NEAREST`` explicitly, and padding fills labels with 255.
+
+:meth:`JointTransform.as_uint8` is the same augmentation (the same random draws for the same
+seed) without the normalisation: ``(image uint8 (h, w, 3) RGB, label uint8 (h, w))`` tensors,
+a quarter of the bytes for a DataLoader worker to hand over; the trainer normalises the batch
+(:func:`effseg.engine.speed.model_input`).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import albumentations as A
@@ -23,14 +29,38 @@ IGNORE_INDEX = 255
 
 
 class JointTransform:
-    """An albumentations pipeline applied to an image and its label together (picklable)."""
+    """An albumentations pipeline applied to an image and its label together (picklable).
 
-    def __init__(self, pipeline: A.Compose) -> None:
+    ``uint8=False``: the pipeline ends in ``Normalize`` + ``ToTensorV2`` and the call returns
+    ``(float (3, h, w), int64 (h, w))``; ``uint8=True``: it has neither and the call returns
+    ``(uint8 (h, w, 3), uint8 (h, w))`` (:meth:`as_uint8`).
+    """
+
+    def __init__(self, pipeline: A.Compose, uint8: bool = False) -> None:
         self.pipeline = pipeline
+        self.uint8 = uint8
 
     def __call__(self, image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.pipeline(image=image, mask=label)
+        if self.uint8:
+            return torch.from_numpy(np.ascontiguousarray(out["image"])), torch.from_numpy(
+                np.ascontiguousarray(out["mask"], dtype=np.uint8)
+            )
         return out["image"], out["mask"].long()
+
+    def as_uint8(self) -> JointTransform:
+        """This augmentation without its normalisation (``Normalize``, ``ToTensorV2``): the
+        same crops, flips and colours for the same seed, as uint8 ``(h, w, 3)`` image and
+        ``(h, w)`` label tensors."""
+        if self.uint8:
+            return self
+        # copies: albumentations ops hold their own random generators, which must not be shared
+        ops = [
+            copy.deepcopy(op)
+            for op in self.pipeline.transforms
+            if not isinstance(op, (A.Normalize, ToTensorV2))
+        ]
+        return JointTransform(A.Compose(ops), uint8=True)
 
     def set_random_seed(self, seed: int) -> None:
         """Seed the pipeline's own generators (albumentations ignores the global RNGs)."""

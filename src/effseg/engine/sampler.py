@@ -100,6 +100,14 @@ class SeededDataset(Dataset):
         return sample
 
 
+def _worker_init(worker_id: int) -> None:
+    """A DataLoader worker runs on one core: OpenCV's own thread pool would compete with the
+    model's threads (torch already runs one thread in a worker)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
 def build_train_loader(
     dataset: Dataset, sampler: EpochSampler, num_workers: int, seed: int, pin_memory: bool
 ) -> DataLoader:
@@ -115,6 +123,7 @@ def build_train_loader(
         pin_memory=pin_memory,
         drop_last=False,
         persistent_workers=num_workers > 0,
+        worker_init_fn=_worker_init if num_workers > 0 else None,
         generator=torch.Generator().manual_seed(seed),  # keep the global RNG untouched
     )
 

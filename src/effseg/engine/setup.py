@@ -11,11 +11,12 @@ from torch.utils.data import DataLoader, Dataset
 from effseg.config import Config
 from effseg.data.base import check_readable
 from effseg.data.from_config import build_datasets
+from effseg.data.transforms import JointTransform
 from effseg.engine import distributed as du
 from effseg.engine.sampler import EpochSampler, build_train_loader
 from effseg.errors import ConfigError, EffsegError
 
-__all__ = ["build_data", "build_model"]
+__all__ = ["build_data", "build_model", "uint8_batches"]
 
 
 def build_data(cfg: Config, info: du.DistInfo) -> tuple[Dataset, Dataset, EpochSampler, DataLoader]:
@@ -40,9 +41,19 @@ def build_data(cfg: Config, info: du.DistInfo) -> tuple[Dataset, Dataset, EpochS
             f"train.batch_size={t.batch_size} is larger than the train set ({n} images); "
             f"set --set train.batch_size={fit} or less (or add images)"
         )
+    uint8_batches(train_set)
     sampler = EpochSampler(n, t.batch_size, info.world_size, info.rank, t.seed)
     loader = build_train_loader(train_set, sampler, cfg.data.num_workers, t.seed, info.device.type == "cuda")
     return train_set, val_set, sampler, loader
+
+
+def uint8_batches(dataset: Dataset) -> None:
+    """Let the workers hand over uint8 crops (a quarter of the bytes of normalised float32) where
+    ``dataset``'s transform is effseg's own: the same augmentation, normalised on the training
+    side (:func:`effseg.engine.speed.model_input`). Any other transform is left as it is."""
+    transform = getattr(dataset, "transform", None)
+    if isinstance(transform, JointTransform):
+        dataset.transform = transform.as_uint8()  # type: ignore[attr-defined]
 
 
 def build_model(

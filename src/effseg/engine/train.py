@@ -32,7 +32,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +59,8 @@ from effseg.engine.runlock import RunLock
 from effseg.engine.runlog import LossWindow, RunLog, TrainProgress
 from effseg.engine.sampler import EpochSampler, gather_rng, seed_everything, set_rng_state
 from effseg.engine.setup import build_data, build_model
+from effseg.engine.speed import AMP_DTYPES, compile_cache_dir, resolve_amp
+from effseg.engine.step import TrainStep
 from effseg.errors import CheckpointError, ConfigError, EffsegError
 
 __all__ = ["train", "TrainingDiverged", "poly_lr_factor", "EpochSampler"]
@@ -100,10 +101,6 @@ def train(
             du.cleanup()
 
 
-def _amp_dtype(amp: str) -> torch.dtype | None:
-    return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-
-
 class _Trainer:
     def __init__(
         self,
@@ -134,10 +131,24 @@ class _Trainer:
         self.ema = WeightEMA(self.model, t.ema_decay) if t.ema_decay is not None else None
         self.optimizer = build_optimizer(self.model, t)
         self.scheduler = build_scheduler(self.optimizer, t, self.max_iters, self.clock)
-        self.amp_dtype = _amp_dtype(t.amp)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.amp == "fp16")
-        self.criterion = build_criterion(t, self.model.loss_terms).to(self.device)
-        self.distiller = Distiller.from_config(cfg, self.device)
+        self.amp, self.amp_reason = resolve_amp(t.amp, self.device)  # train.amp: auto -> what is fast here
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
+        self.step = TrainStep(
+            self.model,
+            self.ddp if self.ddp is not None else self.model,
+            build_criterion(t, self.model.loss_terms).to(self.device),
+            self.optimizer,
+            self.scaler,
+            device=self.device,
+            amp_dtype=AMP_DTYPES[self.amp],
+            channels_last=t.channels_last,
+            mean=cfg.data.mean,
+            std=cfg.data.std,
+            grad_clip=t.grad_clip,
+            distiller=Distiller.from_config(cfg, self.device),
+            distributed=info.distributed,
+            compiled=t.compile,
+        )
 
         self.iteration = 0
         self.saved_iteration: int | None = None  # of the last intact last.pt
@@ -212,13 +223,15 @@ class _Trainer:
                 return
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-        """One optimiser step on a batch (images (b, 3, H, W), labels (b, H, W)), the clock
-        and the LR schedule; a non-finite loss stops the run before the weights are touched."""
-        images = images.to(self.device, non_blocking=True)
-        labels = labels.to(self.device, non_blocking=True)
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        loss, parts = self._forward_backward(images, labels)
+        """One optimiser step on a batch (images (b, H, W, 3) uint8 or normalised (b, 3, H, W)
+        float, labels (b, H, W)), the clock and the LR schedule (:class:`TrainStep`); a
+        non-finite loss stops the run before the weights are touched."""
+        first = self.step.first_step_s is None
+        loss, parts = self.step(
+            images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+        )
+        if first:
+            self._log_first_step()
         if "nonfinite" in parts:
             self._diverged(f"loss is {float(loss.detach().float().sum())}")
         if self.ema is not None:
@@ -230,47 +243,12 @@ class _Trainer:
         self.scheduler.step()
         return loss, parts
 
-    def _forward_backward(
-        self, images: torch.Tensor, labels: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        net = self.ddp if self.ddp is not None else self.model
-        autocast = (
-            torch.autocast(self.device.type, dtype=self.amp_dtype)
-            if self.amp_dtype is not None
-            else nullcontext()
-        )
-        distill_loss = None
-        with autocast:
-            outputs = net(images)
-            loss, parts = self.criterion(outputs, labels)
-            if self.distiller is not None:
-                # training mode: named outputs (effseg.models.contract), "out" the main logits
-                distill_loss, parts["distill"] = self.distiller(images, outputs["out"], labels)
-        if self.info.distributed:  # N ranks compute the update of one process with the whole batch
-            per_image = self.distiller is not None and self.distiller.per_image
-            loss, distill_loss = du.scale_to_global_batch(loss, distill_loss, labels, per_image)
-        if distill_loss is not None:
-            loss = loss + distill_loss
-        bad = not bool(torch.isfinite(loss.detach()).all())
-        if self.info.distributed:
-            bad = du.broadcast_flag(bad, self.device)  # every rank stops together
-        if bad:
-            return loss, {"nonfinite": torch.tensor(1.0)}
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if self.cfg.train.grad_clip is not None:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        return loss.detach(), parts
-
     def evaluate(self, epoch: int) -> bool:
         """Validate (outside the budget clock) and log it; returns whether it is the best so far."""
         from effseg.engine.evaluate import eval_options, evaluate
 
         options = eval_options(self.cfg.eval, tta=False)  # the eval section's settings, no TTA
-        options.update(device=self.device, amp=self.cfg.train.amp, progress=False)
+        options.update(device=self.device, amp=self.amp, progress=False)
         with self.clock.paused():
             res = evaluate(self.inference_model, self.val_set, **options)
         self._train_mode()
@@ -353,6 +331,15 @@ class _Trainer:
                 f"{where}  epoch {epoch}  loss {self.last_loss:.4f}  lr {lrs[0]:.3e}  {ips:.1f} img/s"
             )
         w.reset()
+
+    def _log_first_step(self) -> None:
+        """Log the precision ``train.amp`` resolved to (and why), eager or compiled, and the
+        first step's seconds (compilation included: the cost a warm compile cache saves)."""
+        secs, compiled = self.step.first_step_s or 0.0, self.cfg.train.compile
+        record = {"amp": self.amp, "amp_reason": self.amp_reason, "compile": compiled, "first_step_s": secs}
+        self.log.log({"iteration": self.iteration + 1, **record}, "setup")
+        how = f"compiled, graphs cached in {compile_cache_dir()}" if compiled else "eager"
+        self.progress.print(f"first step {secs:.1f} s ({how}); amp {self.amp}: {self.amp_reason}")
 
     def _log_end(self, wall_s: float) -> None:
         record = {"iteration": self.iteration, "event": "end", **self.training_record()}
