@@ -16,3 +16,14 @@ def add_set_option(parser: argparse.ArgumentParser, example: str) -> None:
         default=[],
         help=f"override config keys, e.g. --set {example}",
     )
+
+
+def add_tta_option(parser: argparse.ArgumentParser, note: str = "") -> None:
+    """``--tta SPEC`` (``args.tta``, default ``None``: no augmentation), read by
+    :func:`effseg.engine.tta.parse_tta`; ``note`` adds what the command does with it."""
+    parser.add_argument(
+        "--tta",
+        metavar="SPEC",
+        default=None,
+        help=f"test-time augmentation, e.g. flip or flip,0.75,1.0,1.25 (default: none){note}",
+    )

@@ -18,7 +18,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-from effseg.cli._options import add_set_option
+from effseg.cli._options import add_set_option, add_tta_option
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,11 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--iterations", type=int, metavar="N", help="train every fold N steps")
     length.add_argument("--minutes", type=float, metavar="M", help="train every fold M minutes by the clock")
-    parser.add_argument(
-        "--tta",
-        metavar="SPEC",
-        help="evaluate with test-time augmentation, e.g. flip or flip,0.75,1.0,1.25 (default: none)",
-    )
+    add_tta_option(parser, "; the held-out drives are scored with it")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/crossdrive/<config stem>)")
     parser.add_argument(
         "--force",

@@ -20,7 +20,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from effseg.cli._options import add_set_option
+from effseg.cli._options import add_set_option, add_tta_option
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,11 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mode", choices=["whole", "slide"], help="inference mode (default: the config's eval.mode)"
     )
-    parser.add_argument(
-        "--tta",
-        metavar="SPEC",
-        help="test-time augmentation, e.g. flip or flip,0.75,1.0,1.25 (default: none)",
-    )
+    add_tta_option(parser)
     parser.add_argument("--save-label-ids", metavar="DIR", help="write Cityscapes label-id PNGs (0..33) here")
     parser.add_argument(
         "--out", metavar="DIR", help="output folder (default: <run>/eval; eval/<name> for a shipped model)"

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from effseg.cli._options import add_tta_option
+
 # effseg.pipeline.engines.RUNTIMES, repeated here so that parsing imports no torch (a test checks they agree).
 RUNTIME_CHOICES = (
     "auto", "eager", "compile", "compile-int8", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8"
@@ -85,12 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="resize frames to WxH for the network; outputs keep the input resolution",
     )
-    parser.add_argument(
-        "--tta",
-        metavar="SPEC",
-        default=None,
-        help="test-time augmentation: flip, or flip,0.75,1.0,1.25 (scales of the network size); "
-        "each pass costs about one prediction (runtime auto or eager)",
+    add_tta_option(
+        parser, "; scales of the network size, each pass costs about one prediction (runtime auto or eager)"
     )
     parser.add_argument("--fps", type=float, default=None, help="frame rate of a video made from image files")
     parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
