@@ -30,31 +30,13 @@ import torch
 from torch import nn
 
 from effseg.config import IMAGENET_MEAN, IMAGENET_STD
+from effseg.engine.rundir import RUN_FOLDER_FILES, run_folder_weights
 from effseg.errors import CheckpointError, ModelError
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 CONFIG_SUFFIXES = (".yaml", ".yml")
-#: The weights a run folder stands for, in order: the final ones, then the val-picked ones.
-RUN_FOLDER_FILES = ("last.pt", "best.pt")
 #: The file the trainer keeps for its best val mIoU (``engine.train``): a val figure of it is optimistic.
 VAL_PICKED = "best.pt"
-
-
-def run_folder_weights(folder: str | Path) -> Path:
-    """The checkpoint a run folder stands for: ``last.pt`` (the weights training ended with), else
-    ``best.pt`` (a folder that keeps only the val-picked weights).
-
-    ``best.pt`` is picked by its mIoU on the val split, so its val figure is optimistic; the final
-    weights are the ones a val figure estimates honestly. Name ``RUN/best.pt`` to take it.
-
-    Raises:
-        CheckpointError: the folder holds neither file.
-    """
-    folder = Path(folder)
-    for name in RUN_FOLDER_FILES:
-        if (folder / name).is_file():
-            return folder / name
-    raise CheckpointError(f"{folder}: run folder has neither {' nor '.join(RUN_FOLDER_FILES)}")
 
 
 def picked_on_val(path: str | Path | None) -> bool:

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from effseg.config import Config
+from effseg.engine.rundir import RUN_FOLDER_FILES, run_folder_weights
 from effseg.errors import CheckpointError, ConfigError
 
 __all__ = [
@@ -49,9 +50,6 @@ __all__ = [
     "open_init_source",
     "prepare_model",
 ]
-
-#: what a run folder stands for, in order (the final weights first).
-RUN_FOLDER_FILES = ("last.pt", "best.pt")
 
 
 class InitError(CheckpointError, ConfigError):
@@ -149,10 +147,12 @@ def _resolve_path(spec: str, what: str) -> tuple[Path, bool]:
     """``(file, shipped)`` for a shipped name, a run folder or a file."""
     path = Path(spec).expanduser()
     if path.is_dir():
-        for name in RUN_FOLDER_FILES:
-            if (path / name).is_file():
-                return path / name, False
-        raise InitError(f"{what}={spec}: run folder has neither {' nor '.join(RUN_FOLDER_FILES)}")
+        try:
+            return run_folder_weights(path), False  # the one rule: last.pt, else best.pt
+        except CheckpointError:
+            raise InitError(
+                f"{what}={spec}: run folder has neither {' nor '.join(RUN_FOLDER_FILES)}"
+            ) from None
     if path.is_file():
         return path, False
     from effseg.zoo import find_pretrained, known_names, list_pretrained

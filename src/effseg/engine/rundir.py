@@ -29,9 +29,30 @@ from effseg.engine.runlock import LOCK_NAME, RunLock
 from effseg.errors import CheckpointError, ConfigError, EffsegError
 from effseg.fileio import make_dir
 
-__all__ = ["open_run_dir", "prepare_run_dir", "write_config"]
+__all__ = ["RUN_FOLDER_FILES", "open_run_dir", "prepare_run_dir", "run_folder_weights", "write_config"]
 
 _MARKERS = ("config.yaml", "last.pt", "best.pt", "log.jsonl")
+#: The weights a run folder stands for, in order: the final ones, then the val-picked ones.
+RUN_FOLDER_FILES = ("last.pt", "best.pt")
+
+
+def run_folder_weights(folder: str | Path) -> Path:
+    """The checkpoint a run folder stands for: ``last.pt`` (the weights training ended with), else
+    ``best.pt`` (a folder that keeps only the val-picked weights). The one rule of every loader:
+    :func:`effseg.deploy.artifact.load_artifact` (``effseg.load``, eval, export, predict, serve,
+    bench) and ``model.init`` (:mod:`effseg.engine.init_weights`).
+
+    ``best.pt`` is picked by its mIoU on the val split, so its val figure is optimistic; the final
+    weights are the ones a val figure estimates honestly. Name ``RUN/best.pt`` to take it.
+
+    Raises:
+        CheckpointError: the folder holds neither file.
+    """
+    folder = Path(folder)
+    for name in RUN_FOLDER_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    raise CheckpointError(f"{folder}: run folder has neither {' nor '.join(RUN_FOLDER_FILES)}")
 
 
 def _has_run_config(run_dir: Path) -> bool:
