@@ -236,7 +236,7 @@ def load(
     """Load a shipped model name, a run directory, a ``.pt`` checkpoint or an ``.onnx`` file.
 
     ``path``: ``"camvid-<model>"`` (shipped inside the package, see ``effseg models --pretrained``),
-    a run folder (``best.pt``, else ``last.pt``), a checkpoint or an effseg ONNX file.
+    a run folder (its final ``last.pt``, else ``best.pt``), a checkpoint or an effseg ONNX file.
     ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"auto"`` (ONNX runs on the CPU).
     ``input_size``: optional size the network sees, a :class:`~effseg.size.Size` or
     ``"WIDTHxHEIGHT"`` text (a plain pair is effseg 0.1's ``(width, height)``; outputs keep the
