@@ -72,7 +72,9 @@ def compile_cache_dir_default() -> Path:
 def compile_cache_dir() -> Path:
     """Where inductor keeps compiled training graphs (after :func:`compile_step`):
     ``$TORCHINDUCTOR_CACHE_DIR`` if the user set it, else :func:`compile_cache_dir_default`,
-    which survives reboots where inductor's own default under ``/tmp`` may not."""
+    which survives reboots where inductor's own default under ``/tmp`` may not. (Importing
+    inductor writes that default into the variable, so a user's value equal to it is replaced
+    too.)"""
     own = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     if own:
         from torch._inductor.runtime.cache_dir_utils import default_cache_dir
