@@ -9,6 +9,7 @@ instruction set (CUDA's branch checked with its capability faked on this CPU-onl
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,28 @@ from effseg.engine.runlock import RunFolderLocked
 from effseg.engine.train import train
 from effseg.models.contract import LossTerm
 from helpers_engine import CITY_OPTIONS, assert_same_state, tiny_config
+
+
+@pytest.fixture(autouse=True)
+def _restore_compile_state(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # noqa: ANN201
+    """speed.compile_step switches process-wide inductor settings (FX-graph and autograd caches,
+    TORCHINDUCTOR_CACHE_DIR): undo them after each test, so that a later test in the same worker
+    (test_pt2e's inductor int8 compile crashed the worker after them) starts from torch's defaults,
+    and keep the compile cache of these tests in their own folder."""
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+
+    saved = inductor_config.save_config()
+    saved_aot = functorch_config.save_config()
+    env = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    monkeypatch.setenv("EFFSEG_CACHE", str(tmp_path / "effseg_cache"))
+    yield
+    inductor_config.load_config(saved)
+    functorch_config.load_config(saved_aot)
+    if env is None:
+        os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+    else:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = env
 
 
 @pytest.fixture(scope="module")
