@@ -1,8 +1,19 @@
 """Shared test settings: headless plots, bounded threads, deterministic seeds."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+# Each pytest-xdist worker gets its own compile and export caches: two workers that compile
+# the same graph at once (the compile-int8 fixture is built in both) must not write and load
+# the same shared-object files in one folder, and no test reads what a user's cache holds.
+_WORKER_CACHE = tempfile.mkdtemp(prefix=f"effseg-tests-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-")
+os.environ["EFFSEG_CACHE"] = os.path.join(_WORKER_CACHE, "effseg")
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(_WORKER_CACHE, "inductor")
+atexit.register(shutil.rmtree, _WORKER_CACHE, ignore_errors=True)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
