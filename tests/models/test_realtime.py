@@ -14,6 +14,7 @@ from torch import nn
 from effseg.bench.models_table import count_params
 from effseg.engine.losses import build_criterion
 from effseg.errors import ModelError
+from effseg.models import model_options
 from effseg.models.contract import LossTerm
 from effseg.models.realtime import REALTIME_MODELS
 from effseg.models.realtime._base import AffineBatchNorm2d
@@ -256,9 +257,19 @@ def test_config_rebuilds_the_same_architecture(name: str) -> None:
         ("pidnet_s", {"planes": True}, "pidnet_s option planes=True"),
         ("regseg", {"dilations": [[1, 2, 3]]}, "regseg option dilations=.*1 or 2 integers"),
         ("regseg", {"group_width": 24}, "group_width=24: must divide 128"),
+        ("pidnet_s", {"align_corners": 1}, "pidnet_s option align_corners=1: expected true or false"),
+        ("pidnet_s", {"pool_order": "bn"}, "pidnet_s option pool_order='bn': expected one of pool_bn, bn_pool"),
+        ("bisenetv2", {"boosters": "big"}, "bisenetv2 option boosters='big': expected one of light, official"),
     ],
 )
 def test_bad_options_raise_one_line_model_errors(name: str, options: dict, message: str) -> None:
     with pytest.raises(ModelError, match=message) as err:
         REALTIME_MODELS[name](**options)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["bisenetv2", "ddrnet23_slim", "pidnet_s"])
+def test_config_is_the_builders_signature_in_order(name: str) -> None:
+    """A default build's config is its name, then every builder option at its default, in order."""
+    config = REALTIME_MODELS[name]().config
+    assert list(config.items()) == [("name", name), *model_options(name).items()]

@@ -11,7 +11,8 @@ or instance attribute, default ``False``) switches that final resize to ``align_
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import inspect
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -30,6 +31,7 @@ __all__ = [
     "check_choice",
     "check_int",
     "init_weights",
+    "network_config",
     "resize",
 ]
 
@@ -124,13 +126,44 @@ def check_choice(model: str, key: str, value: Any, choices: Sequence[str]) -> st
     return value
 
 
+def network_config(
+    name: str,
+    builder: Callable[..., nn.Module],
+    arguments: Mapping[str, Any],
+    choices: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, Any]:
+    """The model config of network ``name``: ``{"name": name, option: value, ...}``.
+
+    ``arguments``: the values ``builder`` was called with (its ``locals()`` on entry), taken in
+    its signature's order; the signature is the one declaration of the options, so each value is
+    checked against its default: an option in ``choices`` must be one of its values, a bool
+    default takes true or false, an int default an integer >= 1 (else a one-line
+    :class:`ModelError`); other options (RegSeg's ``dilations``) pass as given, for the builder
+    to check.
+    """
+    choices = choices or {}
+    config: dict[str, Any] = {"name": name}
+    for key, param in inspect.signature(builder).parameters.items():
+        value, default = arguments[key], param.default
+        if key in choices:
+            value = check_choice(name, key, value, choices[key])
+        elif isinstance(default, bool):
+            value = check_bool(name, key, value)
+        elif isinstance(default, int):
+            value = check_int(name, key, value)
+        config[key] = value
+    return config
+
+
 class RealtimeNet(nn.Module):
     """Base of the real-time networks: contract, loss declaration and parameter groups.
 
     Subclasses set ``head_names`` (the attribute names of their prediction heads, main and
     auxiliary, for :meth:`parameter_groups`), ``aux_losses`` (training output name ->
     :class:`LossTerm`, used when ``aux=True``), ``max_stride`` (the output stride of their
-    coarsest BatchNorm'd map, to name the batch-1 size limit) and implement ``_logits``.
+    coarsest BatchNorm'd map, to name the batch-1 size limit) and implement ``_logits``. A
+    subclass is built from its checked ``config`` (:func:`network_config`: the registry builder's
+    options, whose signature holds the defaults), which it keeps as ``config``.
     """
 
     head_names: tuple[str, ...] = ()
@@ -138,12 +171,12 @@ class RealtimeNet(nn.Module):
     max_stride: int = 32
     output_align_corners: bool = False
 
-    def __init__(self, num_classes: int, aux: bool, config: dict[str, Any]) -> None:
+    def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__()
-        self.num_classes = num_classes
-        self.aux = aux
         self.config: dict[str, Any] = dict(config)
-        self.loss_terms: dict[str, LossTerm] = {"out": LossTerm(1.0), **(self.aux_losses if aux else {})}
+        self.num_classes: int = self.config["num_classes"]
+        self.aux: bool = self.config["aux"]
+        self.loss_terms: dict[str, LossTerm] = {"out": LossTerm(1.0), **(self.aux_losses if self.aux else {})}
 
     def _logits(self, x: Tensor) -> dict[str, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -24,6 +24,7 @@ before the classifier, so that its checkpoints' boosters load); the default ``"l
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -36,10 +37,8 @@ from effseg.models.realtime._base import (
     AffineBatchNorm2d,
     PooledBatchNorm2d,
     RealtimeNet,
-    check_bool,
-    check_choice,
-    check_int,
     init_weights,
+    network_config,
     resize,
 )
 
@@ -226,28 +225,19 @@ class BiSeNetV2(RealtimeNet):
     aux_losses = {f"aux{i}": LossTerm(1.0) for i in (2, 3, 4, 5)}
     max_stride = 32
 
-    def __init__(
-        self,
-        num_classes: int,
-        aux: bool = True,
-        expansion: int = 6,
-        head_channels: int = 1024,
-        booster_channels: int = 128,
-        pool_order: str = "pool_bn",
-        upsample: str = "nearest",
-        boosters: str = "light",
-        config: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(num_classes, aux, config or {"name": "bisenetv2"})
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        """``config``: :func:`build_bisenetv2`'s checked options (its signature holds the defaults)."""
+        super().__init__(config)
+        num_classes, booster_channels = config["num_classes"], config["booster_channels"]
         self.detail = DetailBranch()
-        self.semantic = SemanticBranch(expansion, pool_order)
-        self.bga = BilateralGuidedAggregation(128, upsample)
-        self.head = SegmentHead(128, head_channels, num_classes)
-        if aux:
+        self.semantic = SemanticBranch(config["expansion"], config["pool_order"])
+        self.bga = BilateralGuidedAggregation(128, config["upsample"])
+        self.head = SegmentHead(128, config["head_channels"], num_classes)
+        if self.aux:
             for i, cin in zip((2, 3, 4, 5), (16, 32, 64, 128), strict=True):
                 head = (
                     OfficialBooster(cin, booster_channels, num_classes, 2**i)
-                    if boosters == "official"
+                    if config["boosters"] == "official"
                     else SegmentHead(cin, booster_channels, num_classes)
                 )
                 setattr(self, f"aux{i}", head)
@@ -287,26 +277,5 @@ def build_bisenetv2(
     aggregation's ``nearest`` (official) or ``bilinear``; ``boosters``: ``light`` or ``official``
     (CoinCheung's booster heads, to load their checkpoints' boosters).
     """
-    name = "bisenetv2"
-    config = {
-        "name": name,
-        "num_classes": check_int(name, "num_classes", num_classes),
-        "aux": check_bool(name, "aux", aux),
-        "expansion": check_int(name, "expansion", expansion),
-        "head_channels": check_int(name, "head_channels", head_channels),
-        "booster_channels": check_int(name, "booster_channels", booster_channels),
-        "pool_order": check_choice(name, "pool_order", pool_order, POOL_ORDERS),
-        "upsample": check_choice(name, "upsample", upsample, UPSAMPLE_MODES),
-        "boosters": check_choice(name, "boosters", boosters, BOOSTERS),
-    }
-    return BiSeNetV2(
-        num_classes,
-        aux,
-        expansion,
-        head_channels,
-        booster_channels,
-        pool_order,
-        upsample,
-        boosters,
-        config=config,
-    )
+    choices = {"pool_order": POOL_ORDERS, "upsample": UPSAMPLE_MODES, "boosters": BOOSTERS}
+    return BiSeNetV2(network_config("bisenetv2", build_bisenetv2, locals(), choices))

@@ -25,6 +25,7 @@ DDRNet-23 is (64, 128, 128).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -36,10 +37,8 @@ from effseg.models.realtime._base import (
     POOL_ORDERS,
     AffineBatchNorm2d,
     RealtimeNet,
-    check_bool,
-    check_choice,
-    check_int,
     init_weights,
+    network_config,
     resize,
 )
 
@@ -204,18 +203,11 @@ class DDRNet(RealtimeNet):
     aux_losses = {"aux": LossTerm(0.4)}
     max_stride = 64
 
-    def __init__(
-        self,
-        num_classes: int,
-        aux: bool = True,
-        planes: int = 32,
-        spp_planes: int = 128,
-        head_planes: int = 64,
-        pool_order: str = "pool_bn",
-        config: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(num_classes, aux, config or {"name": "ddrnet23_slim"})
-        p, hp = planes, planes * 2  # hp: width of the high-resolution branch
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        """``config``: :func:`build_ddrnet23_slim`'s checked options (its signature holds the defaults)."""
+        super().__init__(config)
+        p, num_classes = config["planes"], config["num_classes"]
+        hp = p * 2  # hp: width of the high-resolution branch
         self.conv1 = stem(p)
         self.layer1 = make_layer(BasicBlock, p, p, 2)
         self.layer2 = make_layer(BasicBlock, p, 2 * p, 2, stride=2)
@@ -234,9 +226,9 @@ class DDRNet(RealtimeNet):
         self.down4 = nn.Sequential(
             *conv_bn(hp, 4 * p, 3, 2), nn.ReLU(inplace=True), *conv_bn(4 * p, 8 * p, 3, 2)
         )
-        self.spp = DAPPM(16 * p, spp_planes, 4 * p, pool_order)
-        self.final_layer = SegHead(4 * p, head_planes, num_classes)
-        self.aux_head = SegHead(hp, head_planes, num_classes) if aux else None
+        self.spp = DAPPM(16 * p, config["spp_planes"], 4 * p, config["pool_order"])
+        self.final_layer = SegHead(4 * p, config["head_planes"], num_classes)
+        self.aux_head = SegHead(hp, config["head_planes"], num_classes) if self.aux else None
         init_weights(self)
 
     def _aux_modules(self) -> tuple[str, ...]:
@@ -282,14 +274,4 @@ def build_ddrnet23_slim(
     (64; DDRNet-23: 128); ``pool_order``: ``pool_bn`` (DAPPM pools, then BatchNorm: the official
     order) or ``bn_pool`` (effseg's earlier order, for the models trained with it).
     """
-    name = "ddrnet23_slim"
-    config = {
-        "name": name,
-        "num_classes": check_int(name, "num_classes", num_classes),
-        "aux": check_bool(name, "aux", aux),
-        "planes": check_int(name, "planes", planes),
-        "spp_planes": check_int(name, "spp_planes", spp_planes),
-        "head_planes": check_int(name, "head_planes", head_planes),
-        "pool_order": check_choice(name, "pool_order", pool_order, POOL_ORDERS),
-    }
-    return DDRNet(num_classes, aux, planes, spp_planes, head_planes, pool_order, config=config)
+    return DDRNet(network_config("ddrnet23_slim", build_ddrnet23_slim, locals(), {"pool_order": POOL_ORDERS}))

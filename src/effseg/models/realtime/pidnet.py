@@ -36,6 +36,7 @@ global branch is ``torch.mean``.  The outputs are upsampled to the input size wi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -46,10 +47,8 @@ from effseg.models.layers import conv_bn
 from effseg.models.realtime._base import (
     POOL_ORDERS,
     RealtimeNet,
-    check_bool,
-    check_choice,
-    check_int,
     init_weights,
+    network_config,
     resize,
 )
 from effseg.models.realtime.ddrnet import (
@@ -126,20 +125,11 @@ class PIDNet(RealtimeNet):
     }
     max_stride = 64
 
-    def __init__(
-        self,
-        num_classes: int,
-        aux: bool = True,
-        planes: int = 32,
-        ppm_planes: int = 96,
-        head_planes: int = 128,
-        pool_order: str = "pool_bn",
-        align_corners: bool = True,
-        config: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(num_classes, aux, config or {"name": "pidnet_s"})
-        self.output_align_corners = align_corners
-        p = planes
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        """``config``: :func:`build_pidnet_s`'s checked options (its signature holds the defaults)."""
+        super().__init__(config)
+        self.output_align_corners = config["align_corners"]
+        p, num_classes, head_planes = config["planes"], config["num_classes"], config["head_planes"]
         m, n = 2, 3  # blocks per stage of PIDNet-S/M
         # I branch
         self.conv1 = stem(p)
@@ -148,7 +138,7 @@ class PIDNet(RealtimeNet):
         self.layer3 = make_layer(BasicBlock, 2 * p, 4 * p, n, stride=2)
         self.layer4 = make_layer(BasicBlock, 4 * p, 8 * p, n, stride=2)
         self.layer5 = make_layer(Bottleneck, 8 * p, 8 * p, 2, stride=2)
-        self.spp = PAPPM(16 * p, ppm_planes, 4 * p, pool_order)
+        self.spp = PAPPM(16 * p, config["ppm_planes"], 4 * p, config["pool_order"])
         # P branch
         self.compression3 = conv_bn(4 * p, 2 * p, 1)
         self.compression4 = conv_bn(8 * p, 2 * p, 1)
@@ -166,8 +156,8 @@ class PIDNet(RealtimeNet):
         self.dfm = Bag(4 * p, 4 * p)
         # heads
         self.final_layer = SegHead(4 * p, head_planes, num_classes)
-        self.p_head = SegHead(2 * p, head_planes, num_classes) if aux else None
-        self.boundary_head = SegHead(2 * p, p, 1) if aux else None
+        self.p_head = SegHead(2 * p, head_planes, num_classes) if self.aux else None
+        self.boundary_head = SegHead(2 * p, p, 1) if self.aux else None
         init_weights(self)
 
     def _aux_modules(self) -> tuple[str, ...]:
@@ -215,15 +205,4 @@ def build_pidnet_s(
     ``pool_order``: ``pool_bn`` (official) or ``bn_pool`` (effseg's earlier order);
     ``align_corners``: the final bilinear resize's ``align_corners`` (official: true).
     """
-    name = "pidnet_s"
-    config = {
-        "name": name,
-        "num_classes": check_int(name, "num_classes", num_classes),
-        "aux": check_bool(name, "aux", aux),
-        "planes": check_int(name, "planes", planes),
-        "ppm_planes": check_int(name, "ppm_planes", ppm_planes),
-        "head_planes": check_int(name, "head_planes", head_planes),
-        "pool_order": check_choice(name, "pool_order", pool_order, POOL_ORDERS),
-        "align_corners": check_bool(name, "align_corners", align_corners),
-    }
-    return PIDNet(num_classes, aux, planes, ppm_planes, head_planes, pool_order, align_corners, config=config)
+    return PIDNet(network_config("pidnet_s", build_pidnet_s, locals(), {"pool_order": POOL_ORDERS}))

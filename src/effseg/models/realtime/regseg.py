@@ -20,7 +20,7 @@ for a uniform registry and changes nothing; training outputs: ``out`` (weight 1.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from effseg.errors import ModelError
 from effseg.models.layers import ConvBNAct, conv_bn
-from effseg.models.realtime._base import RealtimeNet, check_bool, check_int, init_weights, resize
+from effseg.models.realtime._base import RealtimeNet, init_weights, network_config, resize
 
 __all__ = ["RegSeg", "build_regseg", "DBlock", "REGSEG_DILATIONS"]
 
@@ -122,16 +122,10 @@ class RegSeg(RealtimeNet):
     aux_losses = {}
     max_stride = 16
 
-    def __init__(
-        self,
-        num_classes: int,
-        aux: bool = True,
-        dilations: Sequence[Sequence[int]] = REGSEG_DILATIONS,
-        group_width: int = 16,
-        config: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(num_classes, aux, config or {"name": "regseg"})
-        gw = group_width
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        """``config``: :func:`build_regseg`'s checked options (its signature holds the defaults)."""
+        super().__init__(config)
+        gw, dilations = config["group_width"], [tuple(d) for d in config["dilations"]]
         self.stem = ConvBNAct(3, 32, 3, 2)
         self.stage4 = DBlock(32, 48, (1,), gw, 2)
         self.stage8 = nn.Sequential(
@@ -142,7 +136,7 @@ class RegSeg(RealtimeNet):
             *(DBlock(256, 256, d, gw) for d in dilations[:-1]),
             DBlock(256, 320, dilations[-1], gw),
         )
-        self.decoder = Decoder((48, 128, 320), num_classes)
+        self.decoder = Decoder((48, 128, 320), config["num_classes"])
         init_weights(self)
 
     def _logits(self, x: Tensor) -> dict[str, Tensor]:
@@ -164,22 +158,15 @@ def build_regseg(
     :data:`REGSEG_DILATIONS`; 1 or 2 rates each); ``group_width``: channels per group of
     the 3x3 convs (16).
     """
-    name = "regseg"
-    gw = check_int(name, "group_width", group_width)
-    dil = _check_dilations(REGSEG_DILATIONS if dilations is None else dilations)
+    config = network_config("regseg", build_regseg, locals())
+    gw = config["group_width"]
+    dil = config["dilations"] = _check_dilations(REGSEG_DILATIONS if dilations is None else dilations)
     for width, parts in [(48, 1), (128, 1)] + [(w, len(d)) for w in (256, 320) for d in dil]:
         if (width // parts) % gw:
             raise ModelError(
-                f"{name} option group_width={gw}: must divide {width // parts} (channels per branch)"
+                f"regseg option group_width={gw}: must divide {width // parts} (channels per branch)"
             )
-    config = {
-        "name": name,
-        "num_classes": check_int(name, "num_classes", num_classes),
-        "aux": check_bool(name, "aux", aux),
-        "dilations": dil,
-        "group_width": gw,
-    }
-    return RegSeg(num_classes, aux, [tuple(d) for d in dil], gw, config=config)
+    return RegSeg(config)
 
 
 def _check_dilations(value: Any) -> list[list[int]]:
