@@ -258,8 +258,8 @@ def test_config_rebuilds_the_same_architecture(name: str) -> None:
         ("regseg", {"dilations": [[1, 2, 3]]}, "regseg option dilations=.*1 or 2 integers"),
         ("regseg", {"group_width": 24}, "group_width=24: must divide 128"),
         ("pidnet_s", {"align_corners": 1}, "pidnet_s option align_corners=1: expected true or false"),
-        ("pidnet_s", {"pool_order": "bn"}, "pidnet_s option pool_order='bn': expected one of pool_bn, bn_pool"),
-        ("bisenetv2", {"boosters": "big"}, "bisenetv2 option boosters='big': expected one of light, official"),
+        ("pidnet_s", {"pool_order": "bn"}, "pool_order='bn': expected one of pool_bn, bn_pool"),
+        ("bisenetv2", {"boosters": "big"}, "boosters='big': expected one of light, official"),
     ],
 )
 def test_bad_options_raise_one_line_model_errors(name: str, options: dict, message: str) -> None:
