@@ -99,8 +99,36 @@ class ExportReport:
     int8: dict[str, Any] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, out: Path, metadata: dict[str, Any], **checks: Any) -> ExportReport:
+        """The report of the file written to ``out``: its format, input size, dynamic flag and opset
+        as its ``metadata`` (:func:`_file_metadata`) states them, and the ``checks`` made on it."""
+        return cls(
+            path=str(out),
+            format=metadata["format"],
+            input_size=tuple(metadata["input_size"]),
+            dynamic=metadata["dynamic"],
+            opset=metadata.get("opset"),
+            metadata=metadata,
+            **checks,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _file_metadata(
+    model: nn.Module,
+    meta: dict[str, Any] | None,
+    fmt: str,
+    input_size: tuple[int, int],
+    dynamic: bool,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The metadata an exported file stores: the model's (:func:`model_metadata`), then the input
+    size (H, W), ``dynamic``, the format's ``extra`` keys, the format and ``precision`` fp32."""
+    export = {"input_size": list(input_size), "dynamic": bool(dynamic), **extra}
+    return {**model_metadata(model, meta), **export, "format": fmt, "precision": "fp32"}
 
 
 def _example_input(size: tuple[int, int], batch: int = 1, seed: int = 0) -> torch.Tensor:
@@ -200,30 +228,12 @@ def _export_onnx_to(
         bn = onnx_op_types(tmp).get("BatchNormalization", 0)
     if bn:
         raise ExportError(f"{out}: {bn} BatchNormalization node(s) could not be folded into a convolution")
-    metadata = model_metadata(model, meta)
     # input_size is (H, W); fixed_input_size is [W, H] (the metadata's stored form), None if dynamic.
-    metadata.update(
-        {
-            "input_size": list(input_size),
-            "dynamic": bool(dynamic),
-            "opset": opset,
-            "fixed_input_size": None if dynamic else [input_size[1], input_size[0]],
-            "format": "onnx",
-            "precision": "fp32",
-        }
-    )
+    fixed = None if dynamic else [input_size[1], input_size[0]]
+    metadata = _file_metadata(model, meta, "onnx", input_size, dynamic, opset=opset, fixed_input_size=fixed)
     write_onnx_metadata(tmp, metadata)
     onnx.checker.check_model(str(tmp), full_check=True)
-    report = ExportReport(
-        path=str(out),
-        format="onnx",
-        input_size=tuple(input_size),
-        dynamic=dynamic,
-        opset=opset,
-        batchnorm_nodes=bn,
-        checker="passed",
-        metadata=metadata,
-    )
+    report = ExportReport.of(out, metadata, batchnorm_nodes=bn, checker="passed")
     if check_parity:
         session = ort_session(tmp)
         with torch.inference_mode():
@@ -289,20 +299,9 @@ def export_torchscript(
         ref = model(x)
         got = frozen(x)
     check_finite_logits(ref, got, out)
-    metadata = model_metadata(model, meta)
-    metadata.update(
-        {"input_size": list(input_size), "dynamic": False, "format": "torchscript", "precision": "fp32"}
-    )
+    metadata = _file_metadata(model, meta, "torchscript", input_size, False)
     bn = sum(1 for n in frozen.graph.nodes() if n.kind() == "aten::batch_norm")
-    report = ExportReport(
-        path=str(out),
-        format="torchscript",
-        input_size=tuple(input_size),
-        dynamic=False,
-        batchnorm_nodes=bn,
-        parity=compare_logits(ref, got),
-        metadata=metadata,
-    )
+    report = ExportReport.of(out, metadata, batchnorm_nodes=bn, parity=compare_logits(ref, got))
     if report.parity["argmax_agreement"] < min_agreement:
         raise ExportError(
             f"{out}: TorchScript argmax agreement {report.parity['argmax_agreement']:.4%} "
