@@ -33,6 +33,8 @@ RegSeg, RolandGao/RegSeg ``blocks.py`` (``exp48_decoder26``): the ``body.`` pref
   BatchNorms ``conv2.0.convs.i.1`` (the same normalisation, so each folds into its conv);
   ``se.conv1`` / ``se.conv2`` -> ``se.fc1`` / ``se.fc2``; ``shortcut.conv`` / ``.bn`` ->
   ``shortcut.1`` / ``.2``.
+
+The public names are imported from :mod:`effseg.models.official`, whose ``__all__`` lists them.
 """
 
 from __future__ import annotations
@@ -43,16 +45,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor
-
-__all__ = [
-    "OFFICIAL_OPTIONS",
-    "OFFICIAL_SOURCES",
-    "Converted",
-    "convert_official",
-    "is_official_layout",
-    "official_options",
-    "unwrap_official",
-]
 
 #: effseg model -> the official repository and model file its key map was read from.
 OFFICIAL_SOURCES: dict[str, str] = {
@@ -103,57 +95,58 @@ def _sub(rules: list[Rule], key: str) -> str:
     return key
 
 
+def _renames(within: str, names: Mapping[str, str]) -> list[Rule]:
+    """One rule per plain rename ``old`` -> ``new`` of the dotted name part that follows ``within``
+    (a pattern anchored at the start; its capture group, if it has one, is kept)."""
+    keep = r"\1." if re.compile(within).groups else ""
+    return [(rf"{within}{re.escape(old)}\.", f"{keep}{new}.") for old, new in names.items()]
+
+
 _RESBLOCK = r"^(layer[0-9][_d]*(?:\.\d+)?)\.(conv|bn)([123])\."
 _DDR_RULES: list[Rule] = [
     (_RESBLOCK, lambda m: f"{m.group(1)}.conv{m.group(3)}.{0 if m.group(2) == 'conv' else 1}."),
     (r"^spp\.scale([1-4])\.1\.", lambda m: f"spp.scales.{int(m.group(1)) - 1}.bn."),
     (r"^spp\.scale([1-4])\.3\.", lambda m: f"spp.scales.{int(m.group(1)) - 1}.conv."),
     (r"^spp\.process([1-4])\.", lambda m: f"spp.process.{int(m.group(1)) - 1}."),
-    (r"^seghead_extra\.", "aux_head."),
-    (r"^seghead_p\.", "p_head."),
-    (r"^seghead_d\.", "boundary_head."),
-    (r"^(final_layer|aux_head|p_head|boundary_head)\.bn1\.", r"\1.conv.0."),
-    (r"^(final_layer|aux_head|p_head|boundary_head)\.conv1\.", r"\1.conv.2."),
-    (r"^(final_layer|aux_head|p_head|boundary_head)\.bn2\.", r"\1.bn."),
-    (r"^(final_layer|aux_head|p_head|boundary_head)\.conv2\.", r"\1.cls."),
-    (r"^(pag[34])\.f_x\.", r"\1.f_p."),
-    (r"^(pag[34])\.f_y\.", r"\1.f_i."),
+    *_renames("^", {"seghead_extra": "aux_head", "seghead_p": "p_head", "seghead_d": "boundary_head"}),
+    *_renames(
+        r"^(final_layer|aux_head|p_head|boundary_head)\.",
+        {"bn1": "conv.0", "conv1": "conv.2", "bn2": "bn", "conv2": "cls"},
+    ),
+    *_renames(r"^(pag[34])\.", {"f_x": "f_p", "f_y": "f_i"}),
 ]
 
 _BISENET_RULES: list[Rule] = [
     (r"^detail\.S([123])\.", r"detail.s\1."),
-    (r"^segment\.S1S2\.", "semantic.stem."),
+    *_renames("^", {"segment.S1S2": "semantic.stem"}),
     (r"^segment\.S([34])\.", r"semantic.s\1."),
-    (r"^segment\.S5_4\.", "semantic.s5."),
-    (r"^segment\.S5_5\.", "semantic.context."),
+    *_renames("^", {"segment.S5_4": "semantic.s5", "segment.S5_5": "semantic.context"}),
     (r"\.dwconv1\.([01])\.", r".dwconv.\1."),
     (r"\.dwconv2\.([01])\.", lambda m: f".dwconv.{int(m.group(1)) + 2}."),
-    (r"^bga\.left1\.", "bga.detail_keep."),
-    (r"^bga\.left2\.", "bga.detail_down."),
-    (r"^bga\.right1\.", "bga.semantic_up."),
-    (r"^bga\.right2\.", "bga.semantic_keep."),
-    (r"^aux5_4\.", "aux5."),
-    (r"^(head|aux[2-5])\.conv_out\.0\.1\.", r"\1.up_conv."),
-    (r"^(head|aux[2-5])\.conv_out\.1\.", r"\1.cls."),
+    *_renames(
+        r"^(bga)\.",
+        {"left1": "detail_keep", "left2": "detail_down", "right1": "semantic_up", "right2": "semantic_keep"},
+    ),
+    *_renames("^", {"aux5_4": "aux5"}),
+    *_renames(r"^(head|aux[2-5])\.", {"conv_out.0.1": "up_conv", "conv_out.1": "cls"}),
     # a ConvBNReLU's conv / bn -> 0 / 1 (the context embedding's lone BatchNorm keeps its name)
     (r"^(?!semantic\.context\.bn\.)(.+)\.conv\.(weight)$", r"\1.0.\2"),
     (r"^(?!semantic\.context\.bn\.)(.+)\.bn\.(\w+)$", r"\1.1.\2"),
 ]
 
+_STAGE = r"^(stage\w+(?:\.\d+)?)\."  # a RegSeg D block
 _REGSEG_RULES: list[Rule] = [
     (r"^body\.", ""),
-    (
-        r"^(stem|decoder\.head4|decoder\.head8|decoder\.head16|decoder\.conv4|decoder\.conv8)\.conv\.",
-        r"\1.0.",
+    *_renames(
+        r"^(stem|decoder\.head4|decoder\.head8|decoder\.head16|decoder\.conv4|decoder\.conv8)\.",
+        {"conv": "0", "bn": "1"},
     ),
-    (r"^(stem|decoder\.head4|decoder\.head8|decoder\.head16|decoder\.conv4|decoder\.conv8)\.bn\.", r"\1.1."),
-    (r"^(stage\w+(?:\.\d+)?)\.conv2\.weight$", r"\1.conv2.0.convs.0.0.weight"),
-    (r"^(stage\w+(?:\.\d+)?)\.conv2\.convs\.(\d+)\.weight$", r"\1.conv2.0.convs.\2.0.weight"),
-    (r"^(stage\w+(?:\.\d+)?)\.conv([13])\.weight$", r"\1.conv\2.0.weight"),
-    (r"^(stage\w+(?:\.\d+)?)\.bn([13])\.", r"\1.conv\2.1."),
-    (r"^(stage\w+(?:\.\d+)?)\.se\.conv([12])\.", r"\1.se.fc\2."),
-    (r"^(stage\w+(?:\.\d+)?)\.shortcut\.conv\.", r"\1.shortcut.1."),
-    (r"^(stage\w+(?:\.\d+)?)\.shortcut\.bn\.", r"\1.shortcut.2."),
+    (rf"{_STAGE}conv2\.weight$", r"\1.conv2.0.convs.0.0.weight"),
+    (rf"{_STAGE}conv2\.convs\.(\d+)\.weight$", r"\1.conv2.0.convs.\2.0.weight"),
+    (rf"{_STAGE}conv([13])\.weight$", r"\1.conv\2.0.weight"),
+    (rf"{_STAGE}bn([13])\.", r"\1.conv\2.1."),
+    (rf"{_STAGE}se\.conv([12])\.", r"\1.se.fc\2."),
+    *_renames(_STAGE, {"shortcut.conv": "shortcut.1", "shortcut.bn": "shortcut.2"}),
 ]
 
 _RULES = {
