@@ -12,52 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 import yaml
-from PIL import Image
 
-import effseg
 from effseg.cli import main as cli_main
-from effseg.config import config_from_dict
-from helpers_disks import fill, read_only, tmpfs
+from helpers_disks import TINY_MODEL, fill, folder_dataset, one_error_line, read_only, tiny_checkpoint, tmpfs
 from helpers_engine import subprocess_env
-
-MODEL = {"name": "lraspp", "backbone": "mobilenetv3_small", "num_classes": 3, "aux": False}
-
-
-def _dataset(root: Path, n: int = 3) -> Path:
-    rng = np.random.default_rng(0)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "classes.yaml").write_text("names: [a, b, c]\n")
-    for split in ("train", "val"):
-        for sub in ("images", "masks"):
-            (root / sub / split).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(
-                root / "images" / split / f"s{i}.png"
-            )
-            Image.fromarray(rng.integers(0, 3, (24, 32), dtype=np.uint8)).save(
-                root / "masks" / split / f"s{i}.png"
-            )
-    return root
-
-
-def _checkpoint(path: Path, data_root: Path) -> Path:
-    torch.manual_seed(0)
-    model = effseg.build_model(**MODEL)
-    cfg = config_from_dict({"model": MODEL, "data": {"dataset": "folder", "root": str(data_root)}})
-    torch.save(
-        {
-            "model": model.state_dict(),
-            "model_config": model.config,
-            "classes": ["a", "b", "c"],
-            "config": cfg.to_dict(),
-        },
-        path,
-    )
-    return path
 
 
 @pytest.fixture()
@@ -70,19 +30,13 @@ def disk(tmp_path: Path):  # noqa: ANN201 - a fixture
 @pytest.fixture()
 def setup(tmp_path: Path) -> tuple[Path, Path]:
     """``(checkpoint, dataset root)`` outside the test disk."""
-    data = _dataset(tmp_path / "data")
-    return _checkpoint(tmp_path / "m.pt", data), data
-
-
-def _one_line(capsys) -> str:
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("effseg: error: "), lines
-    return lines[0]
+    data = folder_dataset(tmp_path / "data")
+    return tiny_checkpoint(tmp_path / "m.pt", data), data
 
 
 def _train_config(tmp_path: Path, data: Path) -> Path:
     cfg = {
-        "model": MODEL,
+        "model": TINY_MODEL,
         "data": {"dataset": "folder", "root": str(data), "crop_size": "32x24", "num_workers": 0},
         "train": {"iterations": 1, "batch_size": 2, "device": "cpu", "tensorboard": False},
     }
@@ -121,7 +75,7 @@ def test_read_only_disk_is_one_line_for_train_eval_export_predict(
         (["predict", str(ckpt), str(data / "images" / "val"), "--out", str(disk / "pred")], disk / "pred"),
     ):
         assert cli_main(argv) == 2, argv
-        line = _one_line(capsys)
+        line = one_error_line(capsys)
         assert line.startswith(f"effseg: error: {path}") and ro in line, (argv, line)
     assert (disk / "good.onnx").read_bytes() == b"an earlier export"
 
@@ -134,7 +88,7 @@ def test_full_disk_train_lock_leaves_no_empty_lock(disk: Path, setup, tmp_path: 
     fill(disk)
     run = disk / "run"
     assert cli_main(["train", str(_train_config(tmp_path, data)), "--run-dir", str(run)]) == 2
-    line = _one_line(capsys)
+    line = one_error_line(capsys)
     assert "no space left on the device" in line and "lock" in line
     assert not run.exists() or not [p.name for p in run.iterdir()]  # no (empty) .lock, no temp file
 
@@ -145,7 +99,7 @@ def test_full_disk_eval_leaves_no_empty_eval_json(disk: Path, setup, capsys) -> 
     (disk / "eval" / "eval.json").write_text('{"miou": 0.5}\n')  # an earlier result
     fill(disk)
     assert cli_main(["eval", str(ckpt), "--out", str(disk / "eval"), "--device", "cpu"]) == 2
-    line = _one_line(capsys)
+    line = one_error_line(capsys)
     assert line == (
         f"effseg: error: {disk / 'eval' / 'eval.json'}: cannot write the evaluation results: no space left "
         "on the device; free some space there or write somewhere else (the previous eval.json is intact)"
@@ -160,7 +114,7 @@ def test_full_disk_predict_stops_with_a_count(disk: Path, setup, capsys) -> None
     out = disk / "pred"
     argv = ["predict", str(ckpt), str(data / "images" / "val"), "--out", str(out), "--runtime", "eager"]
     assert cli_main([*argv, "--no-progress"]) == 2
-    line = _one_line(capsys)
+    line = one_error_line(capsys)
     assert "cannot write a predicted mask: no space left on the device" in line
     assert line.endswith(f"predict stopped after writing 0 of 3 frames' outputs in {out}")
     assert not [p for p in out.rglob("*") if p.is_file()]  # no half-written PNG
@@ -173,7 +127,7 @@ def test_full_disk_exports_keep_the_previous_file_and_never_abort(disk: Path, se
         (disk / name).write_bytes(b"the previous good export")
     fill(disk)
     assert cli_main(["export", str(ckpt), "--input-size", "64x64", "--out", str(disk / "m.onnx")]) == 2
-    lines = {"m.onnx": _one_line(capsys)}
+    lines = {"m.onnx": one_error_line(capsys)}
     # TorchScript in a child process: torch.jit.save's own writer used to abort the interpreter here
     done = subprocess.run(
         [sys.executable, "-m", "effseg", "export", str(ckpt), "--format", "torchscript",
@@ -200,13 +154,15 @@ def test_predict_out_that_is_a_file_or_an_existing_video(setup, tmp_path: Path, 
     file = tmp_path / "notes.txt"
     file.write_text("keep me")
     assert cli_main(["predict", str(ckpt), images, "--out", str(file)]) == 2
-    assert _one_line(capsys) == (
+    assert one_error_line(capsys) == (
         f"effseg: error: --out {file}: is a file, not a folder; give a folder for the PNGs, or a video file "
         "name ending in .avi, .m4v, .mkv, .mov, .mp4"
     )
     assert file.read_text() == "keep me"
     assert cli_main(["predict", str(ckpt), images, "--out", str(file / "sub")]) == 2
-    assert f"{file} is a file, not a folder" in _one_line(capsys) or "is a file" in capsys.readouterr().err
+    assert (
+        f"{file} is a file, not a folder" in one_error_line(capsys) or "is a file" in capsys.readouterr().err
+    )
     video = tmp_path / "seg.mkv"
     video.write_bytes(b"an earlier video")
     argv = [
@@ -222,7 +178,7 @@ def test_predict_out_that_is_a_file_or_an_existing_video(setup, tmp_path: Path, 
         "5",
     ]
     assert cli_main(argv) == 2
-    assert _one_line(capsys) == (
+    assert one_error_line(capsys) == (
         f"effseg: error: --out {video}: the video exists; add --overwrite to replace it, or choose another "
         "name"
     )

@@ -23,7 +23,7 @@ from effseg.data.base import SampleError, check_readable
 from effseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from effseg.errors import CheckpointError, ConfigError, DataError, ExportError
 from effseg.fileio import OutputError, atomic_path, atomic_write_bytes, describe_output_error
-from helpers_disks import failing
+from helpers_disks import failing, folder_dataset, tiny_checkpoint
 
 # ----------------------------------------------------------------------------- the one rule
 
@@ -135,20 +135,9 @@ def test_cli_turns_a_stray_oserror_into_one_line(monkeypatch, capsys) -> None:
 # ----------------------------------------------------------------------------- weights
 
 
-def _tiny_checkpoint(path: Path, bad: float | None = None) -> Path:
-    torch.manual_seed(0)
-    model = effseg.build_model("lraspp", backbone="mobilenetv3_small", num_classes=3, aux=False)
-    state = model.state_dict()
-    if bad is not None:
-        name = [k for k, v in state.items() if v.is_floating_point()][3]
-        state[name].view(-1)[0] = bad
-    torch.save({"model": state, "model_config": model.config, "classes": ["a", "b", "c"]}, path)
-    return path
-
-
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_non_finite_weights_are_refused_everywhere(tmp_path: Path, capsys, bad: float) -> None:
-    path = _tiny_checkpoint(tmp_path / "nan.pt", bad)
+    path = tiny_checkpoint(tmp_path / "nan.pt", bad=bad)
     with pytest.raises(CheckpointError) as err:
         effseg.load(path)
     msg = str(err.value)
@@ -219,7 +208,7 @@ def test_checkpoint_messages_say_what_the_file_is(tmp_path: Path) -> None:
         load_checkpoint(text)
     assert "not a PyTorch checkpoint but a text file (it starts with 'model:')" in str(err.value)
     assert "carries code" not in str(err.value)
-    good = _tiny_checkpoint(tmp_path / "good.pt").read_bytes()
+    good = tiny_checkpoint(tmp_path / "good.pt").read_bytes()
     cut = tmp_path / "cut.pt"
     cut.write_bytes(good[: len(good) // 3])
     with pytest.raises(CheckpointError) as err:
@@ -258,25 +247,8 @@ def test_negative_class_weights_are_refused() -> None:
 # ----------------------------------------------------------------------------- bad images
 
 
-def _folder(root: Path, n: int = 4) -> Path:
-    rng = np.random.default_rng(0)
-    (root / "classes.yaml").parent.mkdir(parents=True, exist_ok=True)
-    (root / "classes.yaml").write_text("names: [a, b, c]\n")
-    for split in ("train", "val"):
-        for sub in ("images", "masks"):
-            (root / sub / split).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(
-                root / "images" / split / f"s{i}.png"
-            )
-            Image.fromarray(rng.integers(0, 3, (24, 32), dtype=np.uint8)).save(
-                root / "masks" / split / f"s{i}.png"
-            )
-    return root
-
-
 def test_a_corrupt_image_in_a_dataloader_worker_is_one_line(tmp_path: Path) -> None:
-    root = _folder(tmp_path / "data")
+    root = folder_dataset(tmp_path / "data", 4)
     bad = root / "images" / "train" / "s2.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     ds = build_dataset("folder", root, "train")
@@ -294,7 +266,7 @@ def test_a_corrupt_image_in_a_dataloader_worker_is_one_line(tmp_path: Path) -> N
 
 
 def test_val_images_are_checked_from_their_headers(tmp_path: Path) -> None:
-    root = _folder(tmp_path / "data")
+    root = folder_dataset(tmp_path / "data", 4)
     check_readable(build_dataset("folder", root, "val"))
     png = root / "images" / "val" / "s1.png"
     png.write_bytes(png.read_bytes()[:-40])  # cut short: the header still reads
@@ -313,7 +285,7 @@ def test_val_images_are_checked_from_their_headers(tmp_path: Path) -> None:
 def test_training_stops_before_the_first_step_on_a_corrupt_val_image(tmp_path: Path, capsys) -> None:
     import yaml
 
-    root = _folder(tmp_path / "data")
+    root = folder_dataset(tmp_path / "data", 4)
     (root / "images" / "val" / "s0.png").write_bytes(b"not an image at all")
     cfg = {
         "model": {"name": "lraspp", "backbone": "mobilenetv3_small", "num_classes": 3, "aux": False},
