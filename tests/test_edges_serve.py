@@ -236,6 +236,86 @@ def test_huge_photos_are_resized_and_the_answer_says_so(predictor) -> None:
     assert fit_size(20000, 200, 1_000_000, Size(h=360, w=480)) == (10000, 100)  # never above the cap
 
 
+def test_form_parsing_and_encoding_run_in_the_workers_not_on_the_loop(predictor, monkeypatch) -> None:
+    """The event loop only passes chunks in and bytes out: the multipart parse (python-multipart,
+    ~1 ms per MB) and the JSON encoding of the answer happen in the ``effseg-serve`` threads."""
+    import effseg.app.serve as serve_module
+
+    seen: dict[str, list[str]] = {"parse": [], "json": []}
+
+    def spy(name: str, fn):  # noqa: ANN001, ANN202
+        def wrapped(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            seen[name].append(threading.current_thread().name)
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(serve_module, "form_file", spy("parse", serve_module.form_file))
+    monkeypatch.setattr(serve_module, "_json", spy("json", serve_module._json))
+    client = TestClient(create_app(Segmenter(predictor, TorchEngine(predictor))))
+    for route in ("/api/predict", "/api/view"):
+        reply = client.post(route, files={"file": ("x.png", _png(_photo()))})
+        assert reply.status_code == 200 and reply.headers["content-type"] == "application/json"
+        assert reply.json()["width"] == 64
+    assert len(seen["parse"]) == 2 and len(seen["json"]) == 2, seen
+    workers = seen["parse"] + seen["json"]  # the pool's threads, not the loop's
+    assert all(name.startswith("effseg-serve_") for name in workers), workers
+
+
+def test_malformed_forms_are_one_line_400s(predictor) -> None:
+    client = TestClient(create_app(Segmenter(predictor, TorchEngine(predictor))))
+    image = _png(_photo())
+    two = client.post("/api/predict", files=[("file", ("a.png", image)), ("file", ("b.png", image))])
+    assert (two.status_code, two.json()) == (
+        400,
+        {"error": "the form holds 2 files in the field 'file'; send one image"},
+    )
+    many = client.post(
+        "/api/predict", data={f"f{i}": "x" for i in range(9)}, files={"file": ("a.png", image)}
+    )
+    assert (many.status_code, many.json()) == (
+        400,
+        {"error": "the form has more than 8 fields; send the image alone"},
+    )
+    body, _ = _multipart(image)
+    cut = client.post(
+        "/api/predict",
+        content=body[:-30],  # the closing boundary is missing
+        headers={"Content-Type": "multipart/form-data; boundary=effsegboundary"},
+    )
+    assert (cut.status_code, cut.json()) == (
+        400,
+        {"error": "the form ends before its closing boundary: the upload is incomplete; send it again"},
+    )
+    plain = client.post("/api/predict", content=image, headers={"Content-Type": "image/png"})
+    assert plain.status_code == 400 and plain.json()["error"].startswith("no image in the request")
+    assert client.post("/api/predict", files={"file": ("a.png", image)}).status_code == 200
+
+
+def test_serve_freezes_the_loaded_objects_before_serving(predictor, monkeypatch) -> None:
+    """A full garbage collection over the loaded model and app (~0.2 s, every thread stopped) must
+    not happen while requests are served: ``serve`` moves them to the permanent generation."""
+    import gc
+
+    import effseg.app.serve as serve_module
+
+    frozen: list[int] = []
+    monkeypatch.setattr(
+        serve_module, "load_segmenter", lambda *_args: Segmenter(predictor, TorchEngine(predictor))
+    )
+    monkeypatch.setattr(
+        uvicorn.Server, "run", lambda self, sockets=None: frozen.append(gc.get_freeze_count())
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    try:
+        serve_module.serve("tiny", port=port)
+    finally:
+        gc.unfreeze()
+    assert len(frozen) == 1 and frozen[0] > 10_000  # torch, the model, FastAPI: all frozen
+
+
 @pytest.mark.parametrize(
     ("option", "message"),
     [

@@ -13,13 +13,18 @@ Routes:
 - ``POST /api/view``: what the page shows (overlay PNG as base64, shares, latency, note).
 - ``GET /api/info``: the model's classes, palette and runtime.
 
-Staying responsive: decoding, inference and encoding run in a pool of ``workers`` threads (the
-model itself one call at a time), never on the event loop, so ``/api/info`` and the page answer
-while predictions run. At most ``workers + queue`` uploads are in flight; the next one gets 503
-with ``Retry-After``. The upload limit is enforced while the body streams in (the
-``Content-Length`` first, then the bytes read: an oversized upload is never received in full).
-Uploads with more than ``max_megapixels`` pixels are resized (to the model's own input size when
-it has one) and the answer says so.
+Staying responsive: the event loop only receives the body's chunks and sends the answer; parsing
+the multipart form, decoding the image, inference and encoding the answer (PNG, base64, JSON) run
+in a pool of ``workers`` threads (the model itself one call at a time), so ``/api/info`` and the
+page answer while predictions run. Before serving, the objects of the loaded model and the app are
+moved out of the garbage collector's reach (``gc.freeze``): a full collection over them took
+~0.2 s, all threads stopped, and would otherwise happen now and then between requests.
+
+At most ``workers + queue`` uploads are in flight; the next one gets 503 with ``Retry-After``.
+The upload limit is enforced while the body streams in (the ``Content-Length`` first, then the
+bytes read: an oversized upload is never received in full). Uploads with more than
+``max_megapixels`` pixels are resized (to the model's own input size when it has one) and the
+answer says so.
 
 Every refused request -- bad upload (400), too large (413), busy (503), unknown route (404), a
 malformed form (400) -- is answered with ``{"error": "<one line>"}``; the server keeps serving.
@@ -29,7 +34,9 @@ malformed form (400) -- is answered with ``{"error": "<one line>"}``; the server
 import asyncio
 import base64
 import contextlib
+import gc
 import io
+import json
 import math
 import socket
 import threading
@@ -43,9 +50,8 @@ from effseg.app.serve_page import PAGE
 from effseg.app.serve_upload import (
     Admission,
     UploadGuard,
-    UploadTooLarge,
     decode_upload,
-    megabytes,
+    form_file,
     status_of,
 )
 from effseg.data.visualize import add_legend, colorize, overlay
@@ -102,49 +108,63 @@ class Segmenter:
         return add_legend(overlay(image, color, 0.5), p.classes, p.palette, labels)
 
 
+Body = tuple[list[bytes], str]  # a request body as received (its chunks) and its Content-Type
+
+
+def _json(answer: dict[str, Any]) -> bytes:
+    """``answer`` as the JSON bytes FastAPI's ``JSONResponse`` would send (in the worker thread)."""
+    return json.dumps(answer, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
 class _Work:
-    """What one request does in a worker thread: decode, segment, encode the answer."""
+    """What one request does in a worker thread: parse the form, decode, segment, encode the answer
+    (the event loop only passes the body in and the bytes out)."""
 
     def __init__(self, segmenter: Segmenter, max_bytes: int, max_pixels: int) -> None:
         self.s, self.max_bytes, self.max_pixels = segmenter, max_bytes, max_pixels
         self.model_size = getattr(segmenter.predictor, "input_size", None)
 
-    def run(self, data: bytes) -> tuple[np.ndarray, np.ndarray, float, dict[str, Any]]:
+    def run(self, body: Body) -> tuple[np.ndarray, np.ndarray, float, dict[str, Any]]:
+        data = form_file(*body)
         image, info = decode_upload(data, self.max_bytes, self.max_pixels, self.model_size)
         labels, ms = self.s(image)
         return image, labels, ms, info
 
-    def predict(self, data: bytes) -> dict[str, Any]:
-        image, labels, ms, info = self.run(data)
-        return {
-            "width": int(image.shape[1]),
-            "height": int(image.shape[0]),
-            "classes": list(self.s.predictor.classes),
-            "labels_png": base64.b64encode(_png(labels.astype(np.uint8))).decode(),
-            "shares": self.s.shares(labels),
-            "latency_ms": round(ms, 2),
-            "runtime": self.s.runtime,
-            **info,
-        }
+    def predict(self, body: Body) -> bytes:
+        image, labels, ms, info = self.run(body)
+        return _json(
+            {
+                "width": int(image.shape[1]),
+                "height": int(image.shape[0]),
+                "classes": list(self.s.predictor.classes),
+                "labels_png": base64.b64encode(_png(labels.astype(np.uint8))).decode(),
+                "shares": self.s.shares(labels),
+                "latency_ms": round(ms, 2),
+                "runtime": self.s.runtime,
+                **info,
+            }
+        )
 
-    def png(self, data: bytes, kind: str) -> tuple[bytes, float, dict[str, Any]]:
-        image, labels, ms, info = self.run(data)
+    def png(self, body: Body, kind: str) -> tuple[bytes, float, dict[str, Any]]:
+        image, labels, ms, info = self.run(body)
         return _png(self.s.picture(image, labels, kind)), ms, info
 
-    def view(self, data: bytes) -> dict[str, Any]:
-        image, labels, ms, info = self.run(data)
+    def view(self, body: Body) -> bytes:
+        image, labels, ms, info = self.run(body)
         p = self.s.predictor
         colors = {c: "#" + bytes(int(v) for v in p.palette[i]).hex() for i, c in enumerate(p.classes)}
-        return {
-            "overlay": base64.b64encode(_png(self.s.picture(image, labels, "overlay"))).decode(),
-            "width": int(image.shape[1]),
-            "height": int(image.shape[0]),
-            "shares": self.s.shares(labels),
-            "colors": colors,
-            "latency_ms": round(ms, 2),
-            "runtime": self.s.runtime,
-            **info,
-        }
+        return _json(
+            {
+                "overlay": base64.b64encode(_png(self.s.picture(image, labels, "overlay"))).decode(),
+                "width": int(image.shape[1]),
+                "height": int(image.shape[0]),
+                "shares": self.s.shares(labels),
+                "colors": colors,
+                "latency_ms": round(ms, 2),
+                "runtime": self.s.runtime,
+                **info,
+            }
+        )
 
 
 def check_serve_options(
@@ -182,7 +202,6 @@ def create_app(  # noqa: ANN201 - FastAPI
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, Response
-    from starlette.datastructures import UploadFile
     from starlette.exceptions import HTTPException
 
     check_serve_options(8000, max_upload_mb, max_megapixels, workers, queue)
@@ -241,23 +260,11 @@ def create_app(  # noqa: ANN201 - FastAPI
         where = ".".join(str(x) for x in first.get("loc", ()) if x not in ("body", "query"))
         return error(400, f"{where or 'request'}: {first.get('msg', 'invalid')}")
 
-    async def upload(request: Request) -> bytes:
-        """The bytes of the multipart field ``file`` (size limits enforced on the way in)."""
-        form = await request.form(max_files=1, max_fields=8)
-        try:
-            file = form.get("file")
-            if not isinstance(file, UploadFile):
-                raise DataError(
-                    "no image in the request: send it as the multipart form field 'file' "
-                    "(curl -F file=@street.jpg ...)"
-                )
-            if file.size is not None and file.size > max_bytes:
-                raise UploadTooLarge(
-                    f"the upload is {megabytes(file.size)}; the limit is {megabytes(max_bytes)}"
-                )
-            return await file.read()
-        finally:
-            await form.close()
+    async def upload(request: Request) -> Body:
+        """The body's chunks as they arrive (the size limit enforced on the way in by
+        :class:`UploadGuard`) and its Content-Type; parsed in the worker (:func:`form_file`)."""
+        chunks = [chunk async for chunk in request.stream() if chunk]
+        return chunks, request.headers.get("content-type", "")
 
     async def off_loop(fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
@@ -270,9 +277,12 @@ def create_app(  # noqa: ANN201 - FastAPI
     async def info() -> dict[str, Any]:
         return info_answer
 
+    def json_answer(content: bytes) -> Response:
+        return Response(content, media_type="application/json")
+
     @app.post("/api/predict")
-    async def predict(request: Request) -> dict[str, Any]:
-        return await off_loop(work.predict, await upload(request))
+    async def predict(request: Request) -> Response:
+        return json_answer(await off_loop(work.predict, await upload(request)))
 
     @app.post("/api/predict.png")
     async def predict_png(request: Request) -> Response:
@@ -286,8 +296,8 @@ def create_app(  # noqa: ANN201 - FastAPI
         return Response(png, media_type="image/png", headers=headers)
 
     @app.post("/api/view")
-    async def view(request: Request) -> dict[str, Any]:
-        return await off_loop(work.view, await upload(request))
+    async def view(request: Request) -> Response:
+        return json_answer(await off_loop(work.view, await upload(request)))
 
     return app
 
@@ -359,6 +369,8 @@ def serve(
             queue=queue,
         )
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        gc.collect()
+        gc.freeze()  # the model's and the app's objects: no full collection walks them mid-request
         shown = f"[{host}]" if ":" in host else host
         print(f"effseg serve: {model} ({segmenter.runtime}) on http://{shown}:{port}/", flush=True)
         server.run(sockets=[sock])

@@ -118,6 +118,89 @@ def decode_upload(
     return image, info
 
 
+NO_FILE = "no image in the request: send it as the multipart form field 'file' (curl -F file=@street.jpg ...)"
+MAX_FORM_PARTS = 8
+
+
+class _FormParts:
+    """The parts of a multipart body, collected by python-multipart's callbacks: ``(headers, data
+    chunks)`` each."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[dict[bytes, bytes], list[bytes]]] = []
+        self.name, self.value = b"", b""  # the part header being read (it may come in pieces)
+        self.ended = False  # the closing boundary was read
+
+    def begin(self) -> None:
+        if len(self.parts) >= MAX_FORM_PARTS:
+            raise DataError(f"the form has more than {MAX_FORM_PARTS} fields; send the image alone")
+        self.parts.append(({}, []))
+
+    def header_name(self, data: bytes, start: int, end: int) -> None:
+        self.name += data[start:end]
+
+    def header_value(self, data: bytes, start: int, end: int) -> None:
+        self.value += data[start:end]
+
+    def header_end(self) -> None:
+        self.parts[-1][0][self.name.lower()] = self.value
+        self.name, self.value = b"", b""
+
+    def data(self, data: bytes, start: int, end: int) -> None:
+        self.parts[-1][1].append(data[start:end])
+
+    def end(self) -> None:
+        self.ended = True
+
+
+def form_file(chunks: list[bytes], content_type: str, field: str = "file") -> bytes:
+    """The bytes of the file in the multipart form field ``field`` of a request body (``chunks`` as
+    received). Runs in a worker thread, so that parsing a large upload never holds the event loop.
+
+    Raises :class:`DataError` (one line) for a body that is not a multipart form or is cut short
+    (no closing boundary), a form without the file, more than one file in ``field`` or more than
+    :data:`MAX_FORM_PARTS` parts.
+    """
+    from python_multipart import MultipartParser
+    from python_multipart.exceptions import FormParserError
+    from python_multipart.multipart import parse_options_header
+
+    kind, options = parse_options_header(content_type or "")
+    if kind != b"multipart/form-data":
+        raise DataError(NO_FILE)
+    if not options.get(b"boundary"):
+        raise DataError("the request is not a valid multipart form: its Content-Type has no boundary")
+    form = _FormParts()
+    callbacks = {
+        "on_part_begin": form.begin,
+        "on_header_field": form.header_name,
+        "on_header_value": form.header_value,
+        "on_header_end": form.header_end,
+        "on_part_data": form.data,
+        "on_end": form.end,
+    }
+    try:
+        parser = MultipartParser(options[b"boundary"], callbacks)  # type: ignore[arg-type]
+        for chunk in chunks:
+            parser.write(chunk)
+        parser.finalize()
+    except FormParserError as err:
+        why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise DataError(f"the request is not a valid multipart form ({why})") from None
+    if not form.ended:
+        raise DataError("the form ends before its closing boundary: the upload is incomplete; send it again")
+    files = []
+    for headers, data in form.parts:
+        _, disposition = parse_options_header(headers.get(b"content-disposition", b""))
+        if disposition.get(b"name") == field.encode() and b"filename" in disposition:
+            files.append(b"".join(data))
+    if not files:
+        raise DataError(NO_FILE)
+    if len(files) > 1:
+        raise DataError(f"the form holds {len(files)} files in the field '{field}'; send one image")
+    return files[0]
+
+
 class Admission:
     """At most ``workers + queue`` requests in flight; :meth:`enter` refuses the next one with
     :class:`ServerBusy`, whose ``retry_after`` (s) estimates when a slot frees up from the mean
