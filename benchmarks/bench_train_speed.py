@@ -30,7 +30,6 @@ it; docs/bench/training.md does). Results go to docs/bench/training.md with ``up
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -122,7 +121,9 @@ def effseg_train(config: str, data: Path, steps: int, warmup: int, extra: list[s
         _, status, usage = os.wait4(proc.pid, 0)
         if status != 0:
             raise SystemExit(f"effseg train failed: {' '.join(cmd)}")
-        rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        from effseg.engine.runlog import read_log  # skips a partial last line
+
+        rows = read_log(run / "log.jsonl")
     train = [r for r in rows if "img_per_s" in r]
     first = next(r for r in train if r["iteration"] == warmup)
     last = train[-1]

@@ -8,7 +8,14 @@ run lock) goes through here:
   extension still work) and renames it onto the destination (``os.replace``) only when the block
   ends without an exception. Otherwise the temporary file is removed and a file that was at the
   destination before is left as it was. A kill mid-write leaves at most the hidden temporary file.
-- :func:`atomic_write_bytes` / :func:`atomic_write_text` write a whole file that way.
+- :func:`atomic_write_bytes` / :func:`atomic_write_text` write a whole file that way;
+  :func:`atomic_savefig` a matplotlib figure (the format from the file's suffix, as usual).
+- :func:`atomic_files` writes several files that belong together (a report and its figures, the
+  evaluation results): all appear when the block ends cleanly, none otherwise, and folders it
+  created for them are removed again when nothing was written.
+- :func:`append_line` adds one line to a log (``log.jsonl``): a failed write is cut back, so the
+  file holds whole lines only (a kill mid-write can at worst leave a partial last line, which
+  readers skip).
 - The one rule for output failures: no space left (``ENOSPC``, ``EDQUOT``), a read-only file
   system (``EROFS``), no permission (``EACCES``, ``EPERM``) and a path through a file
   (``ENOTDIR``) become one :class:`OutputError` line naming the path, what was being written and
@@ -16,7 +23,9 @@ run lock) goes through here:
   disk is full or read-only (torch's and onnx's C++ writers raise ``RuntimeError``) gets the same
   line: the folder is examined with ``statvfs``.
 - :func:`writable_dir` creates a folder and checks that a file can be written into it, so a command
-  refuses an unwritable output before it spends minutes computing what it would write there.
+  refuses an unwritable output before it spends minutes computing what it would write there;
+  :func:`check_writable_dir` does the same check but leaves no folder behind (the folder is made
+  when the results are written, so a command that fails later leaves no empty folder).
 """
 
 from __future__ import annotations
@@ -27,20 +36,28 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from effseg.errors import EffsegError
 
 __all__ = [
     "OUTPUT_ERRNOS",
+    "AtomicFiles",
     "AtomicTarget",
     "OutputError",
+    "append_line",
+    "atomic_files",
     "atomic_path",
+    "atomic_savefig",
     "atomic_write_bytes",
     "atomic_write_text",
+    "check_writable_dir",
     "describe_os_error",
     "describe_output_error",
     "make_dir",
+    "missing_dirs",
     "output_errors",
+    "remove_empty_dirs",
     "writable_dir",
 ]
 
@@ -169,6 +186,33 @@ def writable_dir(path: str | os.PathLike, what: str = "the output folder") -> Pa
     return path
 
 
+def missing_dirs(path: str | os.PathLike) -> list[Path]:
+    """The folders of ``path`` (itself included) that do not exist yet, deepest first: what a
+    ``mkdir -p path`` would create."""
+    path = Path(path)
+    return [p for p in [path, *path.parents] if not p.exists()]
+
+
+def remove_empty_dirs(folders: list[Path]) -> None:
+    """Remove each of ``folders`` (deepest first) that is empty; one that holds something, or is
+    gone, is left quietly."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def check_writable_dir(path: str | os.PathLike, what: str = "the output folder") -> Path:
+    """:func:`writable_dir`'s check -- the folder can be created and a file written in it -- that
+    leaves nothing behind: folders it had to create for the probe are removed again. For a command
+    that checks its output first and writes it only at the end (``effseg eval``), so that a run
+    that fails in between leaves no empty folder."""
+    made = missing_dirs(path)
+    try:
+        return writable_dir(path, what)
+    finally:
+        remove_empty_dirs(made)
+
+
 def _umask() -> int:
     try:
         with open("/proc/self/status", encoding="ascii") as f:
@@ -260,3 +304,117 @@ def atomic_write_text(
 ) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_path`); returns ``path``."""
     return atomic_write_bytes(path, text.encode("utf-8"), what, fsync=fsync)
+
+
+def atomic_savefig(fig: Any, path: str | os.PathLike, what: str = "the figure", **kwargs: Any) -> Path:
+    """``fig.savefig(path, **kwargs)`` atomically (see :func:`atomic_path`; the temporary file keeps
+    the suffix, so matplotlib picks the format from it as usual); the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_path(path, what) as tmp:
+            fig.savefig(tmp, **kwargs)
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+class AtomicFiles:
+    """Files written together (see :func:`atomic_files`): each goes to a temporary file beside its
+    destination; :meth:`commit` renames them all, :meth:`discard` removes them all together with
+    the folders made for them that stayed empty."""
+
+    def __init__(self) -> None:
+        self.targets: dict[Path, AtomicTarget] = {}
+        self.made: list[Path] = []  # folders created for the targets, deepest first
+
+    def path(self, dest: str | os.PathLike, what: str = "the file") -> Path:
+        """The temporary path to write ``dest`` to (the same one when asked again)."""
+        dest = Path(dest)
+        if dest not in self.targets:
+            made = missing_dirs(dest.parent)
+            self.targets[dest] = AtomicTarget(dest, what)
+            self.made = made + [d for d in self.made if d not in made]
+        return self.targets[dest].tmp
+
+    @contextlib.contextmanager
+    def writing(self, dest: str | os.PathLike, what: str = "the file") -> Iterator[Path]:
+        """Yield the temporary path of ``dest``; a write failure in the block is one
+        :class:`OutputError` line about ``dest``."""
+        tmp = self.path(dest, what)
+        with self.targets[Path(dest)].errors():
+            yield tmp
+
+    def write_bytes(self, dest: str | os.PathLike, data: bytes | memoryview, what: str = "the file") -> Path:
+        with self.writing(dest, what) as tmp, open(tmp, "wb") as f:
+            f.write(data)
+        return Path(dest)
+
+    def write_text(self, dest: str | os.PathLike, text: str, what: str = "the file") -> Path:
+        return self.write_bytes(dest, text.encode("utf-8"), what)
+
+    def savefig(self, fig: Any, dest: str | os.PathLike, what: str = "the figure", **kwargs: Any) -> Path:
+        """``fig.savefig`` to ``dest``'s temporary file; the figure is closed."""
+        import matplotlib.pyplot as plt
+
+        try:
+            with self.writing(dest, what) as tmp:
+                fig.savefig(tmp, **kwargs)
+        finally:
+            plt.close(fig)
+        return Path(dest)
+
+    def commit(self) -> None:
+        """Rename every temporary file onto its destination (in the order they were begun)."""
+        try:
+            for target in self.targets.values():
+                target.commit()
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        """Remove the temporary files not renamed yet, then the folders made for them if empty."""
+        for target in self.targets.values():
+            target.discard()
+        remove_empty_dirs(self.made)
+
+
+@contextlib.contextmanager
+def atomic_files() -> Iterator[AtomicFiles]:
+    """Write several files that belong together::
+
+        with atomic_files() as files:
+            files.write_text(out / "eval.json", text, "the evaluation results")
+            files.savefig(fig, out / "confusion_matrix.png", "the confusion matrix")
+
+    When the block ends cleanly every file is renamed onto its destination; on any exception none
+    is, the temporary files are removed, the files that were there before are left as they were and
+    folders created for the new files are removed again if empty. Failures are one
+    :class:`OutputError` line naming the file (see the module docstring).
+    """
+    files = AtomicFiles()
+    try:
+        yield files
+    except BaseException:
+        files.discard()
+        raise
+    files.commit()
+
+
+def append_line(path: str | os.PathLike, line: str, what: str = "the log") -> None:
+    """Append ``line`` and a newline to ``path`` (UTF-8) in one write. A failed write (a full disk)
+    is cut back to the previous end of the file, so the file keeps whole lines only, and raised as
+    one :class:`OutputError` line; only a kill during the write itself can leave a partial last
+    line, which readers of the log skip."""
+    path = Path(path)
+    data = (line.rstrip("\n") + "\n").encode("utf-8")
+    with output_errors(path, what), open(path, "ab", buffering=0) as f:
+        end = f.seek(0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:  # a short write (the disk filling up) is followed by the rest, or its error
+                view = view[f.write(view) :]
+        except BaseException:
+            with contextlib.suppress(OSError):
+                f.truncate(end)
+            raise

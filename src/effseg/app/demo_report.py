@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from effseg.bench.pareto import pareto_figure
 from effseg.bench.pareto import pareto_front as pareto_front  # re-exported for the demo
-from effseg.bench.pareto import plot_pareto as _plot_pareto
 from effseg.data.visualize import colorize
+from effseg.fileio import AtomicFiles, atomic_files
 
 
 @dataclass
@@ -77,14 +78,19 @@ def _plt():
     return plt
 
 
-def plot_pareto(results: Sequence[ModelResult], path: Path) -> Path | None:
-    """Latency (ms) vs mIoU (%) scatter with the Pareto front; ``None`` if nothing to plot."""
+def plot_pareto(results: Sequence[ModelResult], path: Path, files: AtomicFiles) -> Path | None:
+    """Latency (ms) vs mIoU (%) scatter with the Pareto front, written to ``path`` with ``files``;
+    ``None`` if nothing to plot."""
     pts = [(r.latency_ms, r.miou, r.name) for r in results if r.latency_ms and r.miou is not None]
-    return _plot_pareto(pts, path)
+    fig = pareto_figure(pts)
+    return None if fig is None else files.savefig(fig, path, "the Pareto plot")
 
 
-def plot_confusion(result: ModelResult, classes: Sequence[str], path: Path) -> Path | None:
-    """Row-normalised confusion matrix (each ground-truth row sums to 1)."""
+def plot_confusion(
+    result: ModelResult, classes: Sequence[str], path: Path, files: AtomicFiles
+) -> Path | None:
+    """Row-normalised confusion matrix (each ground-truth row sums to 1), written to ``path`` with
+    ``files``; ``None`` without a confusion matrix."""
     if result.confusion is None:
         return None
     cm = np.asarray(result.confusion, dtype=np.float64)
@@ -102,9 +108,7 @@ def plot_confusion(result: ModelResult, classes: Sequence[str], path: Path) -> P
     ax.set_title(f"{result.name}: confusion (row-normalised)", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return files.savefig(fig, path, "a confusion matrix")
 
 
 def plot_samples(
@@ -112,10 +116,12 @@ def plot_samples(
     palette: np.ndarray,
     model_names: Sequence[str],
     path: Path,
+    files: AtomicFiles,
     classes: Sequence[str] | None = None,
 ) -> Path | None:
     """Grid: one row per sample, columns input | each model's prediction | ground truth; with
-    ``classes``, a colour legend of the classes that occur is stacked below the grid."""
+    ``classes``, a colour legend of the classes that occur is stacked below the grid. Written to
+    ``path`` with ``files``; ``None`` without samples."""
     if not samples:
         return None
     plt = _plt()
@@ -140,8 +146,7 @@ def plot_samples(
             if r == 0:
                 ax.set_title(titles[c], fontsize=9)
     fig.tight_layout(pad=0.3)
-    fig.savefig(path)
-    plt.close(fig)
+    files.savefig(fig, path, "the prediction grid")
     if classes is not None:
         from PIL import Image
 
@@ -150,8 +155,9 @@ def plot_samples(
         shown = [s.label for s in samples if s.label is not None]
         shown += [p for s in samples for p in s.predictions.values()]
         present = np.concatenate([a.ravel() for a in shown]) if shown else None
-        grid = np.asarray(Image.open(path).convert("RGB"))
-        Image.fromarray(add_legend(grid, classes, palette, present, font_size=14)).save(path)
+        with files.writing(path, "the prediction grid") as tmp:
+            grid = np.asarray(Image.open(tmp).convert("RGB"))
+            Image.fromarray(add_legend(grid, classes, palette, present, font_size=14)).save(tmp)
     return path
 
 
@@ -240,19 +246,42 @@ def write_report(
     Returns ``{"md": ..., "html": ..., <figure name>: ...}``. ``notes`` are free-text lines
     (e.g. how mIoU is computed); ``settings`` a key -> value table (machine, input size, ...);
     ``street`` a :class:`effseg.app.street_demo.StreetResult`, shown first.
+
+    The files are written together (:func:`effseg.fileio.atomic_files`): a full or read-only disk
+    is one line naming the file, and leaves an earlier report in ``out_dir`` as it was.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    palette = np.asarray(palette, dtype=np.uint8)
+    with atomic_files() as files:
+        return _write_report(
+            files, Path(out_dir), results, classes, np.asarray(palette, dtype=np.uint8), samples,
+            title, notes, settings, street,
+        )  # fmt: skip
+
+
+def _write_report(
+    files: AtomicFiles,
+    out: Path,
+    results: Sequence[ModelResult],
+    classes: Sequence[str],
+    palette: np.ndarray,
+    samples: Sequence[Sample],
+    title: str,
+    notes: Sequence[str],
+    settings: dict[str, Any] | None,
+    street: Any | None,
+) -> dict[str, Path]:
+    """:func:`write_report`'s work, every file written with ``files``."""
     figures: dict[str, Path] = {}
-    if (p := plot_pareto(results, out / "pareto.png")) is not None:
+    if (p := plot_pareto(results, out / "pareto.png", files)) is not None:
         figures["pareto"] = p
     model_names = [r.name for r in results]
-    if (p := plot_samples(samples, palette, model_names, out / "samples.png", classes)) is not None:
+    if (p := plot_samples(samples, palette, model_names, out / "samples.png", files, classes)) is not None:
         figures["samples"] = p
     for r in results:
-        if (p := plot_confusion(r, classes, out / f"confusion_{_slug(r.name)}.png")) is not None:
+        if (p := plot_confusion(r, classes, out / f"confusion_{_slug(r.name)}.png", files)) is not None:
             figures[f"confusion_{_slug(r.name)}"] = p
+
+    def uri(key: str) -> str:  # the figure as written so far: its temporary file
+        return _img_data_uri(files.path(figures[key]))
 
     model_header, model_rows = _model_table(results)
     class_header, class_rows = _class_table(results, classes)
@@ -287,8 +316,7 @@ def write_report(
             _md_table(["setting", "value"], [[k, str(v)] for k, v in settings.items()]),
             "",
         ]
-    md_path = out / "report.md"
-    md_path.write_text("\n".join(md), encoding="utf-8")
+    md_path = files.write_text(out / "report.md", "\n".join(md), "the report")
 
     # ---- html (self-contained: every image is a data: URI)
     esc = html.escape
@@ -304,28 +332,27 @@ def write_report(
     if "pareto" in figures:
         parts += [
             "<h2>Accuracy vs latency</h2>",
-            f"<img alt='Pareto plot' src='{_img_data_uri(figures['pareto'])}'>",
+            f"<img alt='Pareto plot' src='{uri('pareto')}'>",
         ]
     if "samples" in figures:
         cols = " | ".join(["input", *model_names, "ground truth"])
         parts += [
             "<h2>Predictions</h2>",
             f"<p class='note'>{esc(cols)}</p>",
-            f"<img alt='predictions' src='{_img_data_uri(figures['samples'])}'>",
+            f"<img alt='predictions' src='{uri('samples')}'>",
         ]
     if class_rows and len(class_header) > 1:
         parts += ["<h2>IoU per class (%)</h2>", _html_table(class_header, class_rows)]
     if confusion_keys:
         parts.append("<h2>Confusion matrices</h2>")
-        parts += [f"<img alt='{esc(k)}' src='{_img_data_uri(figures[k])}'>" for k in confusion_keys]
+        parts += [f"<img alt='{esc(k)}' src='{uri(k)}'>" for k in confusion_keys]
     if settings:
         parts += [
             "<h2>Settings</h2>",
             _html_table(["setting", "value"], [[k, str(v)] for k, v in settings.items()]),
         ]
     parts.append("</body></html>")
-    html_path = out / "report.html"
-    html_path.write_text("\n".join(parts), encoding="utf-8")
+    html_path = files.write_text(out / "report.html", "\n".join(parts), "the report")
     return {"md": md_path, "html": html_path, **figures}
 
 

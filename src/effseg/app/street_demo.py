@@ -2,9 +2,10 @@
 
 ``run_street_demo(out_dir)`` segments the sample photos that ship with effseg
 (:func:`effseg.sample_images`, CamVid val) with a shipped model (:mod:`effseg.zoo`), writes
-one picture per photo (photo | overlay with a colour legend) and a grid of all of them,
-and measures the model's latency per runtime at the photos' size (batch 1, after warm-up,
-by :func:`effseg.bench.measure.bench_models`). Nothing is downloaded and nothing is trained.
+one picture per photo (photo | overlay with a colour legend) and a grid of all of them (each
+written atomically, :mod:`effseg.fileio`), and measures the model's latency per runtime at the
+photos' size (batch 1, after warm-up, by :func:`effseg.bench.measure.bench_models`). Nothing is
+downloaded and nothing is trained.
 """
 
 from __future__ import annotations
@@ -59,9 +60,9 @@ def run_street_demo(
         runtimes = "eager,onnxruntime" + (",openvino" if openvino_version() else "")
     import effseg
     from effseg.data.visualize import add_legend, overlay
+    from effseg.fileio import atomic_path, make_dir
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_dir(out_dir, "the street pictures")
     predictor = effseg.load(model)
     pictures, panels = [], []
     t0 = time.perf_counter()
@@ -71,7 +72,8 @@ def run_street_demo(
         over = overlay(photo, predictor.colorize(labels), alpha=0.5)
         panel = _side_by_side(photo, add_legend(over, predictor.classes, predictor.palette, labels))
         path = out / f"street_{photo_path.stem}.png"
-        Image.fromarray(panel).save(path)
+        with atomic_path(path, "a street picture") as tmp:  # a full disk: one line, no half a PNG
+            Image.fromarray(panel).save(tmp)
         pictures.append(path)
         panels.append(panel)
     predict_s = time.perf_counter() - t0
@@ -80,7 +82,8 @@ def run_street_demo(
         [np.pad(p, ((0, 8), (0, width - p.shape[1]), (0, 0)), constant_values=255) for p in panels]
     )
     grid_path = out / "street_grid.png"
-    Image.fromarray(grid).save(grid_path)
+    with atomic_path(grid_path, "the street pictures' grid") as tmp:
+        Image.fromarray(grid).save(tmp)
 
     from effseg.zoo import find_pretrained
 

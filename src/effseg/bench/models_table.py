@@ -122,18 +122,22 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def write_markdown(path: str | Path, rows: list[dict[str, Any]], text_caption: str) -> Path:
-    """Write the table to ``path``; if the file has the models-table markers, replace only between them."""
+    """Write the table to ``path``; if the file has the models-table markers, replace only between them.
+
+    The file is replaced atomically (:func:`effseg.fileio.atomic_write_text`): a full or read-only
+    disk is one line and leaves the document (e.g. a README with the markers) as it was.
+    """
+    from effseg.fileio import atomic_write_text
+
     path = Path(path)
     block = f"{TABLE_START}\n{text_caption}\n\n{to_markdown(rows)}{TABLE_END}"
+    text = block + "\n"
     if path.is_file():
         old = path.read_text(encoding="utf-8")
         if TABLE_START in old and TABLE_END in old:
             start, end = old.index(TABLE_START), old.index(TABLE_END) + len(TABLE_END)
-            path.write_text(old[:start] + block + old[end:], encoding="utf-8")
-            return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(block + "\n", encoding="utf-8")
-    return path
+            text = old[:start] + block + old[end:]
+    return atomic_write_text(path, text, "the models table")
 
 
 def print_table(rows: list[dict[str, Any]], text_caption: str) -> None:

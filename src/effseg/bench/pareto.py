@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -22,9 +23,8 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
-def plot_pareto(
+def pareto_figure(
     points: Sequence[tuple[float, float, str]],
-    path: str | Path,
     *,
     xlabel: str = "latency, median (ms, batch 1)",
     ylabel: str = "mIoU (%)",
@@ -32,14 +32,9 @@ def plot_pareto(
     front: bool = True,
     markers: Sequence[str] | None = None,
     colors: Sequence[str] | None = None,
-) -> Path | None:
-    """Scatter ``(x, y, label)`` points, labelled, with the Pareto front as a step line.
-
-    ``front=False`` draws the points only (e.g. GFLOPs vs latency, where higher is not better);
-    ``markers``: one matplotlib marker per point (default circles); ``colors``: one matplotlib
-    colour per point (default: the colour cycle); an empty label draws no text.  Writes a PNG to ``path``;
-    returns it, or ``None`` when there is nothing to plot.
-    """
+) -> Any:
+    """The matplotlib figure of :func:`plot_pareto` (``None`` when there is nothing to plot); the
+    caller saves and closes it (e.g. :meth:`effseg.fileio.AtomicFiles.savefig`)."""
     if not points:
         return None
     import matplotlib
@@ -72,9 +67,36 @@ def plot_pareto(
         ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return fig
 
 
-__all__ = ["pareto_front", "plot_pareto"]
+def plot_pareto(
+    points: Sequence[tuple[float, float, str]],
+    path: str | Path,
+    *,
+    xlabel: str = "latency, median (ms, batch 1)",
+    ylabel: str = "mIoU (%)",
+    title: str | None = None,
+    front: bool = True,
+    markers: Sequence[str] | None = None,
+    colors: Sequence[str] | None = None,
+) -> Path | None:
+    """Scatter ``(x, y, label)`` points, labelled, with the Pareto front as a step line.
+
+    ``front=False`` draws the points only (e.g. GFLOPs vs latency, where higher is not better);
+    ``markers``: one matplotlib marker per point (default circles); ``colors``: one matplotlib
+    colour per point (default: the colour cycle); an empty label draws no text.  Writes a PNG to
+    ``path`` atomically (:func:`effseg.fileio.atomic_savefig`: a full or read-only disk is one
+    line and leaves an earlier plot intact); returns it, or ``None`` when there is nothing to plot.
+    """
+    from effseg.fileio import atomic_savefig
+
+    fig = pareto_figure(
+        points, xlabel=xlabel, ylabel=ylabel, title=title, front=front, markers=markers, colors=colors
+    )
+    if fig is None:
+        return None
+    return atomic_savefig(fig, path, "the Pareto plot")
+
+
+__all__ = ["pareto_figure", "pareto_front", "plot_pareto"]

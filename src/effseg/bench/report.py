@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from effseg.bench.pareto import plot_pareto as _plot_points
+from effseg.bench.pareto import pareto_figure as _figure
+from effseg.fileio import atomic_files, atomic_savefig
 
 RUNTIME_MARKERS = {
     "eager": "o",
@@ -87,35 +88,57 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_pareto(report: dict[str, Any], path: str | Path) -> str:
-    """Scatter mIoU vs latency with the Pareto front (GFLOPs vs latency, no front, when no mIoU is
-    known).  Returns the y metric used (``miou`` or ``gflops``)."""
+def pareto_figure(report: dict[str, Any]) -> tuple[Any, str]:
+    """``(figure or None, y metric)``: mIoU vs latency with the Pareto front (GFLOPs vs latency, no
+    front, when no mIoU is known); ``None`` when no row has a latency. The y metric is ``miou`` or
+    ``gflops``."""
     rows = [r for r in report["results"] if r.get("latency_ms_median") is not None]
     use_miou = bool(rows) and all(r.get("miou") is not None for r in rows)
     ykey, ylabel = ("miou", "mIoU (%)") if use_miou else ("gflops", "GFLOPs")
     rows = [r for r in rows if r.get(ykey) is not None]
     s = report["settings"]
     h, w = s["input_size"]
-    _plot_points(
+    fig = _figure(
         [(r["latency_ms_median"], r[ykey], f"{r['model']} ({r['runtime']})") for r in rows],
-        path,
         xlabel=f"latency median (ms), batch {s['batch']}, {w}x{h}, {s['device']}, {s['threads']} threads",
         ylabel=ylabel,
         title=("mIoU" if use_miou else "GFLOPs") + " vs latency",
         front=use_miou,
         markers=[RUNTIME_MARKERS.get(r["runtime"], "o") for r in rows],
     )
+    return fig, ykey
+
+
+def plot_pareto(report: dict[str, Any], path: str | Path) -> str:
+    """Write :func:`pareto_figure` to ``path`` (atomically; nothing when no row has a latency).
+    Returns the y metric used (``miou`` or ``gflops``)."""
+    fig, ykey = pareto_figure(report)
+    if fig is not None:
+        atomic_savefig(fig, path, "the Pareto plot")
     return ykey
 
 
 def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
-    """Write ``bench.json``, ``bench.md`` and ``pareto.png`` into ``out_dir``."""
+    """Write ``bench.json``, ``bench.md`` and ``pareto.png`` (when a row has a latency) into
+    ``out_dir``, together (:func:`effseg.fileio.atomic_files`): a full or read-only disk is one
+    line naming the file, and leaves the files of an earlier report as they were and no new folder.
+    Returns the three paths (``plot`` is not written when no row has a latency: every run failed).
+    """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "bench.json", "markdown": out / "bench.md", "plot": out / "pareto.png"}
-    paths["json"].write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
-    paths["markdown"].write_text(markdown_table(report))
-    plot_pareto(report, paths["plot"])
+    fig, _ = pareto_figure(report)
+    try:
+        with atomic_files() as files:
+            text = json.dumps(report, indent=2, default=_json_default) + "\n"
+            files.write_text(paths["json"], text, "the benchmark results")
+            files.write_text(paths["markdown"], markdown_table(report), "the benchmark table")
+            if fig is not None:
+                files.savefig(fig, paths["plot"], "the Pareto plot")
+    finally:
+        if fig is not None:
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
     return paths
 
 
@@ -154,4 +177,4 @@ def print_table(report: dict[str, Any], console: Any = None) -> None:
     console.print(table)
 
 
-__all__ = ["TABLE_COLUMNS", "markdown_table", "plot_pareto", "print_table", "write_report"]
+__all__ = ["TABLE_COLUMNS", "markdown_table", "pareto_figure", "plot_pareto", "print_table", "write_report"]

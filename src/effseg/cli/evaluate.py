@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         write_eval_outputs,
     )
     from effseg.errors import ConfigError
-    from effseg.fileio import writable_dir
+    from effseg.fileio import check_writable_dir
 
     path = Path(args.checkpoint)
     if args.calib and args.runtime != "compile-int8":
@@ -85,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
         art = load_artifact(path, info.device)
         model, meta = art.model, art.meta
         out = _output_folder(args.out, art, path)
-        if info.is_main:  # an unwritable output folder is refused before the evaluation runs
-            writable_dir(out, "the evaluation results (--out DIR)")
+        if info.is_main:  # refused before the evaluation runs if unwritable; made only with the results
+            check_writable_dir(out, "the evaluation results (--out DIR)")
         if args.config:
             cfg = load_config(args.config, overrides)
         elif meta.get("config"):

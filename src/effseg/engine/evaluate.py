@@ -38,6 +38,8 @@ __all__ = [
     "slide_logits",
     "write_eval_outputs",
     "print_eval_table",
+    "plot_confusion",
+    "confusion_figure",
     "label_id_filename",
     "inference_cost",
     "eval_options",
@@ -131,9 +133,10 @@ def evaluate(
         if classes != list(CITYSCAPES_CLASSES):
             raise DataError("--save-label-ids needs a dataset with the 19 Cityscapes classes")
         to_label_ids = train_ids_to_label_ids
-        from effseg.fileio import writable_dir
+        from effseg.fileio import check_writable_dir
 
-        out_dir = writable_dir(save_label_ids, "the label-id PNGs")  # before the evaluation runs
+        # checked before the evaluation runs; made with the first PNG (a failed run leaves no folder)
+        out_dir = check_writable_dir(save_label_ids, "the label-id PNGs")
     samples = getattr(dataset, "samples", None)
 
     was_training = isinstance(model, nn.Module) and model.training
@@ -302,7 +305,15 @@ def print_eval_table(result: dict[str, Any], console: Any = None) -> None:
 
 
 def plot_confusion(result: dict[str, Any], path: str | Path) -> None:
-    """Row-normalised confusion matrix (rows = ground truth) as a PNG."""
+    """Row-normalised confusion matrix (rows = ground truth) as a PNG, written atomically."""
+    from effseg.fileio import atomic_savefig
+
+    atomic_savefig(confusion_figure(result), path, "the confusion matrix", dpi=100)
+
+
+def confusion_figure(result: dict[str, Any]) -> Any:
+    """The matplotlib figure of the row-normalised confusion matrix (rows = ground truth); the
+    caller saves (at dpi 100) and closes it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -323,8 +334,7 @@ def plot_confusion(result: dict[str, Any], path: str | Path) -> None:
     ax.set_title(f"confusion (row-normalised), mIoU {_pct(result['miou'])}")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
 
 
 def _jsonable(obj: Any) -> Any:
@@ -339,18 +349,28 @@ def _jsonable(obj: Any) -> Any:
 
 
 def write_eval_outputs(result: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
-    """Write ``eval.json``, ``eval.md`` and ``confusion_matrix.png`` into ``out_dir``."""
-    from effseg.fileio import atomic_path, atomic_write_text, make_dir
+    """Write ``eval.json``, ``eval.md`` and ``confusion_matrix.png`` into ``out_dir``, together
+    (:func:`effseg.fileio.atomic_files`): either all three are replaced or none is. A full or
+    read-only disk is one line naming the file, leaves the previous results intact and no empty
+    folder, no 0-byte or half-written file."""
+    from effseg.fileio import atomic_files
 
-    out = make_dir(out_dir, "the evaluation results")
+    out = Path(out_dir)
     paths = {
         "json": out / "eval.json",
         "markdown": out / "eval.md",
         "confusion": out / "confusion_matrix.png",
     }
     text = json.dumps(_jsonable(result), indent=2, allow_nan=False) + "\n"
-    atomic_write_text(paths["json"], text, "the evaluation results")  # atomic: no 0-byte eval.json
-    atomic_write_text(paths["markdown"], markdown_table(result), "the evaluation table")
-    with atomic_path(paths["confusion"], "the confusion matrix") as tmp:
-        plot_confusion(result, tmp)
+    table = markdown_table(result)
+    fig = confusion_figure(result)
+    try:
+        with atomic_files() as files:
+            files.write_text(paths["json"], text, "the evaluation results")
+            files.write_text(paths["markdown"], table, "the evaluation table")
+            files.savefig(fig, paths["confusion"], "the confusion matrix", dpi=100)
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)  # also when a write failed before the figure's
     return paths

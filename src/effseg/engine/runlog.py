@@ -1,4 +1,13 @@
-"""What a run tells: ``log.jsonl`` and TensorBoard (rank 0), and the console progress bar."""
+"""What a run tells: ``log.jsonl`` and TensorBoard (rank 0), and the console progress bar.
+
+``log.jsonl`` is append-only, one JSON record per line, each appended in one write
+(:func:`effseg.fileio.append_line`): a write that fails (a full disk) is cut back and stops the run
+with one line, so the file holds whole lines; only a kill during the write itself can leave a
+partial last line. :func:`read_log`, the one reader of the file in effseg, skips such a line, and a
+run that opens the log again (``--resume``) removes it before it appends. TensorBoard's event files
+are written by TensorBoard's own writer (not atomic; a kill may cut its last event, which
+TensorBoard reads past).
+"""
 
 from __future__ import annotations
 
@@ -10,23 +19,42 @@ from typing import Any
 
 import torch
 
-__all__ = ["LossWindow", "RunLog", "TrainProgress"]
+from effseg.fileio import append_line, atomic_write_text
+
+__all__ = ["LossWindow", "RunLog", "TrainProgress", "read_log"]
 
 
-def _iteration_of(line: str) -> float:
-    """The iteration of a log line; a line cut by a kill mid-write counts as after everything."""
+def _records(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """``(line, record)`` of every whole JSON-object line of ``text``. A line that is not one (a
+    last line cut by a kill mid-write) is skipped."""
+    out = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            out.append((line, record))
+    return out
+
+
+def read_log(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a run's ``log.jsonl``, in order; a partial last line (a kill mid-write) and
+    any other line that is not a JSON object are skipped, never a traceback. A missing file is an
+    empty log."""
     try:
-        record = json.loads(line)
-    except ValueError:
-        return float("inf")
-    return record.get("iteration", 0) if isinstance(record, dict) else float("inf")
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    return [record for _, record in _records(text)]
 
 
 class RunLog:
     """Rank-0 ``log.jsonl`` + TensorBoard writer (no-op elsewhere).
 
     With ``resume_iter``, records logged after that iteration by the interrupted run are
-    dropped (they are redone) and TensorBoard purges its later steps.
+    dropped (they are redone) and TensorBoard purges its later steps; the log is rewritten
+    atomically, without a partial last line a kill may have left.
     """
 
     def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool, resume_iter: int | None):
@@ -35,24 +63,26 @@ class RunLog:
         self.tb = None
         if not enabled:
             return
-        if resume_iter is not None and self.path.exists():
-            # Drop entries logged after the checkpoint by the interrupted run: they are redone.
-            keep = [
-                line
-                for line in self.path.read_text(encoding="utf-8").splitlines()
-                if _iteration_of(line) <= resume_iter
-            ]
-            self.path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+        if self.path.exists():
+            text = self.path.read_text(encoding="utf-8", errors="replace")
+            limit = float("inf") if resume_iter is None else resume_iter
+            # Drop entries logged after the checkpoint by the interrupted run (they are redone)
+            # and lines cut by a kill: appending after a partial line would glue two records.
+            keep = [line for line, record in _records(text) if record.get("iteration", 0) <= limit]
+            new = "".join(line + "\n" for line in keep)
+            if new != text:
+                atomic_write_text(self.path, new, "the training log")
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume_iter)
 
     def log(self, record: dict[str, Any], prefix: str) -> None:
+        """Append ``record`` to ``log.jsonl`` (one line, one write; a full disk is one
+        :class:`~effseg.fileio.OutputError` line) and its numbers to TensorBoard."""
         if not self.enabled:
             return
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        append_line(self.path, json.dumps(record), "the training log")
         if self.tb is not None:
             step = record["iteration"]
             for key, value in record.items():
