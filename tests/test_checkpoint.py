@@ -70,7 +70,7 @@ def test_corrupt_and_missing_files(tmp_path: Path) -> None:
     torch.save([torch.ones(1)], not_dict)
     with pytest.raises(CheckpointError, match="expected a checkpoint dict"):
         load_checkpoint(not_dict)
-    with pytest.raises(CheckpointError, match="neither best.pt nor last.pt"):
+    with pytest.raises(CheckpointError, match="neither last.pt nor best.pt"):
         resolve_checkpoint(tmp_path)
 
 
@@ -90,11 +90,11 @@ def test_load_model_strips_module_prefix_and_returns_meta(tmp_path: Path) -> Non
     assert torch.equal(loaded(x), model(x))
 
 
-def test_best_preferred_over_last(tmp_path: Path) -> None:
+def test_last_preferred_over_best(tmp_path: Path) -> None:  # the run-folder rule of every loader
     model = build_model(**MODEL_KW)
     save_checkpoint(tmp_path / "last.pt", effseg_ckpt(model))
     save_checkpoint(tmp_path / "best.pt", effseg_ckpt(model))
-    assert resolve_checkpoint(tmp_path).name == "best.pt"
+    assert resolve_checkpoint(tmp_path).name == "last.pt"
 
 
 def test_other_number_of_classes_is_a_clear_error(tmp_path: Path) -> None:

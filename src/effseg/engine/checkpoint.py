@@ -32,7 +32,9 @@ __all__ = [
     "check_finite",
     "load_checkpoint",
     "load_model",
+    "RUN_FOLDER_FILES",
     "resolve_checkpoint",
+    "run_folder_weights",
     "load_state_dict_checked",
 ]
 
@@ -75,14 +77,36 @@ def nonfinite_entries(state: dict[str, torch.Tensor]) -> list[str]:
     return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
+#: The weights a run folder stands for, in order: the final ones, then the val-picked ones.
+RUN_FOLDER_FILES = ("last.pt", "best.pt")
+
+
+def run_folder_weights(folder: str | Path) -> Path:
+    """The checkpoint a run folder stands for: ``last.pt`` (the weights training ended with), else
+    ``best.pt`` (a folder that keeps only the val-picked weights). The one rule of every loader:
+    :func:`effseg.deploy.artifact.load_artifact` (``effseg.load``, eval, export, predict, serve,
+    bench), ``model.init`` (:mod:`effseg.engine.init_weights`) and :func:`load_model` (the
+    distillation teacher, ``distill.teacher``).
+
+    ``best.pt`` is picked by its mIoU on the val split, so its val figure is optimistic; the final
+    weights are the ones a val figure estimates honestly. Name ``RUN/best.pt`` to take it.
+
+    Raises:
+        CheckpointError: the folder holds neither file.
+    """
+    folder = Path(folder)
+    for name in RUN_FOLDER_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    raise CheckpointError(f"{folder}: run folder has neither {' nor '.join(RUN_FOLDER_FILES)}")
+
+
 def resolve_checkpoint(path_or_run_dir: str | Path) -> Path:
-    """A ``.pt`` file as given, or a run folder's ``best.pt`` (else ``last.pt``)."""
+    """A checkpoint file as given, or the one a run folder stands for (:func:`run_folder_weights`:
+    ``last.pt``, else ``best.pt``)."""
     path = Path(path_or_run_dir)
     if path.is_dir():
-        for name in ("best.pt", "last.pt"):
-            if (path / name).is_file():
-                return path / name
-        raise CheckpointError(f"{path}: run folder has neither best.pt nor last.pt")
+        return run_folder_weights(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file or run folder not found")
     return path
@@ -237,13 +261,14 @@ def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], so
 def load_model(
     path_or_run_dir: str | Path, device: str | torch.device = "cpu", num_classes: int | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model of a checkpoint (or run folder) and load its weights.
+    """Rebuild the model of a checkpoint (or run folder: its ``last.pt``, else its ``best.pt``, the
+    rule of every loader, :func:`run_folder_weights`) and load its weights.
 
     Returns ``(model in eval mode on device, meta)``; ``meta`` holds ``model_config``,
     ``num_classes``, ``classes``, ``palette``, ``mean``, ``std``, ``config``, ``iteration``,
     ``best_miou``, ``training`` (iterations, ``train_time_s``, ``val_time_s``, ``time_budget_min``,
-    ``stopped_by``; None for older checkpoints) and ``path``. With ``num_classes``, a checkpoint
-    for another number of classes raises CheckpointError.
+    ``stopped_by``; None for older checkpoints) and ``path`` (the file read). With ``num_classes``,
+    a checkpoint for another number of classes raises CheckpointError.
     """
     from effseg.models import build_model  # models depend on nothing here; import lazily
 

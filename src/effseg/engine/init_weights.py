@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from effseg.config import Config
-from effseg.engine.rundir import RUN_FOLDER_FILES, run_folder_weights
+from effseg.engine.checkpoint import RUN_FOLDER_FILES, run_folder_weights
 from effseg.errors import CheckpointError, ConfigError
 
 __all__ = [

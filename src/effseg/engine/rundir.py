@@ -24,7 +24,7 @@ import yaml
 
 from effseg.config import Config, config_from_dict, save_config
 from effseg.engine import distributed as du
-from effseg.engine.checkpoint import remove_temp_files
+from effseg.engine.checkpoint import RUN_FOLDER_FILES, remove_temp_files, run_folder_weights
 from effseg.engine.runlock import LOCK_NAME, RunLock
 from effseg.errors import CheckpointError, ConfigError, EffsegError
 from effseg.fileio import make_dir
@@ -32,27 +32,8 @@ from effseg.fileio import make_dir
 __all__ = ["RUN_FOLDER_FILES", "open_run_dir", "prepare_run_dir", "run_folder_weights", "write_config"]
 
 _MARKERS = ("config.yaml", "last.pt", "best.pt", "log.jsonl")
-#: The weights a run folder stands for, in order: the final ones, then the val-picked ones.
-RUN_FOLDER_FILES = ("last.pt", "best.pt")
-
-
-def run_folder_weights(folder: str | Path) -> Path:
-    """The checkpoint a run folder stands for: ``last.pt`` (the weights training ended with), else
-    ``best.pt`` (a folder that keeps only the val-picked weights). The one rule of every loader:
-    :func:`effseg.deploy.artifact.load_artifact` (``effseg.load``, eval, export, predict, serve,
-    bench) and ``model.init`` (:mod:`effseg.engine.init_weights`).
-
-    ``best.pt`` is picked by its mIoU on the val split, so its val figure is optimistic; the final
-    weights are the ones a val figure estimates honestly. Name ``RUN/best.pt`` to take it.
-
-    Raises:
-        CheckpointError: the folder holds neither file.
-    """
-    folder = Path(folder)
-    for name in RUN_FOLDER_FILES:
-        if (folder / name).is_file():
-            return folder / name
-    raise CheckpointError(f"{folder}: run folder has neither {' nor '.join(RUN_FOLDER_FILES)}")
+# RUN_FOLDER_FILES / run_folder_weights (which file a run folder stands for) live in
+# effseg.engine.checkpoint, so that load_model follows the same rule; re-exported here.
 
 
 def _has_run_config(run_dir: Path) -> bool:
@@ -79,7 +60,7 @@ def _clear(run_dir: Path) -> None:
 class _RunDirLock(RunLock):
     """The run folder's lock. When this start created or emptied the folder (``fresh``), releasing
     the lock also removes the folder if nothing was written into it (the start failed), so that no
-    empty ``runs/<name>/`` is left to be mistaken for a run later ("neither best.pt nor last.pt").
+    empty ``runs/<name>/`` is left to be mistaken for a run later ("neither last.pt nor best.pt").
     The empty parent folders the start created (``runs/``) go too."""
 
     fresh = False
