@@ -6,6 +6,10 @@ import shutil
 import tempfile
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Two xdist workers share two cores, and many tests start effseg/torchrun processes: OpenMP
+# threads that spin while they wait for work steal the other worker's core (a user's own
+# setting is kept).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Each pytest-xdist worker gets its own compile and export caches: two workers that compile
 # the same graph at once (the compile-int8 fixture is built in both) must not write and load

@@ -56,7 +56,7 @@ def test_getting_started_runnable_blocks(tmp_path: Path) -> None:
     env = dict(
         os.environ,
         MPLBACKEND="Agg",
-        OMP_NUM_THREADS="2",
+        OMP_NUM_THREADS="1",
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     )
     for i, (lang, code) in enumerate(blocks, 1):

@@ -219,7 +219,7 @@ def effseg_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _env(cache: Path) -> dict[str, str]:
-    env = dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="2", EFFSEG_CACHE=str(cache))
+    env = dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="1", EFFSEG_CACHE=str(cache))
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
 
