@@ -70,20 +70,12 @@ def pareto_figure(
     return fig
 
 
-def plot_pareto(
-    points: Sequence[tuple[float, float, str]],
-    path: str | Path,
-    *,
-    xlabel: str = "latency, median (ms, batch 1)",
-    ylabel: str = "mIoU (%)",
-    title: str | None = None,
-    front: bool = True,
-    markers: Sequence[str] | None = None,
-    colors: Sequence[str] | None = None,
-) -> Path | None:
+def plot_pareto(points: Sequence[tuple[float, float, str]], path: str | Path, **style: Any) -> Path | None:
     """Scatter ``(x, y, label)`` points, labelled, with the Pareto front as a step line.
 
-    ``front=False`` draws the points only (e.g. GFLOPs vs latency, where higher is not better);
+    ``style``: :func:`pareto_figure`'s keywords (``xlabel``, ``ylabel``, ``title``, ``front``,
+    ``markers``, ``colors``). ``front=False`` draws the points only (e.g. GFLOPs vs latency,
+    where higher is not better);
     ``markers``: one matplotlib marker per point (default circles); ``colors``: one matplotlib
     colour per point (default: the colour cycle); an empty label draws no text.  Writes a PNG to
     ``path`` atomically (:func:`effseg.fileio.atomic_savefig`: a full or read-only disk is one
@@ -91,9 +83,7 @@ def plot_pareto(
     """
     from effseg.fileio import atomic_savefig
 
-    fig = pareto_figure(
-        points, xlabel=xlabel, ylabel=ylabel, title=title, front=front, markers=markers, colors=colors
-    )
+    fig = pareto_figure(points, **style)
     if fig is None:
         return None
     return atomic_savefig(fig, path, "the Pareto plot")
