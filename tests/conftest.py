@@ -3,6 +3,7 @@
 import atexit
 import os
 import shutil
+import signal
 import tempfile
 
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -30,3 +31,19 @@ torch.set_num_threads(1)
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _default_sigchld() -> None:
+    """SIGCHLD back to its default after each test. A multi-worker DataLoader installs a Python
+    SIGCHLD handler in the main process and leaves it there; in a long-lived pytest worker, a
+    child's exit, delivered to that handler while the worker blocked reading another child's
+    pipe, was later answered with a kernel-raised SIGSEGV (SI_KERNEL: the signal frame could not
+    be set up) that killed the worker (2026-12-03, AMD EPYC, torch 2.13.0). A CLI run is one
+    short process; the suite's workers are not."""
+    yield
+    if signal.getsignal(signal.SIGCHLD) not in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        import torch.utils.data._utils.signal_handling as handling
+
+        handling._SIGCHLD_handler_set = False  # the next DataLoader installs its handler again

@@ -1,12 +1,9 @@
 """compile-int8 (effseg.deploy.pt2e), its cases run in a fresh Python process.
 
-Why a process of their own: in the full suite, the pytest worker that compiled the first int8
-graph after several hundred other tests died with SIGSEGV (si_code SI_KERNEL, address 0) while
-inductor read its C++ compiler's output pipe; the cases pass alone and after either half of the
-tests that ran before them in that worker (2026-12-03, AMD EPYC, torch 2.13.0). A kernel-raised
-SIGSEGV during a blocking read points at a signal delivered on a broken alternate signal stack
-left by an earlier library in the long-lived process, not at effseg's int8 path; a CLI run is a
-fresh process. The cases themselves are in ``tests/isolated/pt2e_cases.py``.
+Why a process of their own: inductor's compiled graphs, its config and torchao's quantizer
+state stay out of the suite's long-lived workers, and the cases' own fixture compiles once. (A
+worker that died here with SIGSEGV was the DataLoader's SIGCHLD handler left installed, see
+tests/conftest.py, not the int8 path.) The cases themselves are in ``tests/isolated/pt2e_cases.py``.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from helpers_engine import CITY_OPTIONS, assert_same_state, tiny_config
 def _restore_compile_state(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # noqa: ANN201
     """speed.compile_step switches process-wide inductor settings (FX-graph and autograd caches,
     TORCHINDUCTOR_CACHE_DIR): undo them after each test, so that a later test in the same worker
-    (test_pt2e's inductor int8 compile crashed the worker after them) starts from torch's defaults,
+    starts from torch's defaults,
     and keep the compile cache of these tests in their own folder."""
     import torch._functorch.config as functorch_config
     import torch._inductor.config as inductor_config

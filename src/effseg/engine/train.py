@@ -93,7 +93,12 @@ def train(
     try:
         du.check_setup(cfg.train, info)
         resume, lock = open_run_dir(Path(run_dir), info, resume, force)
-        return _Trainer(cfg, Path(run_dir), info, resume, clock).run()
+        summary = _Trainer(cfg, Path(run_dir), info, resume, clock).run()
+        # Every rank is done before any tears the process group down: a gloo rank whose peer
+        # destroyed the group while it was still finishing aborted at exit (SIGABRT,
+        # "terminate called without an active exception"; 1 run in ~10 of the DDP tests).
+        du.barrier()
+        return summary
     finally:
         if lock is not None:
             lock.release()
