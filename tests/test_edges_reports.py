@@ -206,6 +206,16 @@ def test_bench_report_keeps_the_earlier_report_when_the_plot_fails(tmp_path: Pat
     assert {p.name: p.read_bytes() for p in (tmp_path / "b").iterdir()} == before
 
 
+def test_bench_report_without_a_latency_writes_and_names_no_plot(tmp_path: Path) -> None:
+    from effseg.bench.report import write_report
+
+    report = _bench_report()
+    report["results"] = [{"model": "m", "runtime": "eager", "error": "failed to build"}]
+    paths = write_report(report, tmp_path / "b")
+    assert sorted(paths) == ["json", "markdown"]
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["bench.json", "bench.md"]
+
+
 def test_demo_report_keeps_the_earlier_report_when_a_figure_fails(tmp_path: Path, monkeypatch) -> None:
     from effseg.app.demo_report import ModelResult, write_report
 

@@ -29,6 +29,7 @@ from rich.table import Table
 
 from effseg.app.street_demo import DEFAULT_MODEL, run_street_demo
 from effseg.errors import ConfigError
+from effseg.fileio import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -396,7 +397,11 @@ def run_demo(
         "timings_s": timings,
         "report": {k: str(v) for k, v in paths.items()},
     }
-    (report_dir / "results.json").write_text(json.dumps(summary_out, indent=1, default=_json_default) + "\n")
+    atomic_write_text(
+        report_dir / "results.json",
+        json.dumps(summary_out, indent=1, default=_json_default) + "\n",
+        "the demo's results",
+    )
     _print_headline(console, results, paths, timings["total_s"])
     return summary_out
 

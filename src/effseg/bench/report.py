@@ -122,7 +122,8 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
     """Write ``bench.json``, ``bench.md`` and ``pareto.png`` (when a row has a latency) into
     ``out_dir``, together (:func:`effseg.fileio.atomic_files`): a full or read-only disk is one
     line naming the file, and leaves the files of an earlier report as they were and no new folder.
-    Returns the three paths (``plot`` is not written when no row has a latency: every run failed).
+    Returns the paths written: ``json``, ``markdown`` and, when a row has a latency, ``plot``
+    (when every run failed there is nothing to plot, and no ``plot`` key).
     """
     out = Path(out_dir)
     paths = {"json": out / "bench.json", "markdown": out / "bench.md", "plot": out / "pareto.png"}
@@ -139,6 +140,8 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
             import matplotlib.pyplot as plt
 
             plt.close(fig)
+    if fig is None:
+        del paths["plot"]
     return paths
 
 

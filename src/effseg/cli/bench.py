@@ -85,5 +85,5 @@ def run(args: argparse.Namespace) -> int:
     )
     print_table(report)
     paths = write_report(report, args.out)
-    print(f"wrote {paths['json']}, {paths['markdown']}, {paths['plot']}")
+    print("wrote " + ", ".join(map(str, paths.values())))
     return 0 if all("error" not in r for r in report["results"]) else 1

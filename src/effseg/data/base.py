@@ -84,8 +84,9 @@ def check_readable(dataset: SegmentationDataset) -> None:
     """Check every image and label file of ``dataset`` from its header and its last bytes (no pixel
     decoded; milliseconds per pair): readable, complete, and image and label of one size.
 
-    The trainer runs it on the validation set before the first step, so that a corrupt val image
-    stops the run at once, not at the first validation (which would lose that step's checkpoint).
+    The trainer runs it on the training and validation sets before the first step, so that a
+    corrupt image stops the run at once, not in a loader worker or at the first validation
+    (which would lose that step's checkpoint).
 
     Raises:
         DataError: one line naming the first bad file.
