@@ -28,6 +28,27 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="module")
+def city(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """The synthetic city of ``helpers_engine.CITY_OPTIONS``, generated once per test module."""
+    from effseg.data import build_dataset
+    from helpers_engine import CITY_OPTIONS
+
+    root = tmp_path_factory.mktemp("city") / "synthetic"
+    build_dataset("synthetic", root, "train", **CITY_OPTIONS)
+    return root
+
+
+@pytest.fixture
+def one_thread():  # noqa: ANN201
+    """One intra-op thread for the test, then the earlier count back: the CI machine is shared,
+    and one thread is faster than two oversubscribed ones."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

@@ -21,16 +21,7 @@ from effseg.engine import train as train_mod
 from effseg.engine.checkpoint import load_checkpoint
 from effseg.engine.runlock import RunFolderLocked, RunLock
 from effseg.engine.train import TrainingDiverged, train
-from helpers_engine import CITY_OPTIONS, subprocess_env, tiny_config, write_config
-
-
-@pytest.fixture(scope="module")
-def city(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from effseg.data import build_dataset
-
-    root = tmp_path_factory.mktemp("city") / "synthetic"
-    build_dataset("synthetic", root, "train", **CITY_OPTIONS)
-    return root
+from helpers_engine import subprocess_env, tiny_config, write_config
 
 
 @pytest.fixture(autouse=True)

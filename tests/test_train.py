@@ -29,25 +29,6 @@ from helpers_engine import (
     write_config,
 )
 
-
-@pytest.fixture(scope="module")
-def city(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from effseg.data import build_dataset
-
-    root = tmp_path_factory.mktemp("city") / "synthetic"
-    build_dataset("synthetic", root, "train", **CITY_OPTIONS)  # generate once for the module
-    return root
-
-
-@pytest.fixture
-def one_thread():
-    """The CI machine is shared: one intra-op thread is faster than two oversubscribed ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ----------------------------------------------------------------------------- pure pieces
 
 

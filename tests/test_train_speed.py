@@ -28,7 +28,7 @@ from effseg.engine.optim import build_optimizer
 from effseg.engine.runlock import RunFolderLocked
 from effseg.engine.train import train
 from effseg.models.contract import LossTerm
-from helpers_engine import CITY_OPTIONS, assert_same_state, tiny_config
+from helpers_engine import assert_same_state, tiny_config
 
 
 @pytest.fixture(autouse=True)
@@ -53,25 +53,10 @@ def _restore_compile_state(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # 
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = env
 
 
-@pytest.fixture(scope="module")
-def city(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from effseg.data import build_dataset
-
-    root = tmp_path_factory.mktemp("city") / "synthetic"
-    build_dataset("synthetic", root, "train", **CITY_OPTIONS)
-    return root
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def losses(run: Path) -> list[float]:
-    return [r["loss"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "loss" in r]
+    from effseg.engine.runlog import read_log
+
+    return [r["loss"] for r in read_log(run / "log.jsonl") if "loss" in r]
 
 
 # ----------------------------------------------------------------------------- the pieces
