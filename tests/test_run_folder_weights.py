@@ -14,7 +14,14 @@ from PIL import Image
 import effseg
 from effseg.cli import main as cli_main
 from effseg.config import config_from_dict
-from effseg.deploy.artifact import load_artifact, picked_on_val, run_folder_weights, val_pick_note
+from effseg.deploy.artifact import (
+    figure_note,
+    load_artifact,
+    picked_on_val,
+    run_folder_weights,
+    trained_on_note,
+    val_pick_note,
+)
 from effseg.engine.checkpoint import save_checkpoint
 from effseg.errors import CheckpointError
 from effseg.models import build_model
@@ -119,6 +126,31 @@ def test_the_val_pick_note_names_the_split_it_was_picked_on() -> None:
     )
 
 
+def test_a_figure_on_frames_the_model_trained_on_is_labelled() -> None:
+    trainval = {"data": {"train_split": "trainval", "val_split": "val"}}
+    note = trained_on_note(trainval, "val")
+    assert note == (
+        "the model was trained on 'val''s frames (data.train_split='trainval'), so this figure measures "
+        "how well it remembers them, not new images"
+    )
+    assert trained_on_note(trainval, "train").startswith("the model was trained on 'train''s frames")
+    assert trained_on_note(trainval, "test") == ""  # a split training never read
+    assert trained_on_note({"data": {"train_split": "train"}}, "val") == ""
+    assert trained_on_note({"data": {"train_split": "train"}}, "trainval") != ""  # holds train
+    # the cross-drive folds read trainval for both, with disjoint drives: not labelled
+    fold = {"data": {"train_split": "trainval", "val_split": "trainval", "train_drives": ["0001TP", "0006R0"],
+                     "val_drives": ["0016E5"]}}  # fmt: skip
+    assert trained_on_note(fold, "trainval") == ""
+    fold["data"]["val_drives"] = ["0006R0"]  # a drive of both: the frames overlap
+    assert trained_on_note(fold, "trainval") != ""
+    fold["data"]["val_frames"] = "30:"  # a frame selection may keep them apart: no certain overlap
+    assert trained_on_note(fold, "trainval") == ""
+    assert trained_on_note(None, "val") == "" and trained_on_note(trainval, None) == ""
+    both = figure_note(Path("runs/x/best.pt"), trainval, "val")
+    assert both == f"{note}; {val_pick_note(Path('runs/x/best.pt'), trainval, 'val')}"
+    assert figure_note(Path("runs/x/last.pt"), {"data": {"train_split": "train"}}, "val") == ""
+
+
 def test_cli_eval_names_the_weights_and_labels_a_val_picked_figure(
     tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -126,14 +158,21 @@ def test_cli_eval_names_the_weights_and_labels_a_val_picked_figure(
     _save(run / "best.pt", 1, data_root)
     assert cli_main(["eval", str(run), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert f"weights: {run / 'best.pt'} -- best.pt was picked on its 'all' mIoU during training" in out
+    # the fixture trains and scores on 'all': both labels, the trained-on one first
+    seen = "the model was trained on 'all''s frames (data.train_split='all')"
+    assert f"weights: {run / 'best.pt'} -- {seen}" in out
+    assert "; best.pt was picked on its 'all' mIoU during training" in out
     data = json.loads((run / "eval" / "eval.json").read_text())
     assert data["weights"] == str(run / "best.pt") and data["picked_on_val"].startswith("best.pt was picked")
+    assert data["seen_in_training"].startswith(seen)
 
     _save(run / "last.pt", 2, data_root)
     assert cli_main(["eval", str(run), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert f"weights: {run / 'last.pt'}\n" in out and "optimistic" not in out
+    assert f"weights: {run / 'last.pt'} -- {seen}" in out and "optimistic" not in out
     data = json.loads((run / "eval" / "eval.json").read_text())
     assert data["weights"] == str(run / "last.pt") and data["picked_on_val"] is None
+    assert cli_main(["eval", str(run), "--device", "cpu", "--set", "data.train_split=train"]) == 0
+    # what the model was trained on is the stored config's, whatever --set says for this evaluation
+    assert f"weights: {run / 'last.pt'} -- {seen}" in capsys.readouterr().out
     assert data["checkpoint"] == str(run)  # what the user named

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import tempfile
 import warnings
 from pathlib import Path
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from effseg.config import apply_overrides, config_from_dict, load_config
     from effseg.data import build_dataset, build_eval_transform
     from effseg.data.from_config import check_data_root, val_dataset_options
-    from effseg.deploy.artifact import load_artifact, val_pick_note
+    from effseg.deploy.artifact import figure_note, load_artifact, trained_on_note, val_pick_note
     from effseg.engine import distributed as du
     from effseg.engine.evaluate import (
         eval_options,
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
             cfg = load_config(args.config, overrides)
         elif meta.get("config"):
             cfg = config_from_dict(
-                apply_overrides(dict(meta["config"]), overrides), source=f"{path} (stored config)"
+                apply_overrides(copy.deepcopy(meta["config"]), overrides), source=f"{path} (stored config)"
             )
         else:
             raise ConfigError(f"{path} carries no training config; pass --config CONFIG.yaml for the dataset")
@@ -129,8 +130,9 @@ def run(args: argparse.Namespace) -> int:
             result["checkpoint"] = str(path)
             result["split"] = args.split or cfg.data.val_split
             result["weights"] = str(art.path or path)  # the file read (a run folder: last.pt)
-            note = val_pick_note(art.path, meta.get("config"), result["split"])
-            result["picked_on_val"] = note or None
+            result["picked_on_val"] = val_pick_note(art.path, meta.get("config"), result["split"]) or None
+            result["seen_in_training"] = trained_on_note(meta.get("config"), result["split"]) or None
+            note = figure_note(art.path, meta.get("config"), result["split"])
             result["training"] = meta.get("training")  # steps, train/val seconds, time budget
             result["runtime"] = _runtime_record(args.runtime, args.calib, model)
             paths = write_eval_outputs(result, out)

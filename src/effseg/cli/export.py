@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effseg.deploy.artifact import CHECKPOINT_SUFFIXES, run_folder_weights, val_pick_note
+    from effseg.deploy.artifact import CHECKPOINT_SUFFIXES, figure_note, run_folder_weights
     from effseg.deploy.export_run import run_export
     from effseg.fileio import atomic_write_text
 
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             f"on {q['agreement_images']}"
         )
         if "miou_int8" in q:
-            note = val_pick_note(weights, (report.get("metadata") or {}).get("config"), q["eval_split"])
+            note = figure_note(weights, (report.get("metadata") or {}).get("config"), q["eval_split"])
             print(
                 f"mIoU on {q['eval_split']} ({q['eval_images']} images): fp32 {q['miou_fp32']:.2f}, "
                 f"int8 {q['miou_int8']:.2f} ({q['miou_change']:+.2f} points)"

@@ -60,6 +60,41 @@ def val_pick_note(path: str | Path | None, config: dict[str, Any] | None, split:
     )
 
 
+def _split_parts(split: str) -> set[str]:
+    """The splits a split name reads: ``trainval`` is CamVid's ``train`` + ``val``."""
+    return {"train", "val"} if split == "trainval" else {split}
+
+
+def trained_on_note(config: dict[str, Any] | None, split: str | None) -> str:
+    """The label of a figure on ``split`` from weights trained with ``config`` (the checkpoint's
+    training config): empty, unless training read the frames of ``split`` (``data.train_split``
+    ``trainval`` holds ``val``; the same split name). Drive or frame selections that may keep
+    the two apart (``data.train_drives`` / ``val_drives``, ``train_frames`` / ``val_frames``, the
+    cross-drive folds) give no label: only a certain overlap is named."""
+    data = (config or {}).get("data") if isinstance(config, dict) else None
+    if not isinstance(data, dict) or not split or not data.get("train_split"):
+        return ""
+    train_split = str(data["train_split"])
+    if not _split_parts(split) & _split_parts(train_split):
+        return ""
+    train_drives, val_drives = set(data.get("train_drives") or ()), set(data.get("val_drives") or ())
+    if (train_drives and val_drives and not train_drives & val_drives) or (
+        data.get("train_frames") is not None or data.get("val_frames") is not None
+    ):
+        return ""
+    return (
+        f"the model was trained on {split!r}'s frames (data.train_split={train_split!r}), so this "
+        "figure measures how well it remembers them, not new images"
+    )
+
+
+def figure_note(path: str | Path | None, config: dict[str, Any] | None, split: str | None) -> str:
+    """Every label a figure on ``split`` from the weights ``path`` needs (empty when none):
+    :func:`trained_on_note`, then :func:`val_pick_note`, joined by ``; ``."""
+    notes = (trained_on_note(config, split), val_pick_note(path, config, split))
+    return "; ".join(n for n in notes if n)
+
+
 @dataclass
 class Artifact:
     """A loaded model and what is known about it.
@@ -236,8 +271,10 @@ __all__ = [
     "Artifact",
     "RUN_FOLDER_FILES",
     "describe_accepted",
+    "figure_note",
     "load_artifact",
     "picked_on_val",
     "run_folder_weights",
+    "trained_on_note",
     "val_pick_note",
 ]
