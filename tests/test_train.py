@@ -469,3 +469,21 @@ def test_channels_last_on_cpu_trains(city: Path, tmp_path: Path, one_thread: Non
     summary = train(cfg, tmp_path / "run")
     assert summary["iterations"] == 2 and math.isfinite(summary["final_loss"])
     assert summary["stopped_by"] == "iterations"
+
+
+def test_validation_on_frames_training_reads_is_labelled(
+    city: Path, tmp_path: Path, one_thread: None, capsys: pytest.CaptureFixture
+) -> None:
+    """val_split == train_split (or trainval vs val): every val record and line says so."""
+    records = {}
+    for val_split in ("val", "train"):
+        cfg = config_from_dict(
+            tiny_config(city, data={"val_split": val_split}, train={"iterations": 2, "val_interval": 2})
+        )
+        train(cfg, tmp_path / val_split)
+        lines = (tmp_path / val_split / "log.jsonl").read_text().splitlines()
+        records[val_split] = [json.loads(line) for line in lines if '"miou"' in line]
+    assert records["val"] and all("val_seen_in_training" not in r for r in records["val"])
+    assert records["train"] and all(r["val_seen_in_training"] is True for r in records["train"])
+    out = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert "-- the model was trained on 'train''s frames (data.train_split='train')" in out

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from effseg.config import Config
 from effseg.errors import ConfigError, DataError
 
-__all__ = ["build_datasets", "check_data_root", "val_dataset_options"]
+__all__ = ["build_datasets", "check_data_root", "trained_on_note", "val_dataset_options"]
 
 
 def _root_holds(dataset: str, splits: tuple[str, ...]) -> str:
@@ -112,3 +112,31 @@ def _with_drives(
     if frames is not None:
         opts["frames"] = frames
     return opts
+
+
+def _split_parts(split: str) -> set[str]:
+    """The splits a split name reads: ``trainval`` is CamVid's ``train`` + ``val``."""
+    return {"train", "val"} if split == "trainval" else {split}
+
+
+def trained_on_note(config: dict[str, Any] | None, split: str | None) -> str:
+    """The label of a figure on ``split`` from weights trained with ``config`` (the checkpoint's
+    training config): empty, unless training read the frames of ``split`` (``data.train_split``
+    ``trainval`` holds ``val``; the same split name). Drive or frame selections that may keep
+    the two apart (``data.train_drives`` / ``val_drives``, ``train_frames`` / ``val_frames``, the
+    cross-drive folds) give no label: only a certain overlap is named."""
+    data = (config or {}).get("data") if isinstance(config, dict) else None
+    if not isinstance(data, dict) or not split or not data.get("train_split"):
+        return ""
+    train_split = str(data["train_split"])
+    if not _split_parts(split) & _split_parts(train_split):
+        return ""
+    train_drives, val_drives = set(data.get("train_drives") or ()), set(data.get("val_drives") or ())
+    if (train_drives and val_drives and not train_drives & val_drives) or (
+        data.get("train_frames") is not None or data.get("val_frames") is not None
+    ):
+        return ""
+    return (
+        f"the model was trained on {split!r}'s frames (data.train_split={train_split!r}), so this "
+        "figure measures how well it remembers them, not new images"
+    )

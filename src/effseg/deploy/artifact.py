@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from effseg.config import IMAGENET_MEAN, IMAGENET_STD
+from effseg.data.from_config import trained_on_note
 from effseg.engine.rundir import RUN_FOLDER_FILES, run_folder_weights
 from effseg.errors import CheckpointError, ModelError
 
@@ -57,34 +58,6 @@ def val_pick_note(path: str | Path | None, config: dict[str, Any] | None, split:
     return (
         f"best.pt was picked on its {val_split!r} mIoU during training, so this figure on "
         f"{val_split!r} is optimistic; last.pt holds the final weights"
-    )
-
-
-def _split_parts(split: str) -> set[str]:
-    """The splits a split name reads: ``trainval`` is CamVid's ``train`` + ``val``."""
-    return {"train", "val"} if split == "trainval" else {split}
-
-
-def trained_on_note(config: dict[str, Any] | None, split: str | None) -> str:
-    """The label of a figure on ``split`` from weights trained with ``config`` (the checkpoint's
-    training config): empty, unless training read the frames of ``split`` (``data.train_split``
-    ``trainval`` holds ``val``; the same split name). Drive or frame selections that may keep
-    the two apart (``data.train_drives`` / ``val_drives``, ``train_frames`` / ``val_frames``, the
-    cross-drive folds) give no label: only a certain overlap is named."""
-    data = (config or {}).get("data") if isinstance(config, dict) else None
-    if not isinstance(data, dict) or not split or not data.get("train_split"):
-        return ""
-    train_split = str(data["train_split"])
-    if not _split_parts(split) & _split_parts(train_split):
-        return ""
-    train_drives, val_drives = set(data.get("train_drives") or ()), set(data.get("val_drives") or ())
-    if (train_drives and val_drives and not train_drives & val_drives) or (
-        data.get("train_frames") is not None or data.get("val_frames") is not None
-    ):
-        return ""
-    return (
-        f"the model was trained on {split!r}'s frames (data.train_split={train_split!r}), so this "
-        "figure measures how well it remembers them, not new images"
     )
 
 

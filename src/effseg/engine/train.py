@@ -41,6 +41,7 @@ import torch.distributed as dist
 from torch import nn
 
 from effseg.config import Config
+from effseg.data.from_config import trained_on_note
 from effseg.engine import distributed as du
 from effseg.engine.budget import TrainClock, poly_lr_factor
 from effseg.engine.checkpoint import (
@@ -129,6 +130,8 @@ class _Trainer:
         self.clock = TrainClock(self.budget_s, clock or time.perf_counter)
         self.stop_reason = "iterations" if self.max_iters is not None else "time_budget"
         self.val_interval = t.val_interval or self.iters_per_epoch
+        # validation on frames training reads (data.train_split trainval, val_split val): say so
+        self.val_seen = trained_on_note(cfg.to_dict(), cfg.data.val_split)
         self.ckpt_interval = t.checkpoint_interval or self.val_interval
         self.model, self.ddp = build_model(cfg, info, resume)
         self.model_config = dict(self.model.config)
@@ -263,11 +266,14 @@ class _Trainer:
             self.best_miou = res["miou"]
         val_s = self.clock.last_pause_s
         self.log.log(
-            {"iteration": self.iteration, "epoch": epoch, **self.last_val, "val_time_s": val_s}, "val"
+            {"iteration": self.iteration, "epoch": epoch, **self.last_val, "val_time_s": val_s}
+            | ({"val_seen_in_training": True} if self.val_seen else {}),
+            "val",
         )
         self.progress.print(
             f"val @ {self.iteration}: mIoU {res['miou'] * 100:.2f}  pixel acc {res['pixel_acc'] * 100:.2f}  "
             f"(best {self.best_miou * 100:.2f})  {val_s:.1f} s, not counted in the training time"
+            + (f" -- {self.val_seen}" if self.val_seen else "")
         )
         return is_best
 
