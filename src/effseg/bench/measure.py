@@ -44,6 +44,7 @@ from effseg.bench.runners import (
 )
 from effseg.bench.sysinfo import machine_info, peak_fp32_flops
 from effseg.bench.timing import latency_stats, peak_memory_mb, sync_for, time_call, time_callable
+from effseg.data.from_config import trained_on_note
 from effseg.deploy.artifact import load_artifact
 from effseg.deploy.onnx_io import ONNX_RUNTIMES
 from effseg.errors import BenchError, EffsegError
@@ -195,9 +196,9 @@ def bench_models(
     }
     results: list[dict[str, Any]] = []
     models = [resolve_model(s, num_classes=num_classes, device=str(dev)) for s in specs]
-    from rich.progress import Progress
+    from effseg.progress import progress_bar
 
-    bar = Progress(transient=True, disable=not progress)
+    bar = progress_bar(transient=True, disable=not progress)
     tmp = tempfile.TemporaryDirectory() if work_dir is None else None
     work_root = Path(work_dir) if work_dir else Path(tmp.name)  # type: ignore[union-attr]
     try:
@@ -283,7 +284,10 @@ def _bench_one(
     zoo_miou = (bm.meta.get("zoo") or {}).get("miou_val")
     if miou_fp32 is None and zoo_miou is not None:  # a shipped model: its `effseg eval` figure
         miou_fp32 = float(zoo_miou)
-    if miou_fp32 is None and bm.meta.get("best_miou") is not None:  # a run: its best validation
+    config = bm.meta.get("config") if isinstance(bm.meta.get("config"), dict) else {}
+    val_split = (config.get("data") or {}).get("val_split") or "val"
+    if miou_fp32 is None and bm.meta.get("best_miou") is not None and not trained_on_note(config, val_split):
+        # a run: its best validation (not when it validated on frames it trained on)
         v = float(bm.meta["best_miou"])
         miou_fp32 = v * 100 if v <= 1 else v
     runners: list[Runner] = []

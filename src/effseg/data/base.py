@@ -8,6 +8,7 @@ transform (default: normalise only) and returns tensors.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -101,10 +102,15 @@ def check_readable(dataset: SegmentationDataset) -> None:
             )
 
 
-def root_problem(root: Path) -> str:
-    """What is wrong with a dataset root that is not a folder: ``does not exist`` or ``is a file,
-    not a directory`` (for the one-line error that names it)."""
-    return "is a file, not a directory" if root.exists() else "does not exist"
+def dataset_root(root: str | os.PathLike, what: str, hint: str) -> Path:
+    """``root`` as a folder path (``~`` expanded), or a DataError naming it: ``<what> root <root>
+    does not exist; <hint>`` (or ``is a file, not a directory``), ``hint`` being the layout the
+    dataset expects."""
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        problem = "is a file, not a directory" if path.exists() else "does not exist"
+        raise DataError(f"{what} root {path} {problem}; {hint}")
+    return path
 
 
 def check_same_size(image: np.ndarray, label: np.ndarray, image_path: Path, label_path: Path) -> None:
@@ -343,25 +349,10 @@ def drive_counts(dataset: SegmentationDataset) -> dict[str, int]:
 def run_parallel(fn: Callable, jobs: list, workers: int, description: str | None = None) -> list:
     """``[fn(job) for job in jobs]`` in a process pool (inline for 1 worker), in order, with an
     optional rich progress bar (count, elapsed, ETA)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from effseg.progress import progress_bar
 
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
     results = []
-    with Progress(*columns, disable=description is None) as bar:
+    with progress_bar(disable=description is None) as bar:
         task = bar.add_task(description or "", total=len(jobs))
         if workers <= 1 or len(jobs) <= 1:
             for job in jobs:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from effseg.data.base import IGNORE_INDEX, IMAGE_SUFFIXES, SegmentationDataset, Transform, root_problem
+from effseg.data.base import IGNORE_INDEX, IMAGE_SUFFIXES, SegmentationDataset, Transform, dataset_root
 from effseg.errors import DataError
 from effseg.size import Size
 
@@ -75,9 +75,7 @@ class CamVidDataset(SegmentationDataset):
         transform: Transform | None = None,
         resize: str | Size | None = None,
     ) -> None:
-        root = Path(root).expanduser()
-        if not root.is_dir():
-            raise DataError(f"CamVid root {root} {root_problem(root)}; {LAYOUT_HINT}")
+        root = dataset_root(root, "CamVid", LAYOUT_HINT)
         samples: list[tuple[Path, Path]] = []
         for part in ("train", "val") if split == "trainval" else (split,):
             image_dir, label_dir = root / part, root / f"{part}annot"

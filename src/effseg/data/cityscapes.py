@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from effseg.data.base import IGNORE_INDEX, SegmentationDataset, Transform, root_problem
+from effseg.data.base import IGNORE_INDEX, SegmentationDataset, Transform, dataset_root
 from effseg.errors import DataError
 from effseg.size import Size
 
@@ -173,9 +173,7 @@ def find_cityscapes_samples(
     root: str | os.PathLike, split: str, split_file: str | os.PathLike | None = None
 ) -> list[tuple[Path, Path]]:
     """``(image, label)`` pairs of a Cityscapes split, sorted; raises DataError for a broken layout."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DataError(f"Cityscapes root {root} {root_problem(root)}; {LAYOUT_HINT}")
+    root = dataset_root(root, "Cityscapes", LAYOUT_HINT)
     image_dir = root / "leftImg8bit" / split
     if not image_dir.is_dir():
         raise DataError(f"Cityscapes root {root} has no folder leftImg8bit/{split}; {LAYOUT_HINT}")

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from effseg.data.base import IGNORE_INDEX, SegmentationDataset, Transform, root_problem, values_outside
+from effseg.data.base import IGNORE_INDEX, SegmentationDataset, Transform, dataset_root, values_outside
 from effseg.data.camvid import match_by_stem
 from effseg.errors import DataError
 from effseg.size import Size
@@ -93,9 +93,7 @@ class FolderDataset(SegmentationDataset):
         resize: str | Size | None = None,
         classes_file: str | os.PathLike | None = None,
     ) -> None:
-        root = Path(root).expanduser()
-        if not root.is_dir():
-            raise DataError(f"folder dataset root {root} {root_problem(root)}; {LAYOUT_HINT}")
+        root = dataset_root(root, "folder dataset", LAYOUT_HINT)
         for name in ("images", "masks"):
             if not (root / name).is_dir():
                 raise DataError(f"folder dataset root {root} has no {name}/ folder; {LAYOUT_HINT}")

@@ -159,9 +159,9 @@ def evaluate(
     )
     bar = None
     if progress and rank == 0:
-        from rich.progress import Progress
+        from effseg.progress import progress_bar
 
-        bar = Progress(transient=True)
+        bar = progress_bar(transient=True)
         bar.start()
         task = bar.add_task("eval", total=len(loader))
     times: list[list[tuple[float, bool, float]]] = []  # per image: (scale, flipped, seconds) per pass

@@ -106,35 +106,16 @@ class TrainProgress:
         budget_s: float | None = None,
         spent_s: float = 0.0,
     ):
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from effseg.progress import progress_bar
 
         self.enabled, self.max_iters, self.budget_s = enabled, max_iters, budget_s
-        stats = TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[ips]} img/s")
-        if max_iters is not None:
-            columns: list[Any] = [
-                MofNCompleteColumn(),
-                stats,
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-            ]
-            total, done = float(max_iters), float(iteration)
-        else:
-            columns = [
-                TextColumn("{task.fields[pos]}"),
-                stats,
-                TimeElapsedColumn(),
-                TextColumn("budget ETA {task.fields[eta]}"),
-            ]
+        stats = "loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[ips]} img/s"
+        if max_iters is not None:  # steps: M/N and rich's ETA
+            count, eta, total, done = None, None, float(max_iters), float(iteration)
+        else:  # by the clock: the minutes spent of the budget and its ETA
+            count, eta = "{task.fields[pos]}", "budget ETA {task.fields[eta]}"
             total, done = float(budget_s or 0.0), spent_s
-        self.bar = Progress(TextColumn("[bold]train[/]"), BarColumn(), *columns, disable=not enabled)
+        self.bar = progress_bar(count=count, stats=stats, eta=eta, disable=not enabled)
         self.task = self.bar.add_task(
             "train", total=total, completed=done, loss="-", lr="-", ips="-", pos="", eta="-"
         )

@@ -23,19 +23,9 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
 
 from effseg.pipeline.video import Frame
+from effseg.progress import progress_bar
 
 _DONE = object()
 
@@ -67,12 +57,6 @@ class PipelineSummary:
             f"{self.frames} frames{failed} in {self.wall_seconds:.2f} s: {self.fps:.1f} FPS end to end, "
             f"{self.model_fps:.1f} FPS model only, runtime {self.runtime}"
         )
-
-
-class _FpsColumn(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:.1f} fps" if speed else "- fps", style="progress.data.speed")
 
 
 def _reader(frames: Iterable[Frame], out: queue.Queue, stop: threading.Event, errors: list) -> None:
@@ -149,19 +133,12 @@ def run_pipeline(
     writer = threading.Thread(
         target=_writer, args=(outbox, write, summary.written, write_errors), daemon=True
     )
-    columns = (
-        TextColumn("[bold]predict"),
-        BarColumn(),
-        MofNCompleteColumn() if total else TextColumn("{task.completed} frames"),
-        _FpsColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
     start = time.perf_counter()
     reader.start()
     writer.start()
     try:
-        with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
+        count = None if total else "{task.completed} frames"  # a camera or stream has no total
+        with progress_bar(count=count, rate="fps", console=console, disable=not progress) as bar:
             task = bar.add_task("predict", total=total)
             for frame in iter_queue(inbox):
                 if write_errors:
