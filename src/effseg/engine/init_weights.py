@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from effseg.config import Config
 from effseg.engine.checkpoint import RUN_FOLDER_FILES, run_folder_weights
 from effseg.errors import CheckpointError, ConfigError
+from effseg.models.pretrained import Misfit
 
 __all__ = [
     "InitError",
@@ -284,8 +285,7 @@ def plan_init(model: nn.Module, source: InitSource) -> InitReport:
     report.file_names = [source.origin.get(k, k) for k in source.state] + list(source.unused)
     aux = _aux_prefixes(model)
     classes = getattr(model, "num_classes", None)
-    shape_bad: list[str] = []
-    missing: list[str] = []
+    misfit = Misfit()  # what no rule explains
     for name, tensor in own.items():
         src = source.state.get(name)
         if src is None:
@@ -294,14 +294,14 @@ def plan_init(model: nn.Module, source: InitSource) -> InitReport:
             elif source.kind == "official-backbone":
                 report.reinitialised[name] = "not in the ImageNet/backbone file"
             else:
-                missing.append(name)
+                misfit.missing.append(name)
         elif tuple(src.shape) != tuple(tensor.shape):
             if _is_classifier(name, src, tensor, classes):
                 report.reinitialised[name] = (
                     f"classifier for {src.shape[0]} classes in the source, {classes} here"
                 )
             else:
-                shape_bad.append(f"{name} {tuple(src.shape)} vs {tuple(tensor.shape)}")
+                misfit.mismatched.append(Misfit.shape_pair(name, src, tensor))
         else:
             report.loaded.append(name)
     extra = [k for k in source.state if k not in own]
@@ -314,23 +314,15 @@ def plan_init(model: nn.Module, source: InitSource) -> InitReport:
             report.unused[source.origin.get(name, name)] = (
                 "not part of the segmentation network (ImageNet model)"
             )
-    unknown = [k for k in extra if source.origin.get(k, k) not in report.unused]
-    if missing or unknown or shape_bad:
+    misfit.unexpected = [n for n in (source.origin.get(k, k) for k in extra) if n not in report.unused]
+    if misfit:
         model_cfg = getattr(model, "config", {}) or {}
-        parts = []
-        if shape_bad:
-            parts.append(f"{len(shape_bad)} shape mismatches (source vs model), e.g. {shape_bad[0]}")
-        if missing:
-            parts.append(f"{len(missing)} model tensors not in the source, e.g. {missing[0]}")
-        if unknown:
-            first = source.origin.get(unknown[0], unknown[0])
-            parts.append(f"{len(unknown)} source tensors not in the model, e.g. {first}")
         theirs = (
             _describe(source.model_config) if source.model_config else source.kind + " " + source.model_name
         )
         raise InitError(
             f"model.init={source.spec}: architecture mismatch: the source is {theirs}, the model is "
-            f"{_describe(model_cfg)}: {'; '.join(parts)}"
+            f"{_describe(model_cfg)}: {misfit.text('source')}"
         )
     return report
 

@@ -1,4 +1,6 @@
-"""Load torchvision-format ImageNet weights from a file into a backbone (never downloads)."""
+"""Read weight files and say how they fit a model (:class:`Misfit`, the one wording of every
+loader that checks tensors by name and shape); load torchvision-format ImageNet weights from a file
+into a backbone (never downloads)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import pickle
 import re
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,6 +28,50 @@ def _by_module(keys: list[str], limit: int = 6) -> str:
     shown = ", ".join(modules[:limit])
     more = f", ... ({len(modules)} modules)" if len(modules) > limit else ""
     return f"{len(keys)} keys in {shown}{more}"
+
+
+@dataclass
+class Misfit:
+    """How a state dict fails to fit a model: the model's tensors it lacks (``missing``), its
+    tensors the model lacks (``unexpected``) and those in both whose shapes differ
+    (``mismatched``, as :meth:`shape_pair` texts). False when it fits."""
+
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, own: Mapping[str, Tensor], theirs: Mapping[str, Tensor]) -> Misfit:
+        """The misfit of ``theirs`` (a file's tensors) against ``own`` (the model's), in their orders."""
+        return cls(
+            missing=[k for k in own if k not in theirs],
+            unexpected=[k for k in theirs if k not in own],
+            mismatched=[
+                cls.shape_pair(k, theirs[k], own[k])
+                for k in own
+                if k in theirs and tuple(theirs[k].shape) != tuple(own[k].shape)
+            ],
+        )
+
+    @staticmethod
+    def shape_pair(name: str, theirs: Tensor, own: Tensor) -> str:
+        """``"layer1.0.conv1.weight (64, 64, 1, 1) vs (64, 64, 3, 3)"``: the file's shape first."""
+        return f"{name} {tuple(theirs.shape)} vs {tuple(own.shape)}"
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.unexpected or self.mismatched)
+
+    def text(self, source: str = "file") -> str:
+        """One line, a clause per kind: ``missing 96 keys in layer1.2.conv1, ...; unexpected ...;
+        shape mismatches (file vs model): ...`` (``source`` names the other side)."""
+        parts = []
+        if self.missing:
+            parts.append(f"missing {_by_module(self.missing)}")
+        if self.unexpected:
+            parts.append(f"unexpected {_by_module(self.unexpected)}")
+        if self.mismatched:
+            parts.append(f"shape mismatches ({source} vs model): {_short(self.mismatched)}")
+        return "; ".join(parts)
 
 
 def _flatten(obj: Mapping, prefix: str = "") -> dict[str, object]:
@@ -117,22 +164,9 @@ def load_pretrained(backbone: nn.Module, path: str | Path) -> nn.Module:
             )
         state = {k: v for k, v in state.items() if k not in skipped}
         state.update({k: own[k] for k in skipped if k in own})
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-        for k in own
-        if k in state and state[k].shape != own[k].shape
-    ]
-    if missing or unexpected or mismatched:
+    misfit = Misfit.of(own, state)
+    if misfit:
         name = getattr(target, "name", None) or type(target).__name__
-        parts = []
-        if missing:
-            parts.append(f"missing {_by_module(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {_by_module(unexpected)}")
-        if mismatched:
-            parts.append(f"shape mismatches (file vs model): {_short(mismatched)}")
-        raise CheckpointError(f"{path}: does not fit backbone {name}; " + "; ".join(parts))
+        raise CheckpointError(f"{path}: does not fit backbone {name}; {misfit.text()}")
     target.load_state_dict(state, strict=True)
     return backbone
