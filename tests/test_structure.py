@@ -82,3 +82,75 @@ def test_an_unknown_tools_name_is_an_attribute_error() -> None:
         effseg.tools.nothing  # noqa: B018
     with pytest.raises(ModuleNotFoundError):
         importlib.import_module("effseg.tools.nothing")
+
+
+# The layers of docs/architecture.md, low -> high: a module imports only from its own layer or
+# a lower one. ../shared/tools/structure.py checks the same with the package's first rooms only
+# (it predates bench/, pipeline/ and app/), so the full order is checked here.
+LAYERS = {
+    "errors": ("errors", "fileio", "progress"),
+    "config": ("config", "config_types", "size", "device", "zoo", "samples"),
+    "data": ("data",),
+    "models": ("models",),
+    "engine": ("engine",),
+    "deploy": ("deploy",),
+    "api": ("api",),
+    "bench": ("bench",),
+    "pipeline": ("pipeline",),
+    "app": ("app",),
+    "cli": ("cli",),
+}
+UNLAYERED = ("effseg", "effseg.__main__", "effseg.tools")  # the package's entry points and the shim
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports() -> dict[str, set[str]]:
+    """``{module: effseg modules it imports}``, module level and inside functions."""
+    import ast
+
+    paths = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    edges: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: from the module's package
+                    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+                    base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
+                found.add(base)
+                found.update(f"{base}.{a.name}" for a in node.names)
+        edges[name] = {m for m in found if m in paths and m != name and not name.startswith(m + ".")}
+    return edges
+
+
+def _layer(module: str) -> int | None:
+    if module in UNLAYERED or module.startswith("effseg.tools."):
+        return None
+    room = module.split(".")[1]
+    return next((i for i, rooms in enumerate(LAYERS.values()) if room in rooms), -1)
+
+
+def test_every_module_has_a_layer_and_no_import_reaches_up_or_circles() -> None:
+    from graphlib import CycleError, TopologicalSorter
+
+    edges = _imports()
+    assert len(edges) > 100 and "effseg.pipeline.video" in edges["effseg.pipeline.threaded"]
+    assert [m for m in edges if _layer(m) == -1] == []  # a new room needs its row above and in the docs
+    upward = [
+        f"{a} -> {b}"
+        for a, targets in edges.items()
+        for b in targets
+        if None not in (_layer(a), _layer(b)) and _layer(b) > _layer(a)
+    ]
+    assert upward == []
+    try:
+        TopologicalSorter(edges).prepare()
+    except CycleError as err:
+        pytest.fail(f"import cycle: {' -> '.join(err.args[1])}")
