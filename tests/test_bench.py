@@ -296,3 +296,30 @@ def test_shipped_model_reports_its_eval_miou_not_the_training_best() -> None:
     )
     (row,) = report["results"]
     assert row["miou"] == pytest.approx(find_pretrained("camvid-ddrnet23_slim").miou_val)
+
+
+@pytest.mark.parametrize(("train_split", "expected"), [("train", 62.5), ("trainval", None)])
+def test_a_runs_training_validation_labels_its_rows_unless_it_trained_on_val(
+    tmp_path, train_split: str, expected: float | None
+) -> None:
+    """A checkpoint's best_miou is its mIoU column, unless the run validated on frames it
+    trained on (data.train_split trainval, val_split val): that figure measures memory."""
+    from effseg.engine.checkpoint import save_checkpoint
+    from effseg.models import build_model
+
+    model = build_model("fcn", backbone="mobilenetv3_small", num_classes=3, aux=False)
+    data = {"dataset": "camvid", "train_split": train_split, "val_split": "val"}
+    path = tmp_path / "last.pt"
+    save_checkpoint(
+        path,
+        {
+            "model": model.state_dict(),
+            "model_config": model.config,
+            "classes": ["road", "car", "sky"],
+            "config": {"model": {"name": "fcn"}, "data": data},
+            "best_miou": 0.625,
+        },
+    )
+    report = bench_models([str(path)], input_size="32x32", warmup=0, runs=1, stages=False, progress=False)
+    (row,) = report["results"]
+    assert row.get("miou") == (pytest.approx(expected) if expected is not None else None)
