@@ -165,6 +165,10 @@ def test_cli_eval_names_the_weights_and_labels_a_val_picked_figure(
     data = json.loads((run / "eval" / "eval.json").read_text())
     assert data["weights"] == str(run / "best.pt") and data["picked_on_val"].startswith("best.pt was picked")
     assert data["seen_in_training"].startswith(seen)
+    notes = [
+        line for line in (run / "eval" / "eval.md").read_text().splitlines() if line.startswith("Note: ")
+    ]
+    assert notes == [f"Note: {data['seen_in_training']}.", f"Note: {data['picked_on_val']}."]
 
     _save(run / "last.pt", 2, data_root)
     assert cli_main(["eval", str(run), "--device", "cpu"]) == 0

@@ -279,6 +279,9 @@ def markdown_table(result: dict[str, Any]) -> str:
     cost = cost_line(result)
     if cost:  # median over the images; network passes, upsampling and merging, not data loading
         lines[-1:-1] = [f"Inference cost: {cost} (median over the images, data loading excluded)", ""]
+    for key in ("seen_in_training", "picked_on_val"):  # effseg eval's labels of the figure
+        if result.get(key):
+            lines += ["", f"Note: {result[key]}."]
     return "\n".join(lines) + "\n"
 
 
