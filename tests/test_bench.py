@@ -295,7 +295,8 @@ def test_shipped_model_reports_its_eval_miou_not_the_training_best() -> None:
         ["camvid-ddrnet23_slim"], input_size="64x64", warmup=0, runs=1, stages=False, progress=False
     )
     (row,) = report["results"]
-    assert row["miou"] == pytest.approx(find_pretrained("camvid-ddrnet23_slim").miou_val)
+    expected = find_pretrained("camvid-ddrnet23_slim").miou_val  # None: trained on val, no val figure
+    assert row.get("miou") == (pytest.approx(expected) if expected is not None else None)
 
 
 @pytest.mark.parametrize(("train_split", "expected"), [("train", 62.5), ("trainval", None)])

@@ -129,12 +129,12 @@ def test_registry_fields_of_the_front(
     (zoo["folder"] / "models.yaml").write_text(
         "models:\n"
         "  - {name: camvid-tiny, file: camvid-tiny.pt, dataset: camvid, input_size: 64x48, role: fast,\n"
-        "     miou_val: 61.5, miou_crossdrive: 52.25, crossdrive_folds: {0001TP: 50, 0006R0: 54.5},\n"
+        "     miou_crossdrive: 52.25, crossdrive_folds: {0001TP: 50, 0006R0: 54.5},\n"
         "     crossdrive_recipe: effseg crossdrive tiny.yaml, train_data: train+val,\n"
         "     train_command: effseg train tiny.yaml, train_minutes: 40.5, iterations: 9,\n"
         "     latency_ms: {eager: 12.25, onnxruntime: 4.5}, machine: test box}\n"
         "  - {name: camvid-old, file: camvid-tiny.pt, dataset: camvid, input_size: 64x48,\n"
-        "     cpu_latency_ms: 7}\n"
+        "     miou_val: 61.5, train_data: train, cpu_latency_ms: 7}\n"
     )
     tiny, old = list_pretrained()
     assert tiny.role == "fast" and tiny.miou_crossdrive == 52.25 and tiny.train_data == "train+val"
@@ -155,10 +155,17 @@ def test_registry_fields_of_the_front(
         assert text in out, text
     row = next(line for line in out.splitlines() if "camvid-old" in line)
     assert row.split("│")[3].strip() == "-"  # no cross-drive figure: "-", never a number
+    row = next(line for line in out.splitlines() if "camvid-tiny" in line)
+    assert row.split("│")[4].strip() == "-"  # trained on val: no same-drive val figure
     for bad, match in (
         ("role: fastest", r"models\[0\]\.role: 'fastest'; expected one of fast, balanced, accurate"),
         ("latency_ms: {eager: quick}", r"models\[0\]\.latency_ms\.eager: 'quick' is not a number"),
         ("latency_ms: 12", r"models\[0\]\.latency_ms: expected a mapping"),
+        (
+            "train_data: train+val, miou_val: 70",
+            r"models\[0\]\.miou_val: the model was trained on val \(train\+val\), so a val figure measures "
+            "memory; leave miou_val out and give miou_crossdrive$",
+        ),
     ):
         entry = f"name: camvid-tiny, file: camvid-tiny.pt, dataset: camvid, input_size: 64x48, {bad}"
         (zoo["folder"] / "models.yaml").write_text(f"models:\n  - {{{entry}}}\n")
@@ -167,13 +174,15 @@ def test_registry_fields_of_the_front(
 
 
 def test_shipped_registry_labels_its_figures() -> None:
-    """The shipped entry keeps its name, and carries no cross-drive figure until one is measured."""
+    """The shipped entry keeps its name; a val figure only if val stayed unseen, a cross-drive
+    figure only with its command."""
     from effseg.zoo import zoo_dir
 
     if zoo_dir() != Path(effseg.zoo.__file__).parent:
         pytest.skip("EFFSEG_ZOO_DIR points elsewhere")
     entry = find_pretrained("camvid-ddrnet23_slim")
-    assert entry.miou_val is not None and entry.train_data == "train"
+    assert entry.train_data in ("train", "train+val")
+    assert (entry.miou_val is None) == (entry.train_data == "train+val")
     assert entry.miou_crossdrive is None or entry.crossdrive_recipe  # a figure always has its command
     assert entry.latency_ms.get("eager") is not None and entry.machine
 

@@ -121,6 +121,11 @@ def _entry(raw: Any, index: int, registry: Path) -> ZooModel:
         raise ModelError(f"{where}.input_size: {values['input_size']!r}; expected WIDTHxHEIGHT, e.g. 480x360")
     if values.get("role") is not None and values["role"] not in ROLES:
         raise ModelError(f"{where}.role: {values['role']!r}; expected one of {', '.join(ROLES)}")
+    if values.get("miou_val") is not None and "val" in values.get("train_data", "").split("+"):
+        raise ModelError(
+            f"{where}.miou_val: the model was trained on val ({values['train_data']}), so a val figure "
+            "measures memory; leave miou_val out and give miou_crossdrive"
+        )
     if "cpu_latency_ms" in values:  # the older single figure is the eager latency
         values["latency_ms"] = {"eager": values["cpu_latency_ms"], **values.get("latency_ms", {})}
     return ZooModel(folder=str(registry.parent), **values)
