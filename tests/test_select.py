@@ -75,6 +75,9 @@ def test_choose_ranks_by_the_cross_drive_figure() -> None:
     # without any cross-drive figure, the same-drive val figure decides
     best, _ = choose([_row("x", "eager", 5.0, None, 50.0), _row("y", "eager", 6.0, None, 55.0)], 10.0)
     assert best.model == "y"
+    # with neither figure (a model trained on val, its folds not run), the faster one
+    best, _ = choose([_row("x", "eager", 5.0, None, None), _row("y", "eager", 6.0, None, None)], 10.0)
+    assert best.model == "x"
 
 
 def test_budget() -> None:
@@ -127,6 +130,15 @@ def test_cli_names_the_pick_or_the_fastest(
     assert "none fits 0.0 ms at 64x48; the fastest is camvid-" in out
     assert main(["select", "--max-ms", "10", "--runtimes", "warp"]) == 2
     assert "unknown runtime" in capsys.readouterr().err
+    registry = zoo / "models.yaml"  # one model, trained on val, without a cross-drive figure
+    registry.write_text(
+        "models:\n  - {name: camvid-a, file: a.pt, dataset: camvid, classes: 11, input_size: 64x48,"
+        " train_data: train+val}\n"
+    )
+    assert main([*args, "--max-ms", "1e9"]) == 0
+    out = capsys.readouterr().out
+    assert "pick: camvid-a with --runtime eager" in out
+    assert "no model here has a cross-drive or val figure: picked by speed alone" in out
 
 
 def test_installed_runtimes(monkeypatch: pytest.MonkeyPatch) -> None:

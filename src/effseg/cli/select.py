@@ -93,12 +93,14 @@ def run(args: argparse.Namespace) -> int:
     Console().print(table)
     pick, fastest = result["pick"], result["fastest"]
     if pick is not None:
-        how = (
-            f"cross-drive mIoU {pick['miou_crossdrive']:.2f}"
-            if pick["miou_crossdrive"] is not None
-            else "no model here has a cross-drive figure: ranked by same-drive val mIoU "
-            + _num(pick["miou_val"], ".2f")
-        )
+        if pick["miou_crossdrive"] is not None:
+            how = f"cross-drive mIoU {pick['miou_crossdrive']:.2f}"
+        elif pick["miou_val"] is not None:
+            how = "no model here has a cross-drive figure: ranked by same-drive val mIoU " + _num(
+                pick["miou_val"], ".2f"
+            )
+        else:
+            how = "no model here has a cross-drive or val figure: picked by speed alone"
         print(
             f"pick: {pick['model']} with --runtime {pick['runtime']}: {pick['median_ms']:.1f} ms "
             f"({pick['fps']:.1f} fps) at {result['input_size']}, {how}"
