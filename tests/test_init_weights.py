@@ -32,8 +32,17 @@ if not (CAMVID / "val").is_dir():
 CLASSIFIERS = {"final_layer.cls.weight", "final_layer.cls.bias", "aux_head.cls.weight", "aux_head.cls.bias"}
 
 
+def _shipped_pool_order() -> str:
+    """The DAPPM order the shipped weights were trained with (a file without one: the legacy order)."""
+    from effseg.models.realtime import with_legacy_defaults
+    from effseg.zoo import find_pretrained
+
+    stored = torch.load(find_pretrained(SHIPPED).path, weights_only=True)["model_config"]
+    return with_legacy_defaults(stored)["pool_order"]
+
+
 def _ddrnet(num_classes: int = 3, **options) -> torch.nn.Module:
-    return build_model("ddrnet23_slim", num_classes=num_classes, pool_order="bn_pool", **options)
+    return build_model("ddrnet23_slim", num_classes=num_classes, pool_order=_shipped_pool_order(), **options)
 
 
 def test_shipped_model_into_three_classes_reinitialises_only_the_classifiers() -> None:
@@ -72,20 +81,22 @@ def test_the_source_fixes_its_operation_order_and_a_conflict_is_one_line() -> No
     cfg = config_from_dict({"model": {"name": "ddrnet23_slim", "num_classes": 3, "init": SHIPPED}})
     source, backbone = prepare_model(cfg, resume=False)
     assert source is not None and backbone is None
-    assert source.adopted == {"pool_order": "bn_pool"}  # the shipped model was trained with it
-    assert cfg.model.options["pool_order"] == "bn_pool"  # so config.yaml records it
+    order = _shipped_pool_order()
+    other = "pool_bn" if order == "bn_pool" else "bn_pool"
+    assert source.adopted == {"pool_order": order}  # the shipped model was trained with it
+    assert cfg.model.options["pool_order"] == order  # so config.yaml records it
     clash = config_from_dict(
         {
             "model": {
                 "name": "ddrnet23_slim",
                 "num_classes": 3,
                 "init": SHIPPED,
-                "options": {"pool_order": "pool_bn"},
+                "options": {"pool_order": other},
             }
         }
     )
     with pytest.raises(
-        InitError, match="model.options.pool_order='pool_bn' but the weights of camvid-ddrnet23_slim"
+        InitError, match=f"model.options.pool_order='{other}' but the weights of camvid-ddrnet23_slim"
     ) as err:
         prepare_model(clash, resume=False)
     assert "\n" not in str(err.value)
@@ -215,12 +226,13 @@ def test_loaded_lr_mult_gives_the_loaded_parameters_their_own_rate() -> None:
 
 def test_resuming_a_run_from_before_the_official_order_names_the_fix(tmp_path: Path) -> None:
     stored = {"name": "ddrnet23_slim", "num_classes": 3, "aux": True, "planes": 32}  # no pool_order
-    built = _ddrnet(3).config | {"pool_order": "pool_bn"}
+    built = build_model("ddrnet23_slim", num_classes=3, pool_order="pool_bn").config
     with pytest.raises(
         CheckpointError, match=r"trained with pool_order='bn_pool' .* --set model.options.pool_order=bn_pool"
     ):
         check_resume_options(stored, built, tmp_path / "last.pt")
-    check_resume_options(stored, _ddrnet(3).config, tmp_path / "last.pt")  # bn_pool: fine
+    legacy = build_model("ddrnet23_slim", num_classes=3, pool_order="bn_pool").config
+    check_resume_options(stored, legacy, tmp_path / "last.pt")  # bn_pool: fine
 
 
 # ----------------------------------------------------------------------------- frame subsets
@@ -346,10 +358,10 @@ def test_effseg_train_init_on_a_three_class_folder_beats_scratch(tmp_path: Path,
                 "final_layer.cls",
                 "aux_head.cls",
             }
-            assert init["adopted_options"] == {"pool_order": "bn_pool"}
-            assert yaml.safe_load((run / "config.yaml").read_text())["model"]["options"] == {
-                "pool_order": "bn_pool"
-            }
+            order = _shipped_pool_order()
+            assert init["adopted_options"] == {"pool_order": order}
+            stored = yaml.safe_load((run / "config.yaml").read_text())
+            assert stored["model"]["options"] == {"pool_order": order}
             out = capsys.readouterr().out
             assert (
                 "init: re-initialised final_layer.cls: classifier for 11 classes in the source, 3 here" in out

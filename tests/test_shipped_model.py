@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ import effseg
 from effseg.errors import ModelError
 
 NAME = "camvid-ddrnet23_slim"
+DATA = Path(__file__).resolve().parent / "data"
 CAMVID = Path(__file__).resolve().parents[2] / "shared" / "camvid"
 if not (CAMVID / "val").is_dir():
     CAMVID = Path("/work/shared/camvid")
@@ -62,3 +65,23 @@ def test_shipped_weights_fit_the_size_limit():
     entry = find_pretrained(NAME)
     assert entry.path.stat().st_size <= 20 * 1024 * 1024
     assert entry.input_size == "480x360" and entry.classes == 11
+
+
+def test_shipped_model_predictions_are_unchanged(predictor) -> None:
+    """The class ids of the shipped file on the shipped sample photos, stored when it was packaged
+    (tests/data/make_shipped_predictions.py): a change of the weights, the loader or the model's
+    function shows here. Another CPU's float rounding may move a few pixels."""
+    stored = json.loads((DATA / "shipped_ddrnet23_slim_predictions.json").read_text())
+    weights = effseg.zoo.find_pretrained(NAME).path
+    assert stored["weights_sha1"] == hashlib.sha1(weights.read_bytes()).hexdigest(), (
+        "the shipped weights changed: run tests/data/make_shipped_predictions.py"
+    )
+    photos = {p.name: p for p in effseg.sample_images()}
+    assert sorted(stored["photos"]) == sorted(photos)
+    first = predictor.predict(photos["camvid_0016E5_07959.jpg"])
+    ids = np.array(Image.open(DATA / "shipped_ddrnet23_slim_0016E5_07959_ids.png"))
+    assert (first != ids).sum() <= 20
+    for name, want in stored["photos"].items():
+        got = first if name == "camvid_0016E5_07959.jpg" else predictor.predict(photos[name])
+        hist = np.bincount(got.ravel(), minlength=11)
+        assert np.abs(hist - np.array(want["hist"])).sum() <= 40, name
