@@ -24,6 +24,7 @@ from torch import nn
 
 from effseg.errors import CheckpointError, EffsegError, refused_pickle_message
 from effseg.fileio import OutputError, atomic_write_bytes
+from effseg.models.pretrained import Misfit
 
 __all__ = [
     "save_checkpoint",
@@ -232,29 +233,14 @@ def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], so
     """
     state = _strip_prefix(state)
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shape_bad = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if shape_bad:
-        # A classifier (1x1 conv) whose output dim differs = another number of classes.
-        want = getattr(model, "num_classes", None)
-        for k in shape_bad:
-            got, exp = tuple(state[k].shape), tuple(own[k].shape)
-            if want is not None and exp[0] == want and got[1:] == exp[1:]:
-                raise CheckpointError(
-                    f"{source}: checkpoint is for {got[0]} classes, the model has {want} ({k})"
-                )
-        k = shape_bad[0]
-        raise CheckpointError(
-            f"{source}: weight {k} has shape {tuple(state[k].shape)}, model expects {tuple(own[k].shape)}"
-        )
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
-        raise CheckpointError(f"{source}: weights do not fit the model: {', '.join(parts)}")
+    want = getattr(model, "num_classes", None)
+    for k in own:  # a classifier (1x1 conv) whose output dim differs = another number of classes
+        got, exp = tuple(state[k].shape) if k in state else None, tuple(own[k].shape)
+        if got and want is not None and got != exp and exp[0] == want and got[1:] == exp[1:]:
+            raise CheckpointError(f"{source}: checkpoint is for {got[0]} classes, the model has {want} ({k})")
+    misfit = Misfit.of(own, state)
+    if misfit:
+        raise CheckpointError(f"{source}: weights do not fit the model: {misfit.text('checkpoint')}")
     model.load_state_dict(state, strict=True)
 
 
