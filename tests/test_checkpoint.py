@@ -120,7 +120,7 @@ def test_not_an_effseg_checkpoint(tmp_path: Path) -> None:
         "classifier.weight" if "classifier.weight" in ckpt["model"] else next(iter(ckpt["model"]))
     ]
     save_checkpoint(tmp_path / "short.pt", ckpt)
-    with pytest.raises(CheckpointError, match=r"short\.pt: weights do not fit the model: missing 1 keys in "):
+    with pytest.raises(CheckpointError, match=r"short\.pt: weights do not fit the model: missing 1 key in "):
         load_model(tmp_path / "short.pt")
     ckpt = effseg_ckpt(model)
     ckpt["model"]["extra.weight"] = torch.ones(2)
@@ -130,6 +130,6 @@ def test_not_an_effseg_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError) as err:
         load_model(tmp_path / "odd.pt")
     assert str(err.value) == (
-        f"{tmp_path / 'odd.pt'}: weights do not fit the model: unexpected 1 keys in extra; "
+        f"{tmp_path / 'odd.pt'}: weights do not fit the model: unexpected 1 key in extra; "
         f"shape mismatches (checkpoint vs model): {first} (3, 3) vs {tuple(model.state_dict()[first].shape)}"
     )

@@ -113,7 +113,7 @@ def test_misfit_lists_missing_unexpected_and_shapes_in_one_line() -> None:
     assert misfit.missing == ["head.bias"] and misfit.unexpected == ["extra.weight"]
     assert misfit.mismatched == ["conv.weight (8, 3, 1, 1) vs (4, 3, 1, 1)"]
     assert misfit.text("source") == (
-        "missing 1 keys in head; unexpected 1 keys in extra; "
+        "missing 1 key in head; unexpected 1 key in extra; "
         "shape mismatches (source vs model): conv.weight (8, 3, 1, 1) vs (4, 3, 1, 1)"
     )
     assert not Misfit.of(own, dict(own)) and Misfit.of(own, dict(own)).text() == ""
@@ -130,7 +130,7 @@ def test_model_init_reports_what_no_rule_explains_with_the_same_words() -> None:
         plan_init(model, source)
     assert str(err.value) == (
         "model.init=run.pt: architecture mismatch: the source is tiny(), the model is None(): "
-        "missing 1 keys in 1; unexpected 1 keys in 2; "
+        "missing 1 key in 1; unexpected 1 key in 2; "
         "shape mismatches (source vs model): 0.weight (6, 3, 1, 1) vs (4, 3, 1, 1)"
     )
     report = plan_init(model, InitSource("run.pt", Path("run.pt"), "effseg", "tiny", model.state_dict()))

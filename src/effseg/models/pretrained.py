@@ -27,7 +27,7 @@ def _by_module(keys: list[str], limit: int = 6) -> str:
     modules = list(dict.fromkeys(k.rsplit(".", 1)[0] for k in keys))
     shown = ", ".join(modules[:limit])
     more = f", ... ({len(modules)} modules)" if len(modules) > limit else ""
-    return f"{len(keys)} keys in {shown}{more}"
+    return f"{len(keys)} key{'s' if len(keys) != 1 else ''} in {shown}{more}"
 
 
 @dataclass
