@@ -261,6 +261,13 @@ def test_nan_and_inf_are_refused_naming_the_key(tmp_path: Path, key: str, bad: s
         load_config(write(tmp_path, "model:\n  head: fcn\n"), [f"{key}={value}"])
 
 
+def test_blur_is_a_probability() -> None:
+    assert config_from_dict({}).data.blur == 0.0
+    assert config_from_dict({"data": {"blur": 0.5}}).data.blur == 0.5
+    with pytest.raises(ConfigError, match=r"key 'data\.blur': expected a probability in \[0, 1\], got 1\.5$"):
+        config_from_dict({"data": {"blur": 1.5}})
+
+
 def test_one_device_rule() -> None:
     import torch
 

@@ -111,6 +111,25 @@ def test_jitter_changes_image_not_label_and_denormalize() -> None:
     assert np.abs(back.astype(int) - image).max() <= 1
 
 
+def test_blur_softens_image_not_label_and_is_checked() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    label = rng.integers(0, 11, (48, 64), dtype=np.uint8)
+    kw = dict(crop_size=(48, 64), scale_range=(1.0, 1.0), hflip=False, jitter=False, mean=ZERO, std=ONE)
+    x0, y0 = build_train_transform(**kw)(image, label)
+    np.testing.assert_allclose(x0.numpy(), image.transpose(2, 0, 1) / 255.0, atol=1e-6)  # blur 0: untouched
+    blurred = build_train_transform(blur=1.0, **kw)
+    for seed in range(4):  # Gaussian or motion, whichever is drawn: noise loses its edges
+        blurred.set_random_seed(seed)
+        x, y = blurred(image, label)
+        np.testing.assert_array_equal(y.numpy(), label)
+        edges = lambda t: t.diff(dim=1).abs().mean() + t.diff(dim=2).abs().mean()  # noqa: E731
+        assert edges(x) < 0.7 * edges(x0)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(DataError, match=r"^blur .*probability in \[0, 1\]$"):
+            build_train_transform(blur=bad)
+
+
 def test_transforms_pickle_for_dataloader_workers() -> None:
     image, label = coded_pair()
     t = pickle.loads(pickle.dumps(build_train_transform(crop_size=(32, 32))))

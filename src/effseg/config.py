@@ -168,6 +168,9 @@ class DataConfig:
     scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
     hflip: bool = True
     jitter: bool = True
+    # Probability of blurring a training crop (Gaussian or motion blur, 3-7 px kernels, one of the
+    # two at random): camera shake and focus differ between drives (docs/camvid.md, levers).
+    blur: float = 0.0
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     num_workers: int = 2
@@ -329,6 +332,8 @@ def _check_values(cfg: Config, where: str) -> None:
         check_output_stride(m.output_stride, f"{where}model.output_stride", ConfigError)
     if len(d.scale_range) != 2 or any(v <= 0 for v in d.scale_range) or d.scale_range[0] > d.scale_range[1]:
         fail("data.scale_range", "[min, max] with 0 < min <= max", d.scale_range)
+    if not 0.0 <= d.blur <= 1.0:
+        fail("data.blur", "a probability in [0, 1]", d.blur)
     if len(d.mean) != 3 or len(d.std) != 3 or any(s <= 0 for s in d.std):
         fail("data.mean/std", "three values each, std > 0", [d.mean, d.std])
     if d.num_workers < 0:

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from effseg.config import Config
 from effseg.errors import ConfigError, DataError
 
-__all__ = ["build_datasets", "check_data_root", "trained_on_note", "val_dataset_options"]
+__all__ = ["build_datasets", "check_data_root", "stored_val_split", "trained_on_note", "val_dataset_options"]
 
 
 def _root_holds(dataset: str, splits: tuple[str, ...]) -> str:
@@ -65,6 +65,7 @@ def build_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
         scale_range=tuple(d.scale_range),
         hflip=d.hflip,
         jitter=d.jitter,
+        blur=d.blur,
         mean=tuple(d.mean),
         std=tuple(d.std),
     )
@@ -117,6 +118,13 @@ def _with_drives(
 def _split_parts(split: str) -> set[str]:
     """The splits a split name reads: ``trainval`` is CamVid's ``train`` + ``val``."""
     return {"train", "val"} if split == "trainval" else {split}
+
+
+def stored_val_split(config: dict[str, Any] | None) -> str:
+    """The split a checkpoint's training config (a plain dict) validated on: its
+    ``data.val_split``, or ``val`` (the default) when it names none."""
+    data = (config or {}).get("data") if isinstance(config, dict) else None
+    return str((data if isinstance(data, dict) else {}).get("val_split") or "val")
 
 
 def trained_on_note(config: dict[str, Any] | None, split: str | None) -> str:

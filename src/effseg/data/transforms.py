@@ -87,15 +87,19 @@ def build_train_transform(
     scale_range: tuple[float, float] = (0.5, 2.0),
     hflip: bool = True,
     jitter: bool = True,
+    blur: float = 0.0,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> JointTransform:
     """Random scale -> pad (image 0, label 255) -> random crop ``crop_size = (H, W)`` -> flip
-    -> photometric jitter -> normalise -> tensors."""
+    -> photometric jitter -> blur (probability ``blur``: Gaussian or motion, 3-7 px kernels; the
+    label is untouched) -> normalise -> tensors."""
     ch, cw = _hw(crop_size, "crop_size")
     lo, hi = float(scale_range[0]), float(scale_range[1])
     if not 0 < lo <= hi:
         raise DataError(f"scale_range {scale_range!r}: expected 0 < low <= high")
+    if not 0.0 <= blur <= 1.0:
+        raise DataError(f"blur {blur!r}: expected a probability in [0, 1]")
     ops: list = []
     if (lo, hi) != (1.0, 1.0):
         # albumentations biases scale_limit by 1: (lo - 1, hi - 1) samples factors in [lo, hi].
@@ -122,6 +126,8 @@ def build_train_transform(
         ops.append(A.HorizontalFlip(p=0.5))
     if jitter:
         ops.append(A.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.03, p=0.8))
+    if blur > 0:
+        ops.append(A.OneOf([A.GaussianBlur(blur_limit=(3, 7)), A.MotionBlur(blur_limit=(3, 7))], p=blur))
     ops += [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
     return JointTransform(A.Compose(ops))
 
