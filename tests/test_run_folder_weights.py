@@ -14,6 +14,7 @@ from PIL import Image
 import effseg
 from effseg.cli import main as cli_main
 from effseg.config import config_from_dict
+from effseg.data.from_config import stored_val_split
 from effseg.deploy.artifact import (
     figure_note,
     load_artifact,
@@ -124,6 +125,11 @@ def test_the_val_pick_note_names_the_split_it_was_picked_on() -> None:
     assert (
         picked_on_val("best.pt") and not picked_on_val("camvid-ddrnet23_slim.pt") and not picked_on_val(None)
     )
+    fold = {"data": {"val_split": "val_fold"}}
+    for stored, split in ((fold, "val_fold"), ({"data": {}}, "val"), (None, "val")):
+        assert stored_val_split(stored) == split
+    assert val_pick_note(Path("b/best.pt"), fold, "val") == ""
+    assert "on 'val_fold'" in val_pick_note(Path("b/best.pt"), fold, "val_fold")
 
 
 def test_a_figure_on_frames_the_model_trained_on_is_labelled() -> None:

@@ -44,7 +44,7 @@ from effseg.bench.runners import (
 )
 from effseg.bench.sysinfo import machine_info, peak_fp32_flops
 from effseg.bench.timing import latency_stats, peak_memory_mb, sync_for, time_call, time_callable
-from effseg.data.from_config import trained_on_note
+from effseg.data.from_config import stored_val_split, trained_on_note
 from effseg.deploy.artifact import load_artifact
 from effseg.deploy.onnx_io import ONNX_RUNTIMES
 from effseg.errors import BenchError, EffsegError
@@ -285,8 +285,8 @@ def _bench_one(
     if miou_fp32 is None and zoo_miou is not None:  # a shipped model: its `effseg eval` figure
         miou_fp32 = float(zoo_miou)
     config = bm.meta.get("config") if isinstance(bm.meta.get("config"), dict) else {}
-    val_split = (config.get("data") or {}).get("val_split") or "val"
-    if miou_fp32 is None and bm.meta.get("best_miou") is not None and not trained_on_note(config, val_split):
+    seen = trained_on_note(config, stored_val_split(config))
+    if miou_fp32 is None and bm.meta.get("best_miou") is not None and not seen:
         # a run: its best validation (not when it validated on frames it trained on)
         v = float(bm.meta["best_miou"])
         miou_fp32 = v * 100 if v <= 1 else v

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from effseg.config import IMAGENET_MEAN, IMAGENET_STD
-from effseg.data.from_config import trained_on_note
+from effseg.data.from_config import stored_val_split, trained_on_note
 from effseg.engine.rundir import RUN_FOLDER_FILES, run_folder_weights
 from effseg.errors import CheckpointError, ModelError
 
@@ -51,8 +51,7 @@ def val_pick_note(path: str | Path | None, config: dict[str, Any] | None, split:
     training config: ``data.val_split``; ``val`` when it carries none)."""
     if not picked_on_val(path):
         return ""
-    data = (config or {}).get("data") if isinstance(config, dict) else None
-    val_split = (data or {}).get("val_split") or "val"
+    val_split = stored_val_split(config)
     if split != val_split:
         return ""
     return (
