@@ -16,8 +16,9 @@ from effseg.deploy.export import _fold_batchnorm_with_ort, export_onnx, export_t
 from effseg.deploy.export_run import parse_input_size, run_export
 from effseg.deploy.onnx_io import onnx_op_types, ort_session, read_onnx_metadata
 from effseg.deploy.runtime import load_onnx_model
-from effseg.errors import EffsegError, ExportError
+from effseg.errors import ConfigError, DataError, EffsegError, ExportError
 from effseg.models import build_model
+from helpers_engine import tiny_cityscapes_checkpoint
 
 SIZE = (64, 96)  # (H, W): an 8x12 feature map at output stride 8, which PPM bins 3 and 6 do not divide
 
@@ -216,6 +217,33 @@ def test_int8_export_reports_agreement(tmp_path) -> None:
     assert (tmp_path / "q.fp32.onnx").is_file()
     runner, _ = load_onnx_model(tmp_path / "q.onnx")
     assert runner(torch.randn(1, 3, 64, 96)).shape == (1, 3, 64, 96)
+
+
+def test_int8_export_reads_its_dataset_where_set_says(tmp_path) -> None:
+    """A checkpoint whose stored data root is gone (a shipped model carries none): the error names
+    the option and the remedy; ``--set data.root=...`` points calibration and mIoU at the data,
+    and the exported file keeps the stored config."""
+    model = _randomise_bn(build_model("fcn", backbone="mobilenetv2", num_classes=19).eval())
+    ckpt = tiny_cityscapes_checkpoint(tmp_path, model, (32, 64))
+    stored_root = str(tmp_path / "cs")
+    moved = (tmp_path / "cs").rename(tmp_path / "moved")
+    kw = dict(input_size="64x32", int8=True, calib_images=2)
+    with pytest.raises(DataError, match=r"^--calib 'val': .*; give the dataset with --set data\.root=DIR$"):
+        run_export(ckpt, tmp_path / "q.onnx", calib="val", **kw)
+    _write_images(tmp_path / "calib", size=(64, 32))
+    with pytest.raises(
+        DataError, match=r"^--eval-split 'val': .*--set data\.root=DIR \(or skip the mIoU with --no-eval\)$"
+    ):
+        run_export(ckpt, tmp_path / "q.onnx", calib=str(tmp_path / "calib"), **kw)
+    with pytest.raises(ConfigError, match="data.rot"):
+        run_export(ckpt, tmp_path / "q.onnx", calib="val", overrides=[f"data.rot={moved}"], **kw)
+    with pytest.raises(ExportError, match="^--set: only --int8 reads a dataset"):
+        run_export(ckpt, tmp_path / "f.onnx", input_size="64x32", overrides=[f"data.root={moved}"])
+    report = run_export(ckpt, tmp_path / "q.onnx", calib="val", overrides=[f"data.root={moved}"], **kw)
+    q = report["int8"]
+    assert q["eval_split"] == "val" and q["eval_images"] == 2 and 0.0 <= q["miou_int8"] <= 100.0
+    assert q["calibration_source"] == "CityscapesDataset split 'val'"
+    assert read_onnx_metadata(tmp_path / "q.onnx")["config"]["data"]["root"] == stored_root
 
 
 def test_export_errors(tmp_path) -> None:

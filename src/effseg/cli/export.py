@@ -3,6 +3,7 @@
     effseg export runs/pspnet_r18 --format onnx --input-size 1024x512 --out pspnet_r18.onnx
     effseg export runs/pspnet_r18 --int8 --calib train --out pspnet_r18_int8.onnx
     effseg export runs/pspnet_r18 --int8 --calib data/cityscapes --eval-split val --out q.onnx
+    effseg export camvid-ddrnet23_slim --int8 --calib train --set data.root=/data/CamVid --out q.onnx
 
 BatchNorm is folded into the convolutions, the file passes ``onnx.checker`` and its
 logits are compared with PyTorch's (printed; NaN or infinite logits fail the export).  The file
@@ -19,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+from effseg.cli._options import add_set_option
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--eval-images", type=int, help="limit the --eval-split images (default all)")
     parser.add_argument("--no-eval", action="store_true", help="with --int8: skip the mIoU evaluation")
+    add_set_option(parser, "data.root=/data/CamVid (--int8: where --calib SPLIT and the mIoU read images)")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 17, default 18)")
     parser.add_argument("--num-classes", type=int, default=19, help="classes for a model name (default 19)")
     parser.add_argument("--out", required=True, metavar="FILE", help="output .onnx / .pt file")
@@ -73,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         evaluate=not args.no_eval,
         opset=args.opset,
         num_classes=args.num_classes,
+        overrides=[item for group in args.overrides for item in group],
     )
     h, w = report["input_size"]
     print(f"wrote {report['path']} ({report['format']}, {w}x{h}{', dynamic' if report['dynamic'] else ''})")

@@ -8,6 +8,8 @@ own dataset (argmax agreement, and mIoU with the evaluator).
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +22,18 @@ from effseg.deploy.artifact import load_artifact
 from effseg.deploy.export import check_finite_logits, export_onnx, export_torchscript
 from effseg.deploy.onnx_io import DEFAULT_OPSET, compare_logits, read_onnx_metadata, write_onnx_metadata
 from effseg.deploy.runtime import load_onnx_model
-from effseg.errors import ExportError
+from effseg.errors import DataError, ExportError
 from effseg.fileio import OutputError, atomic_path, writable_dir
 from effseg.size import Size, parse_size
 
-__all__ = ["calibration_arrays", "check_output_file", "load_source", "parse_input_size", "run_export"]
+__all__ = [
+    "calibration_arrays",
+    "check_output_file",
+    "load_source",
+    "parse_input_size",
+    "run_export",
+    "with_data_overrides",
+]
 
 
 def parse_input_size(text: str | tuple[int, int] | list[int]) -> Size:
@@ -49,10 +58,11 @@ def _normalisation(meta: dict[str, Any]) -> tuple[list[float], list[float]]:
 
 
 def calibration_arrays(
-    calib: str, size: tuple[int, int], meta: dict[str, Any], limit: int = 32
+    calib: str, size: tuple[int, int], meta: dict[str, Any], limit: int = 32, what: str = "--calib"
 ) -> tuple[list[np.ndarray], str]:
     """Preprocessed calibration images for ``--calib``: a folder of images / a Cityscapes-layout root,
-    or a split name (``train``, ``val``) of the dataset in the checkpoint's config.
+    or a split name (``train``, ``val``) of the dataset in the checkpoint's config; ``what`` names
+    the option in errors.
 
     ``size`` is ``(H, W)``; each array is ``(1, 3, H, W)`` float32, normalised.
     """
@@ -63,7 +73,7 @@ def calibration_arrays(
     if path.is_dir():
         files = find_calibration_images(path)
         return load_calibration_batches(files, size, mean, std, limit), f"{len(files)} images under {path}"
-    dataset = _config_dataset(meta, calib, what="--calib")
+    dataset = _config_dataset(meta, calib, what=what)
     idx = np.linspace(0, len(dataset) - 1, num=min(limit, len(dataset))).round().astype(int)
     arrays = [preprocess(dataset.load_raw(int(i))[0], size, mean, std) for i in sorted(set(idx.tolist()))]
     return arrays, f"{dataset.__class__.__name__} split {calib!r}"
@@ -85,7 +95,11 @@ def _config_dataset(
     from effseg.data.from_config import val_dataset_options
 
     c = config_from_dict(cfg)
-    ds = build_dataset(c.data.dataset, c.data.root, split, transform=transform, **val_dataset_options(c))
+    try:
+        ds = build_dataset(c.data.dataset, c.data.root, split, transform=transform, **val_dataset_options(c))
+    except DataError as err:  # a shipped model carries no data path: say how to give one
+        skip = " (or skip the mIoU with --no-eval)" if what == "--eval-split" else ""
+        raise DataError(f"{what} {split!r}: {err}; give the dataset with --set data.root=DIR{skip}") from None
     if limit is not None and limit < len(ds):
         ds.samples = ds.samples[:limit]  # the dataset's own sample list: every attribute stays its own
     return ds
@@ -104,6 +118,20 @@ def _eval_miou(model: nn.Module, meta: dict[str, Any], split: str, limit: int | 
     return {"miou": float(res["miou"]) * 100, "images": len(ds)}
 
 
+def with_data_overrides(meta: dict[str, Any], overrides: Sequence[str], source: str | Path) -> dict[str, Any]:
+    """``meta`` with ``KEY=VALUE`` overrides applied to (a copy of) its stored training config,
+    checked like a config file's keys; only the images read for calibration and evaluation use
+    it, the exported file's metadata keeps the stored config."""
+    if not overrides:
+        return meta
+    from effseg.config import apply_overrides, config_from_dict
+
+    if not isinstance(meta.get("config"), dict):
+        raise ExportError(f"--set: {source} carries no training config to override; pass a folder to --calib")
+    stored = apply_overrides(copy.deepcopy(meta["config"]), overrides)
+    return meta | {"config": config_from_dict(stored, source=f"{source} (stored config)").to_dict()}
+
+
 def run_export(
     source: str | Path,
     out: str | Path,
@@ -118,8 +146,12 @@ def run_export(
     evaluate: bool = True,
     opset: int = DEFAULT_OPSET,
     num_classes: int = 19,
+    overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Export ``source`` to ``out`` (see ``effseg export --help``); returns a JSON-able report.
+
+    ``overrides`` (``--set``, e.g. ``data.root=/data/CamVid``) edit the stored config that
+    ``--calib SPLIT`` and the int8 evaluation read the dataset from (:func:`with_data_overrides`).
 
     With ``int8``, the fp32 ONNX file is written next to ``out`` as ``<stem>.fp32.onnx`` and ``out``
     is the int8 QDQ model calibrated on ``calib``; the report holds the int8-vs-fp32 argmax agreement
@@ -134,8 +166,11 @@ def run_export(
         raise ExportError("--int8 needs --format onnx without --dynamic (static QDQ calibration at one size)")
     if int8 and not calib:
         raise ExportError("--int8 needs --calib DIR_OR_SPLIT: real images to calibrate activation ranges")
+    if overrides and not int8:
+        raise ExportError("--set: only --int8 reads a dataset (calibration split and mIoU); drop --set")
     check_output_file(out, "--out")
     model, meta, name = load_source(source, num_classes=num_classes)
+    data_meta = with_data_overrides(meta, overrides, source)  # checked before the export's work
     if fmt == "torchscript":
         return export_torchscript(model, out, size, meta=meta).to_dict()
     fp32_path = out.with_name(out.stem + ".fp32.onnx") if int8 else out
@@ -144,13 +179,13 @@ def run_export(
         return report.to_dict()
     if not evaluate:
         eval_split = None
-    elif eval_split is None and isinstance(meta.get("config"), dict):  # default: the config's val split
-        eval_split = (meta["config"].get("data") or {}).get("val_split")
+    elif eval_split is None and isinstance(data_meta.get("config"), dict):  # default: the config's val split
+        eval_split = (data_meta["config"].get("data") or {}).get("val_split")
     # Every step on a temporary file beside --out, renamed onto it only once all passed: a kill, a
     # full disk or a failed check leaves an earlier file at --out as it was.
     with atomic_path(out, "the int8 ONNX export", fsync=True) as tmp:
         settings, int8_meta = _quantize_and_compare(
-            fp32_path, tmp, out, meta, size, str(calib), calib_images, eval_split, eval_images
+            fp32_path, tmp, out, data_meta, size, str(calib), calib_images, eval_split, eval_images
         )
     report.path, report.int8 = str(out), settings
     report.metadata = int8_meta
@@ -187,7 +222,9 @@ def _quantize_and_compare(
     int8_model, _ = load_onnx_model(tmp)
     agree_arrays, agree_desc = arrays, f"{len(arrays)} calibration images"
     if eval_split and isinstance(meta.get("config"), dict):  # held-out images, not the calibration ones
-        agree_arrays, agree_desc = calibration_arrays(eval_split, size, meta, eval_images or calib_images)
+        agree_arrays, agree_desc = calibration_arrays(
+            eval_split, size, meta, eval_images or calib_images, what="--eval-split"
+        )
     agree = []
     max_diff = 0.0
     for arr in agree_arrays:
