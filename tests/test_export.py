@@ -221,8 +221,8 @@ def test_int8_export_reports_agreement(tmp_path) -> None:
 
 def test_int8_export_reads_its_dataset_where_set_says(tmp_path) -> None:
     """A checkpoint whose stored data root is gone (a shipped model carries none): the error names
-    the option and the remedy; ``--set data.root=...`` points calibration and mIoU at the data,
-    and the exported file keeps the stored config."""
+    the option and the remedy before any export work; ``--set data.root=...`` points calibration
+    and mIoU at the data, and the exported file keeps the stored config."""
     model = _randomise_bn(build_model("fcn", backbone="mobilenetv2", num_classes=19).eval())
     ckpt = tiny_cityscapes_checkpoint(tmp_path, model, (32, 64))
     stored_root = str(tmp_path / "cs")
@@ -235,6 +235,7 @@ def test_int8_export_reads_its_dataset_where_set_says(tmp_path) -> None:
         DataError, match=r"^--eval-split 'val': .*--set data\.root=DIR \(or skip the mIoU with --no-eval\)$"
     ):
         run_export(ckpt, tmp_path / "q.onnx", calib=str(tmp_path / "calib"), **kw)
+    assert not list(tmp_path.glob("q*.onnx"))  # refused before the export's work
     with pytest.raises(ConfigError, match="data.rot"):
         run_export(ckpt, tmp_path / "q.onnx", calib="val", overrides=[f"data.rot={moved}"], **kw)
     with pytest.raises(ExportError, match="^--set: only --int8 reads a dataset"):

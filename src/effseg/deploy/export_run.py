@@ -95,8 +95,10 @@ def _config_dataset(
     from effseg.data.from_config import val_dataset_options
 
     c = config_from_dict(cfg)
+    options = val_dataset_options(c)
+    options.pop("cache", None)  # one pass over the images: a preloaded copy would only cost time
     try:
-        ds = build_dataset(c.data.dataset, c.data.root, split, transform=transform, **val_dataset_options(c))
+        ds = build_dataset(c.data.dataset, c.data.root, split, transform=transform, **options)
     except DataError as err:  # a shipped model carries no data path: say how to give one
         skip = " (or skip the mIoU with --no-eval)" if what == "--eval-split" else ""
         raise DataError(f"{what} {split!r}: {err}; give the dataset with --set data.root=DIR{skip}") from None
@@ -173,14 +175,20 @@ def run_export(
     data_meta = with_data_overrides(meta, overrides, source)  # checked before the export's work
     if fmt == "torchscript":
         return export_torchscript(model, out, size, meta=meta).to_dict()
+    has_config = isinstance(data_meta.get("config"), dict)
+    if not (int8 and evaluate):
+        eval_split = None
+    elif eval_split is None and has_config:  # default: the config's val split
+        eval_split = (data_meta["config"].get("data") or {}).get("val_split")
+    if int8:  # the images must be there before the export's work, not after it
+        if not Path(str(calib)).is_dir():
+            _config_dataset(data_meta, str(calib), "--calib")
+        if eval_split and has_config:
+            _config_dataset(data_meta, eval_split, "--eval-split")
     fp32_path = out.with_name(out.stem + ".fp32.onnx") if int8 else out
     report = export_onnx(model, fp32_path, size, dynamic=dynamic, opset=opset, meta=meta)
     if not int8:
         return report.to_dict()
-    if not evaluate:
-        eval_split = None
-    elif eval_split is None and isinstance(data_meta.get("config"), dict):  # default: the config's val split
-        eval_split = (data_meta["config"].get("data") or {}).get("val_split")
     # Every step on a temporary file beside --out, renamed onto it only once all passed: a kill, a
     # full disk or a failed check leaves an earlier file at --out as it was.
     with atomic_path(out, "the int8 ONNX export", fsync=True) as tmp:
