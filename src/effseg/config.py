@@ -18,6 +18,7 @@ are relative to the working directory, not to the config file.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import typing
@@ -50,6 +51,7 @@ __all__ = [
     "load_config",
     "config_from_dict",
     "apply_overrides",
+    "stored_config",
     "save_config",
 ]
 
@@ -477,6 +479,13 @@ def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> Confi
         raise ConfigError(f"{path}: expected a mapping with sections {', '.join(_SECTIONS)}")
     data = apply_overrides(data, overrides)
     return config_from_dict(data, source=str(path))
+
+
+def stored_config(data: dict[str, Any], overrides: typing.Sequence[str], source: str | Path) -> Config:
+    """A checkpoint's stored training config (a plain dict, left untouched) with ``--set``
+    overrides applied to a copy, checked like a config file; errors name ``source``."""
+    edited = apply_overrides(copy.deepcopy(data), overrides)
+    return config_from_dict(edited, source=f"{source} (stored config)")
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

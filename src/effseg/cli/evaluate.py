@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import tempfile
 import warnings
 from pathlib import Path
@@ -61,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from effseg.config import apply_overrides, config_from_dict, load_config
+    from effseg.config import load_config, stored_config
     from effseg.data import build_dataset, build_eval_transform
     from effseg.data.from_config import check_data_root, val_dataset_options
     from effseg.deploy.artifact import figure_note, load_artifact, trained_on_note, val_pick_note
@@ -91,9 +90,7 @@ def run(args: argparse.Namespace) -> int:
         if args.config:
             cfg = load_config(args.config, overrides)
         elif meta.get("config"):
-            cfg = config_from_dict(
-                apply_overrides(copy.deepcopy(meta["config"]), overrides), source=f"{path} (stored config)"
-            )
+            cfg = stored_config(meta["config"], overrides, path)
         else:
             raise ConfigError(f"{path} carries no training config; pass --config CONFIG.yaml for the dataset")
         mean = meta.get("mean") or cfg.data.mean

@@ -8,7 +8,6 @@ own dataset (argmax agreement, and mIoU with the evaluator).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -126,12 +125,11 @@ def with_data_overrides(meta: dict[str, Any], overrides: Sequence[str], source: 
     it, the exported file's metadata keeps the stored config."""
     if not overrides:
         return meta
-    from effseg.config import apply_overrides, config_from_dict
+    from effseg.config import stored_config
 
     if not isinstance(meta.get("config"), dict):
         raise ExportError(f"--set: {source} carries no training config to override; pass a folder to --calib")
-    stored = apply_overrides(copy.deepcopy(meta["config"]), overrides)
-    return meta | {"config": config_from_dict(stored, source=f"{source} (stored config)").to_dict()}
+    return meta | {"config": stored_config(meta["config"], overrides, source).to_dict()}
 
 
 def run_export(
